@@ -1,0 +1,806 @@
+//! The reconnecting client: one session across many connections.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::connection::{Connection, Inbound, Transmit};
+use crate::error::{CloseError, Error, ProtocolError, SendError, Timeout, TransportDown};
+use crate::handshake::{self, Offer, ResponseReader};
+use crate::history::{Cause, History, Stats, Transition};
+use crate::io::{
+    Closed, Disconnect, Event, Input, Opened, Output, Reconnect, State, Target, Termination,
+    UnsentReason,
+};
+use crate::message::{CloseCode, CloseFrame, Message, Text};
+use crate::outbound::{Pending, Queue, SendOptions};
+use crate::rng::Rng;
+use crate::timer::{Timer, TimerTable};
+
+/// A WebSocket client session that reconnects by itself, with no IO of its own.
+///
+/// The client is driven by four kinds of method (see the [crate docs](crate) for
+/// the run loop):
+///
+/// - **commands** from the application: [`connect`](Self::connect),
+///   [`send`](Self::send), [`ping`](Self::ping), [`close`](Self::close);
+/// - **inputs** from the driver: [`handle_input`](Self::handle_input) and
+///   [`handle_timeout`](Self::handle_timeout);
+/// - **pollers** that hand out work, drained after every command or input in
+///   this order: [`poll_transmit`](Self::poll_transmit), [`poll_output`](Self::poll_output),
+///   [`poll_timeout`](Self::poll_timeout);
+/// - **getters**: [`state`](Self::state), [`stats`](Self::stats), [`history`](Self::history), ...
+///
+/// Every method that can start, stop or fire a timer takes `now`. Time must not
+/// go backwards between calls (an earlier `now` is treated as the latest seen).
+/// Peer faults never come back as `Err`: they end the connection, and the
+/// application learns of them through [`Event::Disconnected`].
+#[derive(Debug)]
+pub struct Client {
+    config: Arc<Config>,
+    state: State,
+    rng: Rng,
+    timers: TimerTable,
+    now: Instant,
+    outputs: VecDeque<Output>,
+    /// Bytes for the current transport written outside any frame queue: the
+    /// upgrade request, and the last close frame of a connection being failed.
+    raw_out: Vec<u8>,
+    queue: Queue,
+    link: Link,
+    /// Reconnect attempts since the last stable connection; 0 before the first.
+    attempt: u32,
+    /// What happens once the current connection is gone, when it is closing.
+    after_close: AfterClose,
+    /// The last close frame received (or sent, for an application close).
+    last_close: Option<CloseFrame>,
+    keepalive: KeepaliveState,
+    history: History,
+    stats: Stats,
+}
+
+/// Per-connection state that only exists in some states.
+#[derive(Debug)]
+enum Link {
+    /// Idle, Connecting, Backoff, Closed.
+    None,
+    /// Handshaking: the upgrade request is out, the response is being read.
+    Upgrading {
+        reader: ResponseReader,
+        accept: String,
+    },
+    /// Open or Closing.
+    Connected(Box<Connection>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AfterClose {
+    /// The application asked to close: the session ends.
+    Terminate,
+    /// The server closed: reconnect (or not) as the policy says.
+    Disconnect(Disconnect),
+}
+
+#[derive(Debug, Default)]
+struct KeepaliveState {
+    seq: u64,
+    /// The last keepalive ping: its payload and when it was queued.
+    probe: Option<(u64, Instant)>,
+    missed: u32,
+}
+
+impl Client {
+    /// A client in [`State::Idle`]. `seed` drives every random choice (masks,
+    /// handshake keys, jitter): drivers take it from the OS, tests fix it.
+    ///
+    /// Allocates nothing in proportion to the configured limits.
+    pub fn new(config: impl Into<Arc<Config>>, seed: [u8; 32], now: Instant) -> Client {
+        let config = config.into();
+        let queue = Queue::new(*config.outbound());
+        let history = History::new(config.history_len());
+        Client {
+            config,
+            state: State::Idle,
+            rng: Rng::new(seed),
+            timers: TimerTable::default(),
+            now,
+            outputs: VecDeque::new(),
+            raw_out: Vec::new(),
+            queue,
+            link: Link::None,
+            attempt: 0,
+            after_close: AfterClose::Terminate,
+            last_close: None,
+            keepalive: KeepaliveState::default(),
+            history,
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters across the whole session.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The last state transitions.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Messages waiting to be written (not counting one partly written).
+    pub fn queued_messages(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Payload bytes waiting to be written: with [`poll_transmit`](Self::poll_transmit)
+    /// pulling only what the socket takes, this is the application's backpressure signal.
+    pub fn buffered_amount(&self) -> usize {
+        self.queue.bytes()
+    }
+
+    /// Reconnect attempts made since the last stable connection.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    // ---- commands ----
+
+    /// Starts the first connection: emits [`Output::Connect`]. Only acts in
+    /// [`State::Idle`]; later connections are made by the reconnect policy.
+    pub fn connect(&mut self, now: Instant) {
+        self.advance(now);
+        if self.state == State::Idle {
+            self.start_attempt(Cause::ConnectCalled);
+        }
+    }
+
+    /// Sends a message with the configured [`SendOptions`].
+    ///
+    /// While open the message is queued for [`poll_transmit`](Self::poll_transmit);
+    /// the payload is not copied until it is masked into the driver's buffer.
+    ///
+    /// # Errors
+    ///
+    /// The message is handed back in the error: [`SendError::TooLarge`] above
+    /// `max_message_size`, [`SendError::NotOpen`] while disconnected unless the
+    /// options queue it, [`SendError::Closed`] once the session is ending,
+    /// [`SendError::QueueFull`] when the queue is full and its policy is `Reject`.
+    pub fn send(&mut self, now: Instant, message: impl Into<Message>) -> Result<(), SendError> {
+        let options = SendOptions::from_config(self.config.outbound());
+        self.send_with(now, message, options)
+    }
+
+    /// Sends a message with explicit options (offline queueing, time to live).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        message: impl Into<Message>,
+        options: SendOptions,
+    ) -> Result<(), SendError> {
+        self.advance(now);
+        let message = message.into();
+        let max = self.config.limits().max_message_size;
+        if message.len() > max {
+            let len = message.len();
+            return Err(SendError::TooLarge { message, len, max });
+        }
+        match self.state {
+            State::Closed => return Err(SendError::Closed(message)),
+            State::Closing if self.after_close == AfterClose::Terminate => {
+                return Err(SendError::Closed(message));
+            }
+            State::Open => {}
+            _ if options.offline => {}
+            _ => return Err(SendError::NotOpen(message)),
+        }
+        let pending = Pending {
+            message,
+            offline: options.offline,
+            expires: options.ttl.map(|ttl| now + ttl),
+        };
+        let outputs = &mut self.outputs;
+        self.queue
+            .push(pending, &mut |m, r| outputs.push_back(unsent(m, r)))
+            .map_err(SendError::QueueFull)
+    }
+
+    /// Sends a ping with `payload` (at most 125 bytes); its pong arrives as
+    /// [`Event::Pong`]. Keepalive pings are sent by the client itself.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::PingTooLong`], or [`SendError::PingNotOpen`] when not open.
+    pub fn ping(&mut self, now: Instant, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.advance(now);
+        let payload = payload.into();
+        if payload.len() > 125 {
+            return Err(SendError::PingTooLong(payload.len()));
+        }
+        match (&mut self.link, self.state) {
+            (Link::Connected(conn), State::Open) => {
+                conn.queue_ping(payload);
+                Ok(())
+            }
+            _ => Err(SendError::PingNotOpen),
+        }
+    }
+
+    /// Ends the session for good, gracefully: messages already queued are
+    /// written, then a close frame with `code` and `reason`, then the client
+    /// waits (up to the close timeout) for the server's close and for the
+    /// transport to end. Without an open connection the session ends at once.
+    /// Calling it again, or after the end, does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CloseError`] for a code that may not be sent or a reason over 123 bytes.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), CloseError> {
+        self.advance(now);
+        if !code.is_valid_on_wire() {
+            return Err(CloseError::InvalidCode(code.0));
+        }
+        if reason.len() > 123 {
+            return Err(CloseError::ReasonTooLong(reason.len()));
+        }
+        let frame = CloseFrame {
+            code,
+            reason: Text::from(reason.to_owned()),
+        };
+        match self.state {
+            State::Closed => {}
+            State::Idle | State::Backoff => {
+                self.terminate(Termination::Requested, Cause::CloseCalled)
+            }
+            State::Connecting | State::Handshaking => {
+                self.outputs.push_back(Output::CloseTransport);
+                self.terminate(Termination::Requested, Cause::CloseCalled);
+            }
+            State::Open => {
+                if let Link::Connected(conn) = &mut self.link {
+                    conn.queue_close(Some(&frame), true);
+                }
+                self.last_close = Some(frame);
+                self.after_close = AfterClose::Terminate;
+                self.begin_closing(Cause::CloseCalled);
+            }
+            // Already closing: make it final. The close frame in flight (or the
+            // echo sent to the server's close) stands.
+            State::Closing => self.after_close = AfterClose::Terminate,
+        }
+        Ok(())
+    }
+
+    // ---- inputs ----
+
+    /// Feeds an input from the driver. Inputs that make no sense in the current
+    /// state (bytes while connecting, a second `TransportUp`) are ignored.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.advance(now);
+        match input {
+            Input::TransportUp => self.on_transport_up(),
+            Input::Received(bytes) => self.on_received(bytes),
+            Input::TransportDown(why) => self.on_transport_down(why),
+        }
+    }
+
+    /// Fires every timer due at `now`. Calling it early, or twice, does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        for timer in Timer::ALL {
+            if self.timers.is_due(timer, self.now) {
+                self.timers.stop(timer);
+                self.on_timer(timer);
+            }
+        }
+        let outputs = &mut self.outputs;
+        self.queue
+            .expire(self.now, &mut |m, r| outputs.push_back(unsent(m, r)));
+    }
+
+    // ---- pollers ----
+
+    /// Appends bytes to write to the transport into `out` and returns how many.
+    ///
+    /// Stops starting new frames once `max` bytes were appended (a frame is never
+    /// split, so it may overshoot). Only pull what the socket can take: what is
+    /// left stays queued and counts in [`buffered_amount`](Self::buffered_amount).
+    /// Allocates only by growing `out`.
+    #[must_use = "the bytes must be written to the transport"]
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        let start = out.len();
+        if !self.raw_out.is_empty() {
+            out.append(&mut self.raw_out);
+        }
+        let appended = out.len() - start;
+        if let Link::Connected(conn) = &mut self.link {
+            let outputs = &mut self.outputs;
+            conn.poll_transmit(&mut Transmit {
+                out,
+                max: max.saturating_sub(appended),
+                now: self.now,
+                queue: &mut self.queue,
+                rng: &mut self.rng,
+                stats: &mut self.stats,
+                unsent: &mut |m, r| outputs.push_back(unsent(m, r)),
+            });
+        }
+        let n = out.len() - start;
+        self.stats.bytes_out += n as u64;
+        n
+    }
+
+    /// The next output, in the order it happened.
+    #[must_use = "every output asks the driver to act"]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next deadline: call [`handle_timeout`](Self::handle_timeout) at or
+    /// after it. `None` when nothing is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.timers.next(), self.queue.earliest_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- transitions ----
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn set_state(&mut self, to: State, cause: Cause) {
+        debug_assert!(
+            self.state.can_become(to),
+            "illegal transition {:?} -> {to:?}",
+            self.state
+        );
+        self.history.record(Transition {
+            at: self.now,
+            from: self.state,
+            to,
+            cause,
+        });
+        self.state = to;
+    }
+
+    fn start_attempt(&mut self, cause: Cause) {
+        let c = &self.config;
+        let endpoint = c.endpoint();
+        let target = Target {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            tls: endpoint.tls,
+            attempt: self.attempt,
+        };
+        self.timers
+            .set(Timer::Connect, self.now + c.timeouts().connect);
+        self.stats.connects += 1;
+        if self.attempt > 0 {
+            self.stats.reconnects += 1;
+            self.outputs.push_back(Output::Event(Event::Reconnecting {
+                attempt: self.attempt,
+            }));
+        }
+        self.raw_out.clear();
+        self.outputs.push_back(Output::Connect(target));
+        self.set_state(State::Connecting, cause);
+    }
+
+    fn on_transport_up(&mut self) {
+        if self.state != State::Connecting {
+            return;
+        }
+        self.timers.stop(Timer::Connect);
+        self.timers.set(
+            Timer::Handshake,
+            self.now + self.config.timeouts().handshake,
+        );
+        let (key, accept) = handshake::new_key(self.rng.nonce());
+        // Bytes left for an earlier transport must never reach this one.
+        self.raw_out.clear();
+        handshake::write_request(&mut self.raw_out, self.config.request_head(), &key);
+        self.link = Link::Upgrading {
+            reader: ResponseReader::default(),
+            accept,
+        };
+        self.set_state(State::Handshaking, Cause::TransportUp);
+    }
+
+    fn on_received(&mut self, bytes: &[u8]) {
+        self.stats.bytes_in += bytes.len() as u64;
+        match &mut self.link {
+            Link::Upgrading { reader, accept } => {
+                let offer = Offer {
+                    accept,
+                    subprotocols: self.config.subprotocols(),
+                    require_subprotocol: self.config.require_subprotocol(),
+                };
+                let Some(done) =
+                    reader.feed(bytes, self.config.limits().max_handshake_size, &offer)
+                else {
+                    return;
+                };
+                match done.result {
+                    Ok(accepted) => {
+                        // The rest of the chunk is frames: copy it before `link` changes.
+                        let limits = self.config.limits();
+                        let mut conn = Connection::new(
+                            limits.max_frame_size,
+                            limits.max_message_size,
+                            limits.max_outgoing_frame_size,
+                        );
+                        conn.receive(done.rest);
+                        self.open(conn, accepted.subprotocol, accepted.headers);
+                        self.read_frames();
+                    }
+                    Err(e) => {
+                        self.outputs.push_back(Output::CloseTransport);
+                        self.disconnect(Disconnect::Failed(Error::Handshake(e)));
+                    }
+                }
+            }
+            Link::Connected(conn) => {
+                conn.receive(bytes);
+                if self.state == State::Open {
+                    // Any byte from the server is proof of life.
+                    self.keepalive.missed = 0;
+                    self.timers.stop(Timer::Pong);
+                }
+                self.read_frames();
+            }
+            Link::None => {}
+        }
+    }
+
+    fn open(&mut self, conn: Connection, subprotocol: Option<String>, headers: crate::Headers) {
+        self.link = Link::Connected(Box::new(conn));
+        self.timers.stop(Timer::Handshake);
+        if let Some(k) = self.config.keepalive() {
+            self.timers.set(Timer::Ping, self.now + k.interval);
+        }
+        self.keepalive = KeepaliveState::default();
+        self.last_close = None;
+        self.stats.opened(self.now);
+        self.outputs.push_back(Output::Event(Event::Opened(Opened {
+            subprotocol,
+            headers,
+            attempt: self.attempt,
+        })));
+        self.set_state(State::Open, Cause::Upgraded);
+    }
+
+    /// Decodes every complete frame buffered, until one ends the connection.
+    fn read_frames(&mut self) {
+        loop {
+            let Link::Connected(conn) = &mut self.link else {
+                return;
+            };
+            match conn.next() {
+                Ok(None) => return,
+                Ok(Some(Inbound::Message(message))) => {
+                    self.stats.messages_in += 1;
+                    self.outputs.push_back(Output::Message(message));
+                }
+                Ok(Some(Inbound::Pong(payload))) => self.on_pong(payload),
+                Ok(Some(Inbound::Close(frame))) => return self.on_close_frame(frame),
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+
+    fn on_pong(&mut self, payload: Bytes) {
+        self.stats.pongs_received += 1;
+        let rtt = match self.keepalive.probe {
+            Some((seq, sent)) if payload[..] == seq.to_be_bytes() => {
+                self.keepalive.probe = None;
+                let rtt = self.now.saturating_duration_since(sent);
+                self.stats.last_rtt = Some(rtt);
+                Some(rtt)
+            }
+            _ => None,
+        };
+        self.outputs
+            .push_back(Output::Event(Event::Pong { payload, rtt }));
+    }
+
+    fn on_close_frame(&mut self, frame: Option<CloseFrame>) {
+        match self.state {
+            State::Open => {
+                // The server closes: echo its code (RFC 6455 §5.5.1), then wait for
+                // it to end the transport.
+                if let Link::Connected(conn) = &mut self.link {
+                    let echo = frame.as_ref().map(|f| CloseFrame {
+                        code: f.code,
+                        reason: Text::default(),
+                    });
+                    conn.queue_close(echo.as_ref(), false);
+                }
+                let (code, reason) = match &frame {
+                    Some(f) => (Some(f.code), f.reason.to_string()),
+                    None => (None, String::new()),
+                };
+                self.last_close = frame;
+                self.after_close =
+                    AfterClose::Disconnect(Disconnect::ServerClosed { code, reason });
+                self.begin_closing(Cause::ServerClose);
+            }
+            State::Closing => {
+                // The answer to our close: the handshake is complete; the server
+                // now ends the transport (or the close timer does).
+                if frame.is_some() {
+                    self.last_close = frame;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn begin_closing(&mut self, cause: Cause) {
+        self.timers.stop(Timer::Ping);
+        self.timers.stop(Timer::Pong);
+        self.timers
+            .set(Timer::Close, self.now + self.config.timeouts().close);
+        self.set_state(State::Closing, cause);
+    }
+
+    /// The server broke the protocol: send the close code the error names, shut
+    /// the transport at once (RFC 6455 §7.1.7), then reconnect or stop.
+    fn fail(&mut self, error: ProtocolError) {
+        let Link::Connected(conn) = &mut self.link else {
+            return;
+        };
+        if !conn.close_received() {
+            let reason = short_reason(&error.to_string());
+            let frame = CloseFrame {
+                code: error.close_code(),
+                reason,
+            };
+            conn.queue_close(Some(&frame), false);
+            // Written now into `raw_out`, since the connection is dropped below.
+            let mut t = Transmit {
+                out: &mut self.raw_out,
+                max: usize::MAX,
+                now: self.now,
+                queue: &mut Queue::new(*self.config.outbound()),
+                rng: &mut self.rng,
+                stats: &mut self.stats,
+                unsent: &mut |_, _| {},
+            };
+            conn.poll_transmit(&mut t);
+        }
+        self.outputs.push_back(Output::CloseTransport);
+        self.disconnect(Disconnect::Failed(Error::Protocol(error)));
+    }
+
+    fn on_transport_down(&mut self, why: TransportDown) {
+        match self.state {
+            State::Connecting | State::Handshaking | State::Open => {
+                self.disconnect(Disconnect::Failed(Error::Transport(why)));
+            }
+            State::Closing => self.finish_closing(),
+            State::Idle | State::Backoff | State::Closed => {}
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match (timer, self.state) {
+            (Timer::Connect, State::Connecting) => self.abort(Timeout::Connect),
+            (Timer::Handshake, State::Handshaking) => self.abort(Timeout::Handshake),
+            (Timer::Close, State::Closing) => {
+                self.outputs.push_back(Output::CloseTransport);
+                self.finish_closing();
+            }
+            (Timer::Pong, State::Open) => {
+                self.keepalive.missed += 1;
+                let allowed = self.config.keepalive().map_or(0, |k| k.allowed_misses);
+                if self.keepalive.missed > allowed {
+                    self.abort(Timeout::Pong);
+                }
+            }
+            (Timer::Ping, State::Open) => self.send_keepalive(),
+            (Timer::Reconnect, State::Backoff) => self.start_attempt(Cause::BackoffElapsed),
+            // A timer armed for a state the client has left; `handle_timeout`
+            // stopped it already.
+            _ => {}
+        }
+    }
+
+    fn send_keepalive(&mut self) {
+        let Some(k) = self.config.keepalive().copied() else {
+            return;
+        };
+        let Link::Connected(conn) = &mut self.link else {
+            return;
+        };
+        self.keepalive.seq += 1;
+        let seq = self.keepalive.seq;
+        conn.queue_ping(Bytes::copy_from_slice(&seq.to_be_bytes()));
+        self.keepalive.probe = Some((seq, self.now));
+        self.stats.pings_sent += 1;
+        // An earlier unanswered ping keeps its own, earlier deadline.
+        if self.timers.get(Timer::Pong).is_none() {
+            self.timers.set(Timer::Pong, self.now + k.timeout);
+        }
+        self.timers.set(Timer::Ping, self.now + k.interval);
+    }
+
+    /// A deadline passed: abandon the transport without a close handshake.
+    fn abort(&mut self, timeout: Timeout) {
+        self.outputs.push_back(Output::CloseTransport);
+        self.disconnect(Disconnect::Failed(Error::Timeout(timeout)));
+    }
+
+    /// The closing connection is gone (transport down, or close timer).
+    fn finish_closing(&mut self) {
+        match std::mem::replace(&mut self.after_close, AfterClose::Terminate) {
+            AfterClose::Terminate => {
+                self.drop_connection();
+                self.terminate(Termination::Requested, Cause::CloseDone);
+            }
+            AfterClose::Disconnect(cause) => self.disconnect(cause),
+        }
+    }
+
+    /// Forgets the connection; gives back a message it was half-way through writing.
+    fn drop_connection(&mut self) {
+        if let Link::Connected(conn) = &mut self.link {
+            if let Some(m) = conn.take_partial() {
+                self.outputs
+                    .push_back(unsent(m, UnsentReason::Disconnected));
+            }
+        }
+        self.link = Link::None;
+        self.stats.left_open(self.now);
+    }
+
+    /// A connection or attempt ended: schedule the next attempt or end the session.
+    fn disconnect(&mut self, cause: Disconnect) {
+        let was_open_for = self.stats.current_uptime(self.now);
+        let opened = matches!(self.link, Link::Connected(_));
+        self.drop_connection();
+        self.timers.clear();
+        self.keepalive = KeepaliveState::default();
+        self.stats.disconnects += 1;
+        let outputs = &mut self.outputs;
+        self.queue
+            .disconnected(&mut |m, r| outputs.push_back(unsent(m, r)));
+
+        let kind = cause.kind();
+        if self.after_close == AfterClose::Terminate && self.state == State::Closing {
+            // The application was closing for good when the connection failed
+            // (say, the server broke the protocol instead of answering the close).
+            self.terminate(Termination::Requested, Cause::Disconnected(kind));
+            return;
+        }
+        let policy = self.config.reconnect();
+        if opened && was_open_for >= policy.reset_after {
+            self.attempt = 0;
+        }
+        let next = self.attempt.saturating_add(1);
+        let unit = self.rng.unit();
+        let gave_up = policy.max_attempts.is_some_and(|max| next > max);
+        match policy.plan(&cause, next, unit) {
+            Some(delay) => {
+                self.attempt = next;
+                let at = self.now + delay;
+                self.timers.set(Timer::Reconnect, at);
+                let reconnect = Some(Reconnect {
+                    attempt: next,
+                    delay,
+                    at,
+                });
+                self.outputs
+                    .push_back(Output::Event(Event::Disconnected { cause, reconnect }));
+                self.set_state(State::Backoff, Cause::Disconnected(kind));
+            }
+            None => {
+                self.outputs.push_back(Output::Event(Event::Disconnected {
+                    cause,
+                    reconnect: None,
+                }));
+                let termination = if gave_up {
+                    Termination::GaveUp {
+                        attempts: self.attempt,
+                    }
+                } else {
+                    Termination::NotRetried
+                };
+                self.terminate(termination, Cause::Stopped);
+            }
+        }
+    }
+
+    /// The session is over: give back every waiting message, disarm everything.
+    fn terminate(&mut self, termination: Termination, cause: Cause) {
+        self.drop_connection();
+        self.timers.clear();
+        let outputs = &mut self.outputs;
+        self.queue
+            .close(&mut |m, r| outputs.push_back(unsent(m, r)));
+        let (code, reason) = match self.last_close.take() {
+            Some(f) => (Some(f.code), f.reason.to_string()),
+            None => (None, String::new()),
+        };
+        self.outputs.push_back(Output::Event(Event::Closed(Closed {
+            code,
+            reason,
+            termination,
+        })));
+        self.set_state(State::Closed, cause);
+    }
+}
+
+fn unsent(message: Message, reason: UnsentReason) -> Output {
+    Output::Event(Event::Unsent { message, reason })
+}
+
+/// A close reason from an error message, cut to the 123 bytes a close frame allows.
+fn short_reason(text: &str) -> Text {
+    let mut end = text.len().min(123);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Text::from(text[..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_client_is_idle_with_no_deadline_and_no_output() {
+        let mut c = Client::new(Config::new("ws://h/").unwrap(), [0; 32], Instant::now());
+        assert_eq!(c.state(), State::Idle);
+        assert_eq!(c.poll_timeout(), None);
+        assert_eq!(c.poll_output(), None);
+        let mut out = Vec::new();
+        assert_eq!(c.poll_transmit(&mut out, usize::MAX), 0);
+    }
+
+    #[test]
+    fn output_stays_small() {
+        // Messages flow through `Output` by the million; keep it a few words.
+        assert!(
+            std::mem::size_of::<Output>() <= 96,
+            "{}",
+            std::mem::size_of::<Output>()
+        );
+    }
+
+    #[test]
+    fn short_reason_cuts_on_a_character_boundary() {
+        let long = "é".repeat(100);
+        let r = short_reason(&long);
+        assert!(r.len() <= 123 && r.len() % 2 == 0);
+        assert_eq!(short_reason("x").as_str(), "x");
+    }
+}

@@ -1,0 +1,854 @@
+//! One RFC 6455 connection after the upgrade, client side: decodes server frames,
+//! reassembles messages, answers pings, and writes masked frames.
+//!
+//! It knows nothing of reconnects or timers; the [`Client`](crate::Client) owns it
+//! for as long as the transport lives and asks it for frames in and bytes out.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+
+use crate::assemble::Utf8Validator;
+use crate::error::ProtocolError;
+use crate::frame::{Header, Opcode, apply_mask};
+use crate::history::Stats;
+use crate::io::UnsentReason;
+use crate::message::{CloseCode, CloseFrame, Message, Text};
+use crate::outbound::{Pending, Queue};
+use crate::rng::Rng;
+
+/// Pongs owed at once. RFC 6455 §5.5.3 allows answering only the most recent
+/// ping, so when more pile up (the driver is not writing) the oldest is dropped.
+const MAX_PENDING_PONGS: usize = 16;
+/// Pings of our own waiting to be written.
+const MAX_PENDING_PINGS: usize = 8;
+/// Smallest growth step of the receive buffer, so a stream of small reads does
+/// not reallocate on every call.
+const RX_MIN_RESERVE: usize = 4096;
+
+/// What one complete frame meant to the client.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A complete message.
+    Message(Message),
+    /// A pong.
+    Pong(Bytes),
+    /// A close frame (`None`: it carried no status code). Nothing after it is read.
+    Close(Option<CloseFrame>),
+}
+
+/// A fragmented message being reassembled.
+#[derive(Debug)]
+struct Fragmented {
+    text: bool,
+    buf: BytesMut,
+}
+
+/// A message being written frame by frame.
+#[derive(Debug)]
+struct Sending {
+    pending: Pending,
+    offset: usize,
+}
+
+/// How the close frame is to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseOut {
+    /// Not asked for.
+    None,
+    /// After every message queued before it (an application `close`).
+    AfterData,
+    /// Before anything else (an echo, or failing the connection).
+    Now,
+    /// Written; nothing more may be sent.
+    Sent,
+}
+
+#[derive(Debug)]
+pub(crate) struct Connection {
+    rx: BytesMut,
+    fragmented: Option<Fragmented>,
+    utf8: Utf8Validator,
+    /// Payload bytes of the incomplete frame at the head of `rx` already fed to
+    /// `utf8` (fail-fast validation of text that is still arriving).
+    checked: usize,
+    /// A close frame was received; nothing after it is processed.
+    close_received: bool,
+    max_frame_size: usize,
+    max_message_size: usize,
+
+    pongs: VecDeque<Bytes>,
+    pings: VecDeque<Bytes>,
+    close_payload: Bytes,
+    close_out: CloseOut,
+    sending: Option<Sending>,
+    max_outgoing_frame_size: usize,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        max_frame_size: usize,
+        max_message_size: usize,
+        max_outgoing_frame_size: Option<usize>,
+    ) -> Connection {
+        Connection {
+            rx: BytesMut::new(),
+            fragmented: None,
+            utf8: Utf8Validator::default(),
+            checked: 0,
+            close_received: false,
+            max_frame_size,
+            max_message_size,
+            pongs: VecDeque::new(),
+            pings: VecDeque::new(),
+            close_payload: Bytes::new(),
+            close_out: CloseOut::None,
+            sending: None,
+            max_outgoing_frame_size: max_outgoing_frame_size.unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Appends received bytes. The buffer holds at most one incomplete frame
+    /// (bounded by `max_frame_size`) plus the chunk being read.
+    pub(crate) fn receive(&mut self, bytes: &[u8]) {
+        if self.close_received {
+            return;
+        }
+        if self.rx.capacity() - self.rx.len() < bytes.len() {
+            self.rx.reserve(bytes.len().max(RX_MIN_RESERVE));
+        }
+        self.rx.extend_from_slice(bytes);
+    }
+
+    /// Decodes the next frame that means something to the client. Pings are
+    /// answered here and not reported.
+    ///
+    /// # Errors
+    ///
+    /// The first RFC 6455 violation. The caller must fail the connection; the
+    /// decoder is not to be used afterwards.
+    pub(crate) fn next(&mut self) -> Result<Option<Inbound>, ProtocolError> {
+        loop {
+            if self.close_received {
+                return Ok(None);
+            }
+            let Some((header, header_len)) =
+                Header::decode(&self.rx).map_err(|_| ProtocolError::InvalidLength)?
+            else {
+                return Ok(None);
+            };
+            self.check(&header)?;
+            // `check` bounded the length by `max_frame_size` (a `usize`) or 125.
+            let len = header.payload_len as usize;
+            if self.rx.len() - header_len < len {
+                self.check_partial_text(&header, header_len)?;
+                return Ok(None);
+            }
+            self.rx.advance(header_len);
+            let payload = self.rx.split_to(len).freeze();
+            let checked = std::mem::take(&mut self.checked);
+            match header.opcode {
+                Opcode::Ping => self.queue_pong(payload),
+                Opcode::Pong => return Ok(Some(Inbound::Pong(payload))),
+                Opcode::Close => {
+                    self.close_received = true;
+                    self.rx = BytesMut::new();
+                    return parse_close(payload).map(|frame| Some(Inbound::Close(frame)));
+                }
+                _ => {
+                    if let Some(message) = self.data(header, payload, checked)? {
+                        return Ok(Some(Inbound::Message(message)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rules a server frame must follow, judged from its header alone so a
+    /// violation fails before its payload arrives.
+    fn check(&self, header: &Header) -> Result<(), ProtocolError> {
+        if header.rsv != 0 {
+            return Err(ProtocolError::ReservedBits(header.rsv));
+        }
+        if header.mask.is_some() {
+            return Err(ProtocolError::MaskedFrame);
+        }
+        match header.opcode {
+            Opcode::Reserved(bits) => return Err(ProtocolError::ReservedOpcode(bits)),
+            Opcode::Close | Opcode::Ping | Opcode::Pong => {
+                if !header.fin {
+                    return Err(ProtocolError::FragmentedControl);
+                }
+                if header.payload_len > 125 {
+                    return Err(ProtocolError::ControlTooLong(header.payload_len));
+                }
+                return Ok(());
+            }
+            Opcode::Continuation if self.fragmented.is_none() => {
+                return Err(ProtocolError::UnexpectedContinuation);
+            }
+            Opcode::Text | Opcode::Binary if self.fragmented.is_some() => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
+            _ => {}
+        }
+        if header.payload_len > self.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                len: header.payload_len,
+                max: self.max_frame_size,
+            });
+        }
+        let so_far = self.fragmented.as_ref().map_or(0, |f| f.buf.len() as u64);
+        if so_far + header.payload_len > self.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                len: so_far + header.payload_len,
+                max: self.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates what has arrived of an incomplete text frame, so invalid UTF-8
+    /// fails at once rather than after the rest of a large frame.
+    fn check_partial_text(
+        &mut self,
+        header: &Header,
+        header_len: usize,
+    ) -> Result<(), ProtocolError> {
+        let is_text = match header.opcode {
+            Opcode::Text => true,
+            Opcode::Continuation => self.fragmented.as_ref().is_some_and(|f| f.text),
+            _ => false,
+        };
+        let arrived = self.rx.len() - header_len;
+        if !is_text || arrived <= self.checked {
+            return Ok(());
+        }
+        if header.opcode == Opcode::Text && self.checked == 0 {
+            self.utf8.reset();
+        }
+        self.utf8
+            .feed(&self.rx[header_len + self.checked..header_len + arrived])
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+        self.checked = arrived;
+        Ok(())
+    }
+
+    /// A complete data frame; returns a message when it completes one.
+    fn data(
+        &mut self,
+        header: Header,
+        payload: Bytes,
+        checked: usize,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let invalid = |_| ProtocolError::InvalidUtf8;
+        match header.opcode {
+            Opcode::Text if header.fin && checked == 0 => {
+                // The common case: a whole text message in one frame.
+                std::str::from_utf8(&payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                Ok(Some(Message::Text(Text::from_checked(payload))))
+            }
+            Opcode::Text => {
+                if checked == 0 {
+                    self.utf8.reset();
+                }
+                self.utf8.feed(&payload[checked..]).map_err(invalid)?;
+                if header.fin {
+                    if !self.utf8.is_complete() {
+                        return Err(ProtocolError::InvalidUtf8);
+                    }
+                    return Ok(Some(Message::Text(Text::from_checked(payload))));
+                }
+                self.fragmented = Some(Fragmented {
+                    text: true,
+                    buf: BytesMut::from(&payload[..]),
+                });
+                Ok(None)
+            }
+            Opcode::Binary if header.fin => Ok(Some(Message::Binary(payload))),
+            Opcode::Binary => {
+                self.fragmented = Some(Fragmented {
+                    text: false,
+                    buf: BytesMut::from(&payload[..]),
+                });
+                Ok(None)
+            }
+            _ => {
+                // Continuation; `check` made sure a message is being reassembled.
+                let Some(fragmented) = self.fragmented.as_mut() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                if fragmented.text {
+                    self.utf8.feed(&payload[checked..]).map_err(invalid)?;
+                }
+                fragmented.buf.extend_from_slice(&payload);
+                if !header.fin {
+                    return Ok(None);
+                }
+                let Fragmented { text, buf } = self.fragmented.take().unwrap_or(Fragmented {
+                    text: false,
+                    buf: BytesMut::new(),
+                });
+                if !text {
+                    return Ok(Some(Message::Binary(buf.freeze())));
+                }
+                if !self.utf8.is_complete() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                Ok(Some(Message::Text(Text::from_checked(buf.freeze()))))
+            }
+        }
+    }
+
+    fn queue_pong(&mut self, payload: Bytes) {
+        if self.close_out == CloseOut::Sent {
+            return;
+        }
+        if self.pongs.len() == MAX_PENDING_PONGS {
+            self.pongs.pop_front();
+        }
+        self.pongs.push_back(payload);
+    }
+
+    /// Queues a ping (payload ≤ 125 bytes, checked by the caller).
+    pub(crate) fn queue_ping(&mut self, payload: Bytes) {
+        if self.close_out == CloseOut::Sent {
+            return;
+        }
+        if self.pings.len() == MAX_PENDING_PINGS {
+            self.pings.pop_front();
+        }
+        self.pings.push_back(payload);
+    }
+
+    /// Queues the close frame. `after_data`: only once every queued message is
+    /// written (graceful close); otherwise next.
+    pub(crate) fn queue_close(&mut self, frame: Option<&CloseFrame>, after_data: bool) {
+        if self.close_out != CloseOut::None {
+            return;
+        }
+        self.close_payload = match frame {
+            None => Bytes::new(),
+            Some(f) => {
+                let mut p = Vec::with_capacity(2 + f.reason.len());
+                p.extend_from_slice(&f.code.0.to_be_bytes());
+                p.extend_from_slice(f.reason.as_bytes());
+                p.into()
+            }
+        };
+        self.close_out = if after_data {
+            CloseOut::AfterData
+        } else {
+            CloseOut::Now
+        };
+    }
+
+    /// Whether a close frame was received.
+    pub(crate) fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// The message cut off mid-way, if the connection ends while writing one.
+    pub(crate) fn take_partial(&mut self) -> Option<Message> {
+        self.sending.take().map(|s| s.pending.message)
+    }
+
+    /// Appends frames to `out` until `max` bytes were appended or nothing is
+    /// left: pongs first, then pings, then the close frame when due, then data.
+    /// Frames are never split across calls; a frame may overshoot `max`.
+    pub(crate) fn poll_transmit(&mut self, t: &mut Transmit<'_>) {
+        let start = t.out.len();
+        while t.out.len() - start < t.max && self.close_out != CloseOut::Sent {
+            if let Some(payload) = self.pongs.pop_front() {
+                write_frame(t.out, Opcode::Pong, true, &payload, t.rng);
+            } else if let Some(payload) = self.pings.pop_front() {
+                write_frame(t.out, Opcode::Ping, true, &payload, t.rng);
+            } else if self.close_out == CloseOut::Now
+                || (self.close_out == CloseOut::AfterData
+                    && self.sending.is_none()
+                    && t.queue.len() == 0)
+            {
+                write_frame(t.out, Opcode::Close, true, &self.close_payload, t.rng);
+                self.close_out = CloseOut::Sent;
+            } else if !self.write_data(t) {
+                break;
+            }
+        }
+    }
+
+    /// Writes the next data frame; `false` when there is none.
+    fn write_data(&mut self, t: &mut Transmit<'_>) -> bool {
+        let mut sending = match self.sending.take() {
+            Some(s) => s,
+            None => match t.queue.pop(t.now, t.unsent) {
+                Some(pending) => Sending { pending, offset: 0 },
+                None => return false,
+            },
+        };
+        let payload = sending.pending.message.as_bytes();
+        let total = payload.len();
+        let chunk = (total - sending.offset).min(self.max_outgoing_frame_size);
+        let opcode = match (sending.offset, &sending.pending.message) {
+            (0, Message::Text(_)) => Opcode::Text,
+            (0, Message::Binary(_)) => Opcode::Binary,
+            _ => Opcode::Continuation,
+        };
+        let fin = sending.offset + chunk == total;
+        write_frame(
+            t.out,
+            opcode,
+            fin,
+            &payload[sending.offset..sending.offset + chunk],
+            t.rng,
+        );
+        sending.offset += chunk;
+        if fin {
+            t.stats.messages_out += 1;
+        } else {
+            self.sending = Some(sending);
+        }
+        true
+    }
+}
+
+/// What `poll_transmit` needs from the client, borrowed for one call.
+pub(crate) struct Transmit<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) max: usize,
+    pub(crate) now: Instant,
+    pub(crate) queue: &'a mut Queue,
+    pub(crate) rng: &'a mut Rng,
+    pub(crate) stats: &'a mut Stats,
+    pub(crate) unsent: &'a mut dyn FnMut(Message, UnsentReason),
+}
+
+/// Appends one masked frame: the header, then the payload masked while it is
+/// copied (the one copy the protocol forces on a client).
+pub(crate) fn write_frame(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    fin: bool,
+    payload: &[u8],
+    rng: &mut Rng,
+) {
+    let mask = rng.mask();
+    Header {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: Some(mask),
+        payload_len: payload.len() as u64,
+    }
+    .encode(out);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask, 0);
+}
+
+/// A close frame's payload: empty, or a valid code and a UTF-8 reason.
+fn parse_close(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(ProtocolError::CloseTooShort),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !CloseCode(code).is_valid_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code));
+            }
+            let reason = Text::from_utf8(payload.slice(2..))
+                .map_err(|_| ProtocolError::InvalidCloseReason)?;
+            Ok(Some(CloseFrame {
+                code: CloseCode(code),
+                reason,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Outbound, Overflow};
+
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Header {
+            fin,
+            rsv: 0,
+            opcode: Opcode::from_bits(opcode),
+            mask: None,
+            payload_len: payload.len() as u64,
+        }
+        .encode(&mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn conn() -> Connection {
+        Connection::new(1 << 20, 1 << 20, None)
+    }
+
+    /// Feeds `bytes` in `chunk`-sized pieces and collects everything decoded.
+    fn decode(
+        c: &mut Connection,
+        bytes: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<Inbound>, ProtocolError> {
+        let mut got = Vec::new();
+        for piece in bytes.chunks(chunk.max(1)) {
+            c.receive(piece);
+            while let Some(i) = c.next()? {
+                got.push(i);
+            }
+        }
+        Ok(got)
+    }
+
+    fn messages(got: &[Inbound]) -> Vec<Message> {
+        got.iter()
+            .filter_map(|i| match i {
+                Inbound::Message(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn error_for(bytes: &[u8]) -> ProtocolError {
+        for chunk in [1, 3, bytes.len()] {
+            let e = decode(&mut conn(), bytes, chunk).unwrap_err();
+            assert_eq!(
+                e,
+                decode(&mut conn(), bytes, bytes.len()).unwrap_err(),
+                "chunking changes the error"
+            );
+            if chunk == bytes.len() {
+                return e;
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn fragmented_text_with_ping_in_between_is_reassembled_at_every_chunking() {
+        let mut stream = server_frame(false, 0x1, "κό".as_bytes());
+        stream.extend(server_frame(true, 0x9, b"p1"));
+        stream.extend(server_frame(false, 0x0, &"σμ".as_bytes()[..3]));
+        stream.extend(server_frame(true, 0x0, &"σμε".as_bytes()[3..]));
+        for chunk in 1..=stream.len() {
+            let mut c = conn();
+            let got = decode(&mut c, &stream, chunk).unwrap();
+            assert_eq!(messages(&got), [Message::text("κόσμε")], "chunk {chunk}");
+            assert_eq!(
+                c.pongs.iter().collect::<Vec<_>>(),
+                [&Bytes::from_static(b"p1")]
+            );
+        }
+    }
+
+    #[test]
+    fn unfragmented_payloads_are_slices_of_the_receive_buffer() {
+        let mut c = conn();
+        c.receive(
+            &[
+                server_frame(true, 0x2, &[7; 300]),
+                server_frame(true, 0x1, b"hi"),
+            ]
+            .concat(),
+        );
+        let base = c.rx.as_ptr() as usize;
+        let Some(Inbound::Message(Message::Binary(b))) = c.next().unwrap() else {
+            panic!()
+        };
+        let Some(Inbound::Message(Message::Text(t))) = c.next().unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.as_ptr() as usize, base + 4);
+        assert_eq!(t.as_bytes().as_ptr() as usize, base + 4 + 300 + 2);
+        assert!(c.rx.is_empty());
+    }
+
+    #[test]
+    fn each_rule_fails_with_its_close_code() {
+        use ProtocolError as P;
+        let cases: Vec<(Vec<u8>, ProtocolError, u16)> = vec![
+            (vec![0x91, 0x00], P::ReservedBits(0b001), 1002),
+            (vec![0xC1, 0x00], P::ReservedBits(0b100), 1002),
+            (vec![0x83, 0x00], P::ReservedOpcode(3), 1002),
+            (vec![0x8B, 0x00], P::ReservedOpcode(0xB), 1002),
+            (vec![0x09, 0x00], P::FragmentedControl, 1002),
+            (
+                server_frame(true, 0x9, &[0; 126]),
+                P::ControlTooLong(126),
+                1002,
+            ),
+            (vec![0x81, 0x81, 1, 2, 3, 4, b'a' ^ 1], P::MaskedFrame, 1002),
+            (
+                server_frame(true, 0x0, b"x"),
+                P::UnexpectedContinuation,
+                1002,
+            ),
+            (
+                [
+                    server_frame(false, 0x1, b"a"),
+                    server_frame(true, 0x1, b"b"),
+                ]
+                .concat(),
+                P::ExpectedContinuation,
+                1002,
+            ),
+            (
+                vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0],
+                P::InvalidLength,
+                1002,
+            ),
+            (
+                server_frame(true, 0x1, b"\xce\xba\xff"),
+                P::InvalidUtf8,
+                1007,
+            ),
+            (server_frame(true, 0x8, &[0x03]), P::CloseTooShort, 1002),
+            (
+                server_frame(true, 0x8, &[0x03, 0xED]),
+                P::InvalidCloseCode(1005),
+                1002,
+            ),
+            (
+                server_frame(true, 0x8, &[0x03, 0xE8, 0xff]),
+                P::InvalidCloseReason,
+                1007,
+            ),
+        ];
+        for (bytes, expected, code) in cases {
+            let e = error_for(&bytes);
+            assert_eq!(e, expected, "{bytes:x?}");
+            assert_eq!(e.close_code().0, code, "{e}");
+        }
+    }
+
+    #[test]
+    fn size_limits_fail_on_the_header_with_1009() {
+        // A header announcing 1 GiB fails before any payload, without reserving it.
+        let mut c = Connection::new(1024, 2048, None);
+        c.receive(&[0x82, 127, 0, 0, 0, 0, 0x40, 0, 0, 0]);
+        assert_eq!(
+            c.next().unwrap_err(),
+            ProtocolError::FrameTooLarge {
+                len: 1 << 30,
+                max: 1024
+            }
+        );
+        assert!(c.rx.capacity() < 64 * 1024);
+
+        let mut c = Connection::new(1024, 2048, None);
+        let stream = [
+            server_frame(false, 0x2, &[0; 1000]),
+            server_frame(false, 0x0, &[0; 1000]),
+            server_frame(true, 0x0, &[0; 100]),
+        ]
+        .concat();
+        let e = decode(&mut c, &stream, 7).unwrap_err();
+        assert_eq!(
+            e,
+            ProtocolError::MessageTooLarge {
+                len: 2100,
+                max: 2048
+            }
+        );
+        assert_eq!(e.close_code(), CloseCode::TOO_BIG);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_inside_a_frame_still_arriving() {
+        let mut c = conn();
+        let mut frame = server_frame(true, 0x1, &[b'a'; 1000]);
+        frame[2 + 10] = 0xff;
+        // Only the first 20 payload bytes arrived: the error is already known.
+        c.receive(&frame[..22]);
+        assert_eq!(c.next().unwrap_err(), ProtocolError::InvalidUtf8);
+
+        // The same for a continuation of a text message.
+        let mut c = conn();
+        c.receive(&server_frame(false, 0x1, b"ok"));
+        assert!(c.next().unwrap().is_none());
+        let mut cont = server_frame(true, 0x0, &[b'a'; 500]);
+        cont[2 + 2 + 3] = 0xc0;
+        c.receive(&cont[..10]);
+        assert_eq!(c.next().unwrap_err(), ProtocolError::InvalidUtf8);
+    }
+
+    #[test]
+    fn text_split_inside_a_character_across_fragments_and_reads_is_valid() {
+        let text = "a€𝄞";
+        let bytes = text.as_bytes();
+        for cut in 1..bytes.len() {
+            let stream = [
+                server_frame(false, 0x1, &bytes[..cut]),
+                server_frame(true, 0x0, &bytes[cut..]),
+            ]
+            .concat();
+            for chunk in [1, 2, 5] {
+                assert_eq!(
+                    messages(&decode(&mut conn(), &stream, chunk).unwrap()),
+                    [Message::text(text)]
+                );
+            }
+        }
+        // A message that ends mid-character is invalid, at any chunking.
+        let stream = [
+            server_frame(false, 0x1, b"a"),
+            server_frame(true, 0x0, &bytes[1..3]),
+        ]
+        .concat();
+        assert_eq!(
+            decode(&mut conn(), &stream, 1).unwrap_err(),
+            ProtocolError::InvalidUtf8
+        );
+    }
+
+    #[test]
+    fn nothing_is_processed_after_a_close_frame() {
+        let stream = [
+            server_frame(true, 0x8, &[0x03, 0xE8, b'b', b'y', b'e']),
+            server_frame(true, 0x1, b"late"),
+            vec![0xFF],
+        ]
+        .concat();
+        let mut c = conn();
+        let got = decode(&mut c, &stream, 4).unwrap();
+        assert_eq!(got.len(), 1);
+        let Inbound::Close(Some(frame)) = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            (frame.code, frame.reason.as_str()),
+            (CloseCode::NORMAL, "bye")
+        );
+        c.receive(b"more garbage");
+        assert!(c.next().unwrap().is_none());
+    }
+
+    #[test]
+    fn pongs_are_bounded_and_stop_after_close() {
+        let mut c = conn();
+        let pings: Vec<u8> = (0..40u8)
+            .flat_map(|i| server_frame(true, 0x9, &[i]))
+            .collect();
+        decode(&mut c, &pings, 64).unwrap();
+        assert_eq!(c.pongs.len(), MAX_PENDING_PONGS);
+        assert_eq!(c.pongs.back().map(|b| b[0]), Some(39));
+        c.queue_close(None, false);
+        let frames = client_frames(&transmit(&mut c, &mut queue(), usize::MAX));
+        assert_eq!(frames.len(), MAX_PENDING_PONGS + 1);
+        assert_eq!(frames.last().map(|f| f.0), Some(Opcode::Close));
+        decode(&mut c, &server_frame(true, 0x9, b"x"), 64).unwrap();
+        assert!(c.pongs.is_empty());
+    }
+
+    fn transmit(c: &mut Connection, queue: &mut Queue, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rng = Rng::new([3; 32]);
+        let mut stats = Stats::default();
+        let mut unsent = |_: Message, _: UnsentReason| {};
+        c.poll_transmit(&mut Transmit {
+            out: &mut out,
+            max,
+            now: Instant::now(),
+            queue,
+            rng: &mut rng,
+            stats: &mut stats,
+            unsent: &mut unsent,
+        });
+        out
+    }
+
+    /// Decodes client frames (masked) into (opcode, fin, unmasked payload).
+    fn client_frames(mut bytes: &[u8]) -> Vec<(Opcode, bool, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while let Some((h, n)) = Header::decode(bytes).unwrap() {
+            let mask = h.mask.expect("client frames are masked");
+            let mut payload = bytes[n..n + h.payload_len as usize].to_vec();
+            apply_mask(&mut payload, mask, 0);
+            frames.push((h.opcode, h.fin, payload));
+            bytes = &bytes[n + h.payload_len as usize..];
+        }
+        assert!(bytes.is_empty());
+        frames
+    }
+
+    fn queue() -> Queue {
+        Queue::new(Outbound {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+            overflow: Overflow::Reject,
+            offline: false,
+            ttl: None,
+        })
+    }
+
+    fn pending(m: Message) -> Pending {
+        Pending {
+            message: m,
+            offline: false,
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn control_frames_go_between_fragments_and_graceful_close_waits_for_data() {
+        let mut c = Connection::new(1 << 20, 1 << 20, Some(4));
+        let mut q = queue();
+        q.push(pending(Message::text("abcdefghij")), &mut |_, _| {})
+            .unwrap();
+        c.queue_close(
+            Some(&CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "done".into(),
+            }),
+            true,
+        );
+        // One frame at a time (max 1 byte): a ping from the server arriving
+        // mid-message is answered before the next fragment.
+        let first = transmit(&mut c, &mut q, 1);
+        decode(&mut c, &server_frame(true, 0x9, b"P"), 64).unwrap();
+        let rest = transmit(&mut c, &mut q, usize::MAX);
+        let frames = client_frames(&[first, rest].concat());
+        let shape: Vec<_> = frames
+            .iter()
+            .map(|(op, fin, p)| (*op, *fin, p.as_slice()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (Opcode::Text, false, &b"abcd"[..]),
+                (Opcode::Pong, true, b"P"),
+                (Opcode::Continuation, false, b"efgh"),
+                (Opcode::Continuation, true, b"ij"),
+                (Opcode::Close, true, b"\x03\xe8done"),
+            ]
+        );
+        // Nothing after the close frame.
+        q.push(pending(Message::text("late")), &mut |_, _| {})
+            .unwrap();
+        c.pings.push_back(Bytes::new());
+        assert!(transmit(&mut c, &mut q, usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn immediate_close_goes_before_queued_data() {
+        let mut c = conn();
+        let mut q = queue();
+        q.push(pending(Message::text("data")), &mut |_, _| {})
+            .unwrap();
+        c.queue_close(
+            Some(&CloseFrame {
+                code: CloseCode::PROTOCOL_ERROR,
+                reason: Text::default(),
+            }),
+            false,
+        );
+        let frames = client_frames(&transmit(&mut c, &mut q, usize::MAX));
+        assert_eq!(frames, [(Opcode::Close, true, vec![0x03, 0xEA])]);
+        assert_eq!(q.len(), 1);
+    }
+}

@@ -1,0 +1,590 @@
+//! Fuzz bodies, shared by the cargo-fuzz targets in `fuzz/` and by `cargo test`,
+//! which replays every file of `fuzz/corpus/<target>/` through them.
+//!
+//! Each body takes arbitrary bytes, drives part of the client, and panics only
+//! when an invariant breaks: the decoders must turn any input into a value or a
+//! typed error, and the client must stay within its bounds and legal transitions
+//! whatever the server sends and however the driver and application call it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::{Config, Keepalive, Outbound, Overflow};
+use crate::connection::Connection;
+use crate::error::{TlsFailure, TransportDown};
+use crate::frame::{Header, Opcode};
+use crate::handshake::{Offer, ResponseReader, accept_key};
+use crate::io::{Event, Input, Output, State};
+use crate::message::{CloseCode, Message};
+use crate::outbound::SendOptions;
+use crate::{Backoff, Client};
+
+/// Reads fuzz input a piece at a time; past the end everything is zero.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A fixed epoch: harness time is this plus offsets. The core never reads a
+/// clock; the harness needs one `Instant` to start from.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+/// Frame decoder: arbitrary bytes, cut into chunks whose sizes come from the
+/// first byte, through one connection's decoder.
+pub fn frame_decoder(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first % 64) + 1;
+    let mut conn = Connection::new(4096, 8192, None);
+    for piece in rest.chunks(chunk) {
+        conn.receive(piece);
+        loop {
+            match conn.next() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    // Every error names a close code the client may send.
+                    assert!(e.close_code().is_valid_on_wire());
+                    return;
+                }
+            }
+        }
+    }
+    // Also the bare header decoder, on every suffix of the input.
+    for start in 0..rest.len().min(32) {
+        if let Ok(Some((h, n))) = Header::decode(&rest[start..]) {
+            assert!((2..=14).contains(&n));
+            assert!(
+                n >= h.encoded_len(),
+                "decoded header shorter than its shortest encoding"
+            );
+        }
+    }
+}
+
+/// Handshake response reader: arbitrary bytes as the server's answer, chunked
+/// by the first byte. Must end in a result or keep waiting within its bound.
+pub fn handshake_response(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first % 32) + 1;
+    let subprotocols = ["chat".to_owned(), "v2".to_owned()];
+    let offer = Offer {
+        accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+        subprotocols: &subprotocols,
+        require_subprotocol: first & 0x80 != 0,
+    };
+    let mut reader = ResponseReader::default();
+    let mut fed = 0;
+    for piece in rest.chunks(chunk) {
+        fed += piece.len();
+        if let Some(done) = reader.feed(piece, 1024, &offer) {
+            assert!(done.rest.len() <= fed);
+            return;
+        }
+        assert!(fed <= 1024, "reader kept {fed} bytes past its bound");
+    }
+}
+
+/// A client past a valid upgrade, fed arbitrary server bytes chunked by the
+/// first byte, with the application answering every message.
+pub fn client_stream(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first % 64) + 1;
+    let mut h = Harness::new(small_config(Some(3), Overflow::Reject), [first; 32]);
+    h.client.connect(h.now);
+    h.drain();
+    h.client.handle_input(h.now, Input::TransportUp);
+    h.drain();
+    h.answer_handshake(b"");
+    for piece in rest.chunks(chunk) {
+        h.client.handle_input(h.now, Input::Received(piece));
+        h.drain();
+        let echoes: Vec<Message> = std::mem::take(&mut h.delivered);
+        for m in echoes {
+            let _ = h.client.send(h.now, m);
+            h.drain();
+        }
+    }
+}
+
+/// The client under arbitrary sequences of driver inputs, timer ticks and
+/// application commands, with a scripted server that can answer handshakes and
+/// send well-formed or raw frames.
+pub fn client_ops(data: &[u8]) {
+    let mut u = Cursor(data);
+    let max_attempts = match u.byte() % 4 {
+        0 => None,
+        n => Some(u32::from(n) * 2),
+    };
+    let overflow =
+        [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest][usize::from(u.byte() % 3)];
+    let mut h = Harness::new(small_config(max_attempts, overflow), [u.byte(); 32]);
+    while !u.is_empty() {
+        match u.byte() % 14 {
+            0 => h.client.connect(h.now),
+            1 => h.client.handle_input(h.now, Input::TransportUp),
+            2 => {
+                let n = usize::from(u.byte());
+                let bytes = u.take(n).to_vec();
+                h.client.handle_input(h.now, Input::Received(&bytes));
+            }
+            3 => {
+                let n = usize::from(u.byte() % 8);
+                let trailing = u.take(n).to_vec();
+                h.answer_handshake(&trailing);
+            }
+            4 => {
+                let b0 = u.byte();
+                let n = usize::from(u.byte());
+                let payload = u.take(n).to_vec();
+                let mut frame = Vec::new();
+                Header {
+                    fin: b0 & 0x80 != 0,
+                    rsv: 0,
+                    opcode: Opcode::from_bits(b0),
+                    mask: None,
+                    payload_len: n as u64,
+                }
+                .encode(&mut frame);
+                frame.extend_from_slice(&payload);
+                h.client.handle_input(h.now, Input::Received(&frame));
+            }
+            5 => {
+                h.now += Duration::from_millis(u64::from(u.u16()));
+                h.client.handle_timeout(h.now);
+            }
+            6 => {
+                if let Some(at) = h.client.poll_timeout() {
+                    h.now = h.now.max(at);
+                    h.client.handle_timeout(h.now);
+                }
+            }
+            7 => {
+                let why = match u.byte() % 5 {
+                    0 => TransportDown::Eof,
+                    1 => TransportDown::Reset(std::io::ErrorKind::ConnectionReset),
+                    2 => TransportDown::ConnectFailed(std::io::ErrorKind::ConnectionRefused),
+                    3 => TransportDown::Resolve("no such host".into()),
+                    _ => TransportDown::Tls(TlsFailure {
+                        certificate: u.byte() & 1 == 1,
+                        detail: "fuzz".into(),
+                    }),
+                };
+                h.client.handle_input(h.now, Input::TransportDown(why));
+            }
+            8 | 9 => {
+                let n = usize::from(u.u16()) % 9000;
+                let message = if u.byte() & 1 == 0 {
+                    Message::text("é".repeat(n / 2))
+                } else {
+                    Message::binary(vec![0xA5; n])
+                };
+                let offline = u.byte() & 1 == 1;
+                let ttl = match u.byte() % 3 {
+                    0 => None,
+                    n => Some(Duration::from_millis(u64::from(n) * 700)),
+                };
+                let _ = h
+                    .client
+                    .send_with(h.now, message, SendOptions { offline, ttl });
+            }
+            10 => {
+                let n = usize::from(u.byte() % 130);
+                let _ = h.client.ping(h.now, Bytes::from(vec![1; n]));
+            }
+            11 => {
+                let code = CloseCode(u.u16());
+                let _ = h.client.close(h.now, code, "fuzz");
+            }
+            12 => h.transmit_limit = usize::from(u.byte()) * 16,
+            _ => h.transmit_limit = usize::MAX,
+        }
+        h.drain();
+    }
+}
+
+fn small_config(max_attempts: Option<u32>, overflow: Overflow) -> Config {
+    Config::builder("ws://fuzz.test/")
+        .max_frame_size(4096)
+        .max_message_size(8192)
+        .max_handshake_size(1024)
+        .max_outgoing_frame_size(Some(1000))
+        .outbound(Outbound {
+            max_messages: 8,
+            max_bytes: 16 * 1024,
+            overflow,
+            offline: false,
+            ttl: None,
+        })
+        .keepalive(Some(Keepalive {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            allowed_misses: 1,
+        }))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            0.5,
+        ))
+        .max_attempts(max_attempts)
+        .history_len(8)
+        .build()
+        .unwrap_or_else(|e| panic!("fuzz config: {e}"))
+}
+
+/// The client plus what the fuzz server saw, with invariants checked on every drain.
+struct Harness {
+    client: Client,
+    now: Instant,
+    wire: Vec<u8>,
+    delivered: Vec<Message>,
+    transmit_limit: usize,
+    closed: bool,
+    transitions_seen: u64,
+}
+
+impl Harness {
+    fn new(config: Config, seed: [u8; 32]) -> Harness {
+        let now = epoch();
+        Harness {
+            client: Client::new(config, seed, now),
+            now,
+            wire: Vec::new(),
+            delivered: Vec::new(),
+            transmit_limit: usize::MAX,
+            closed: false,
+            transitions_seen: 0,
+        }
+    }
+
+    /// Answers the upgrade request on the wire (if one is there) with a valid 101.
+    fn answer_handshake(&mut self, trailing: &[u8]) {
+        let text = String::from_utf8_lossy(&self.wire).into_owned();
+        let Some(key) = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        else {
+            return;
+        };
+        let mut reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept_key(key.as_bytes())
+        )
+        .into_bytes();
+        reply.extend_from_slice(trailing);
+        self.wire.clear();
+        self.client.handle_input(self.now, Input::Received(&reply));
+        self.drain();
+    }
+
+    /// Drains the pollers in the documented order and checks the invariants.
+    fn drain(&mut self) {
+        let config = self.client.config().clone();
+        let before = self.wire.len();
+        let n = self
+            .client
+            .poll_transmit(&mut self.wire, self.transmit_limit);
+        assert_eq!(self.wire.len() - before, n);
+        if self.wire.len() > 1 << 20 {
+            self.wire.drain(..self.wire.len() - 4096);
+        }
+        if self.closed {
+            assert_eq!(n, 0, "bytes transmitted after Closed");
+        }
+        while let Some(output) = self.client.poll_output() {
+            assert!(!self.closed, "output after Closed: {output:?}");
+            match output {
+                Output::Message(m) => {
+                    assert!(m.len() <= config.limits().max_message_size);
+                    self.delivered.push(m);
+                }
+                Output::Event(Event::Closed(_)) => self.closed = true,
+                _ => {}
+            }
+        }
+        if self.delivered.len() > 64 {
+            self.delivered.clear();
+        }
+        if let Some(at) = self.client.poll_timeout() {
+            assert!(at >= self.now, "deadline in the past");
+        }
+        let o = config.outbound();
+        assert!(self.client.queued_messages() <= o.max_messages);
+        assert!(self.client.buffered_amount() <= o.max_bytes.max(config.limits().max_message_size));
+        let history = self.client.history();
+        let new = (history.total() - self.transitions_seen) as usize;
+        for t in history.iter().rev().take(new) {
+            assert!(t.from.can_become(t.to), "illegal transition {t:?}");
+        }
+        self.transitions_seen = history.total();
+        assert_eq!(self.closed, self.client.state() == State::Closed);
+        if self.closed {
+            assert_eq!(self.client.poll_timeout(), None);
+        }
+    }
+}
+
+/// Hand-made seeds per target: each reaches a different part of the client.
+/// `cargo test` replays them; with `NOVA_WRITE_CORPUS=1` a test also writes them
+/// into `fuzz/corpus/<target>/` as the fuzzers' starting points.
+pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
+    fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Header {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 7,
+            opcode: Opcode::from_bits(b0),
+            mask: None,
+            payload_len: payload.len() as u64,
+        }
+        .encode(&mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+    let streams: Vec<(&'static str, Vec<u8>)> = vec![
+        ("text", frame(0x81, b"hello")),
+        ("binary_300", frame(0x82, &[7; 300])),
+        ("len16", frame(0x82, &[1; 70_000 % 4000])),
+        (
+            "fragmented_with_ping",
+            [
+                frame(0x01, "κό".as_bytes()),
+                frame(0x89, b"p"),
+                frame(0x80, "σμε".as_bytes()),
+            ]
+            .concat(),
+        ),
+        (
+            "pong_and_close",
+            [frame(0x8A, b"x"), frame(0x88, b"\x03\xe8bye")].concat(),
+        ),
+        ("close_empty", frame(0x88, b"")),
+        ("bad_rsv", frame(0xC1, b"x")),
+        ("bad_opcode", frame(0x83, b"")),
+        ("masked", vec![0x81, 0x81, 1, 2, 3, 4, 0x60]),
+        ("bad_utf8", frame(0x81, b"\xce\xba\xff")),
+        ("ping_too_long", frame(0x89, &[0; 126])),
+        ("bad_close_code", frame(0x88, b"\x03\xed")),
+        ("len64_msb", vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]),
+        ("too_big", vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+    ];
+    let with_chunk = |chunk: u8, v: &[u8]| [&[chunk][..], v].concat();
+    match target {
+        "frame_decoder" | "client_stream" => streams
+            .iter()
+            .enumerate()
+            .map(|(i, (name, v))| (*name, with_chunk(i as u8 * 7, v)))
+            .collect(),
+        "handshake_response" => {
+            let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+            vec![
+                (
+                    "ok",
+                    with_chunk(
+                        0,
+                        &[format!("{ok}\r\n").as_bytes(), &[0x81, 2, b'h', b'i']].concat(),
+                    ),
+                ),
+                (
+                    "ok_subprotocol",
+                    with_chunk(
+                        3,
+                        format!("{ok}Sec-WebSocket-Protocol: chat\r\n\r\n").as_bytes(),
+                    ),
+                ),
+                (
+                    "required_missing",
+                    with_chunk(0x85, format!("{ok}\r\n").as_bytes()),
+                ),
+                (
+                    "extension",
+                    with_chunk(
+                        5,
+                        format!("{ok}Sec-WebSocket-Extensions: x\r\n\r\n").as_bytes(),
+                    ),
+                ),
+                (
+                    "rejected",
+                    with_chunk(1, b"HTTP/1.1 503 Busy\r\nRetry-After: 3\r\n\r\nbody"),
+                ),
+                ("garbage", with_chunk(9, b"SSH-2.0-OpenSSH\r\n\r\n")),
+                (
+                    "lf_only",
+                    with_chunk(2, b"HTTP/1.1 101 OK\nUpgrade: websocket\n\n"),
+                ),
+            ]
+        }
+        "client_ops" => {
+            // [max_attempts, overflow, seed, ops...]; op numbers as in `client_ops`.
+            let open = [0, 1, 3, 0];
+            let send_text = |n: u8| [8, n, 0, 0, 0, 0];
+            vec![
+                (
+                    "open_send_close",
+                    [
+                        &[0, 0, 1][..],
+                        &open,
+                        &send_text(5),
+                        &[11, 0xE8, 0x03],
+                        &[4, 0x88, 2, 0x03, 0xE8],
+                        &[7, 0],
+                    ]
+                    .concat(),
+                ),
+                (
+                    "drop_and_reconnect",
+                    [&[2, 1, 2][..], &open, &[7, 1, 6, 1, 3, 0, 6, 6]].concat(),
+                ),
+                (
+                    "keepalive_dead",
+                    [&[0, 0, 3][..], &open, &[6, 6, 6, 6]].concat(),
+                ),
+                (
+                    "offline_queue",
+                    [&[0, 2, 4][..], &[0, 8, 9, 0, 1, 1, 2], &[1, 3, 0]].concat(),
+                ),
+                (
+                    "server_frames",
+                    [
+                        &[1, 0, 5][..],
+                        &open,
+                        &[4, 0x01, 2, b'h', b'i', 4, 0x80, 1, b'!', 4, 0x89, 0, 12, 3],
+                    ]
+                    .concat(),
+                ),
+                (
+                    "refused_forever",
+                    [
+                        &[3, 0, 6][..],
+                        &[
+                            0, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2,
+                        ],
+                    ]
+                    .concat(),
+                ),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    const TARGETS: [(&str, fn(&[u8])); 4] = [
+        ("frame_decoder", frame_decoder),
+        ("handshake_response", handshake_response),
+        ("client_stream", client_stream),
+        ("client_ops", client_ops),
+    ];
+
+    #[test]
+    fn seeds_run_clean_and_are_written_on_request() {
+        let write = std::env::var_os("NOVA_WRITE_CORPUS").is_some();
+        for (target, body) in TARGETS {
+            let seeds = seeds(target);
+            assert!(!seeds.is_empty(), "{target} has no seeds");
+            for (name, data) in seeds {
+                body(&data);
+                if write {
+                    let dir = corpus_dir(target);
+                    std::fs::create_dir_all(&dir)
+                        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                    let path = dir.join(format!("seed-{name}"));
+                    std::fs::write(&path, data)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
+            }
+        }
+    }
+
+    fn corpus_dir(target: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target)
+    }
+
+    fn replay(target: &str, body: fn(&[u8])) {
+        let dir = corpus_dir(target);
+        let mut count = 0;
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()));
+        entries.sort();
+        for path in entries {
+            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            body(&data);
+            count += 1;
+        }
+        assert!(count > 0, "corpus {} is empty", dir.display());
+    }
+
+    #[test]
+    fn replay_frame_decoder_corpus() {
+        replay("frame_decoder", frame_decoder);
+    }
+
+    #[test]
+    fn replay_handshake_response_corpus() {
+        replay("handshake_response", handshake_response);
+    }
+
+    #[test]
+    fn replay_client_stream_corpus() {
+        replay("client_stream", client_stream);
+    }
+
+    #[test]
+    fn replay_client_ops_corpus() {
+        replay("client_ops", client_ops);
+    }
+
+    #[test]
+    fn bodies_survive_edge_inputs() {
+        for body in [frame_decoder, handshake_response, client_stream, client_ops] {
+            body(&[]);
+            body(&[0]);
+            body(&[0xFF; 300]);
+            body(&(0..=255).collect::<Vec<u8>>());
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! What goes into the client and what comes out of it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::{Error, TransportDown};
+use crate::handshake::Headers;
+use crate::message::{CloseCode, Message};
+
+/// Input from the driver, for [`Client::handle_input`](crate::Client::handle_input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The transport asked for by [`Output::Connect`] is up (TCP connected, and
+    /// TLS established for a `wss` target). The client writes its upgrade request.
+    TransportUp,
+    /// Bytes read from the transport, in any chunking (one byte at a time works).
+    Received(&'a [u8]),
+    /// The transport ended or failed. Also the answer to an [`Output::Connect`]
+    /// that could not be opened.
+    TransportDown(TransportDown),
+}
+
+/// Where to open a transport.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Host name or IP address literal (IPv6 without brackets). For TLS this is
+    /// also the name to verify the certificate against.
+    pub host: Arc<str>,
+    /// TCP port.
+    pub port: u16,
+    /// Whether to run TLS over the TCP stream (`wss`).
+    pub tls: bool,
+    /// 0 for the first connection, then the reconnect attempt number.
+    pub attempt: u32,
+}
+
+/// Work for the driver, from [`Client::poll_output`](crate::Client::poll_output).
+#[derive(Debug, Clone, PartialEq)]
+#[must_use = "every output asks the driver to act"]
+pub enum Output {
+    /// Open a transport to the target, then answer with [`Input::TransportUp`]
+    /// or [`Input::TransportDown`].
+    Connect(Target),
+    /// Write out the bytes already taken from `poll_transmit`, then shut the
+    /// transport. Do not feed any more input from it.
+    CloseTransport,
+    /// A complete message from the server, for the application.
+    Message(Message),
+    /// Something the application may want to know.
+    Event(Event),
+}
+
+/// Something that happened to the session.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The upgrade succeeded; messages can flow.
+    Opened(Opened),
+    /// A pong arrived. `rtt` is set when it answers the client's keepalive ping.
+    Pong {
+        /// The pong's payload.
+        payload: Bytes,
+        /// Round-trip time of the keepalive ping it answers.
+        rtt: Option<Duration>,
+    },
+    /// A connection, or an attempt to make one, ended. `reconnect` says whether
+    /// and when the next attempt happens; when it is `None` a [`Event::Closed`]
+    /// follows.
+    Disconnected {
+        /// Why.
+        cause: Disconnect,
+        /// The next attempt, if any.
+        reconnect: Option<Reconnect>,
+    },
+    /// A reconnect attempt starts now (an [`Output::Connect`] follows).
+    Reconnecting {
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// A message the application sent that did not go out, given back.
+    Unsent {
+        /// The message.
+        message: Message,
+        /// Why it did not go out.
+        reason: UnsentReason,
+    },
+    /// The session is over. This is the last output.
+    Closed(Closed),
+}
+
+/// Details of an opened connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Opened {
+    /// The subprotocol the server chose.
+    pub subprotocol: Option<String>,
+    /// The 101 response's headers.
+    pub headers: Headers,
+    /// 0 for the first connection, else the reconnect attempt that succeeded.
+    pub attempt: u32,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The server closed with a close frame (code `None`: the frame had no code).
+    ServerClosed {
+        /// The server's status code.
+        code: Option<CloseCode>,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The connection failed.
+    Failed(Error),
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disconnect::ServerClosed {
+                code: Some(code),
+                reason,
+            } if reason.is_empty() => {
+                write!(f, "server closed with {code}")
+            }
+            Disconnect::ServerClosed {
+                code: Some(code),
+                reason,
+            } => write!(f, "server closed with {code}: {reason}"),
+            Disconnect::ServerClosed { code: None, .. } => {
+                f.write_str("server closed without a status code")
+            }
+            Disconnect::Failed(e) => {
+                write!(f, "{e}")?;
+                let mut source = std::error::Error::source(e);
+                while let Some(s) = source {
+                    write!(f, ": {s}")?;
+                    source = s.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// When the next connection attempt happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Its attempt number, from 1.
+    pub attempt: u32,
+    /// The wait.
+    pub delay: Duration,
+    /// The instant it starts (`now + delay`); also what `poll_timeout` returns.
+    pub at: Instant,
+}
+
+/// How the session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Closed {
+    /// The close code of the last close frame exchanged, if there was one.
+    pub code: Option<CloseCode>,
+    /// Its reason.
+    pub reason: String,
+    /// Why the session ended.
+    pub termination: Termination,
+}
+
+/// Why the session ended for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Termination {
+    /// The application called [`Client::close`](crate::Client::close).
+    Requested,
+    /// The reconnect policy's `max_attempts` was reached.
+    GaveUp {
+        /// The attempts made since the last stable connection.
+        attempts: u32,
+    },
+    /// The reconnect policy said not to reconnect after the last disconnect.
+    NotRetried,
+}
+
+/// Why a sent message did not go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnsentReason {
+    /// The connection dropped before the message was written, and it was not
+    /// marked for the offline queue (or it was partly written).
+    Disconnected,
+    /// Its time to live passed while it waited.
+    Expired,
+    /// The outbound queue overflowed and the policy dropped it.
+    Overflow,
+    /// The session closed before it went out.
+    Closed,
+}
+
+/// The session's state.
+///
+/// ```text
+///  Idle ─connect─▶ Connecting ─up─▶ Handshaking ─101─▶ Open ─close()─▶ Closing ─▶ Closed
+///                     ▲   │              │              │                 │
+///                     │   └──────────────┴──── fail ────┴─ server close ──┤
+///                     │                                                   ▼
+///                     └──────────────── delay elapsed ─────────────── Backoff
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Created, `connect` not called yet.
+    Idle,
+    /// Waiting for the driver to open the transport.
+    Connecting,
+    /// Upgrade request sent, waiting for the 101.
+    Handshaking,
+    /// Messages flow.
+    Open,
+    /// A close handshake is under way, or the transport is being shut.
+    Closing,
+    /// Waiting to reconnect.
+    Backoff,
+    /// Over for good.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Handshaking => "handshaking",
+            State::Open => "open",
+            State::Closing => "closing",
+            State::Backoff => "backoff",
+            State::Closed => "closed",
+        })
+    }
+}
+
+impl State {
+    /// Whether the client may move from `self` to `to`. The simulation and the
+    /// model tests check every transition against this table.
+    pub fn can_become(self, to: State) -> bool {
+        use State::*;
+        matches!(
+            (self, to),
+            (Idle, Connecting | Closed)
+                | (Connecting, Handshaking | Backoff | Closed)
+                | (Handshaking, Open | Closing | Backoff | Closed)
+                | (Open, Closing | Backoff | Closed)
+                | (Closing, Backoff | Closed)
+                | (Backoff, Connecting | Closed)
+        )
+    }
+}

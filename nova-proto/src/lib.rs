@@ -1,0 +1,154 @@
+//! A sans-IO WebSocket client that keeps its session up across reconnects.
+//!
+//! `nova-proto` is the core of Nova: the opening handshake, RFC 6455 framing
+//! (client side), and a session that reconnects with backoff, watches liveness
+//! with pings, and queues outgoing messages within bounds. It **never performs
+//! IO, never reads a clock and never uses an OS random source**: bytes, transport
+//! events and the current time go in; bytes to write and outputs come out. Time
+//! is an argument and randomness comes from a seed, so the same inputs and seed
+//! give the same bytes, which makes the client replayable, simulatable and
+//! fuzzable. Drivers (`nova-tokio`, `nova-mio`, `nova-async-std`) bind it to a runtime.
+//!
+//! # The run loop
+//!
+//! 1. Build a [`Config`] and a [`Client`] with a seed (a driver takes the seed
+//!    from the OS) and the current time. Call [`Client::connect`].
+//! 2. After **every** command or input, drain the pollers in this order:
+//!    - [`Client::poll_transmit`]: append bytes to write into your buffer, and
+//!      write them to the transport;
+//!    - [`Client::poll_output`] until `None`: act on each [`Output`]:
+//!      [`Output::Connect`] (open TCP, and TLS for `wss`, then answer with
+//!      [`Input::TransportUp`] or [`Input::TransportDown`]),
+//!      [`Output::CloseTransport`] (write what you hold, then shut the socket),
+//!      [`Output::Message`] and [`Output::Event`] (hand to the application);
+//!    - [`Client::poll_timeout`]: the one deadline to wait for.
+//! 3. Wait for whichever comes first: bytes from the transport
+//!    ([`Input::Received`]), the transport ending ([`Input::TransportDown`]),
+//!    the deadline ([`Client::handle_timeout`]) or a command from the application
+//!    ([`Client::send`], [`Client::ping`], [`Client::close`]). Go to 2.
+//! 4. Stop after [`Event::Closed`]: it is the last output.
+//!
+//! The contract: drain after each call; keep `now` monotonic; answer every
+//! `Output::Connect`; after `Output::CloseTransport` feed nothing more from that
+//! transport. Reconnects need nothing from the driver: when the backoff delay
+//! passes, `handle_timeout` emits the next `Output::Connect`.
+//!
+//! # Example
+//!
+//! The whole loop against a tiny in-memory server: it answers the upgrade and
+//! sends a greeting in the same read, then reads the client's masked reply.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use nova_proto::frame::{apply_mask, Header, Opcode};
+//! use nova_proto::{accept_key, Client, CloseCode, Config, Event, Input, Message, Output, State};
+//!
+//! let config = Config::builder("ws://127.0.0.1:9001/feed").build()?;
+//! let t0 = Instant::now(); // the driver's clock; the client never reads one
+//! let mut client = Client::new(config, [7; 32], t0);
+//! let mut wire = Vec::new(); // what the driver would write to the socket
+//!
+//! client.connect(t0);
+//! let Some(Output::Connect(target)) = client.poll_output() else { unreachable!() };
+//! assert_eq!((&*target.host, target.port, target.tls), ("127.0.0.1", 9001, false));
+//! assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_secs(10))); // connect timeout
+//!
+//! // The driver connected the socket.
+//! client.handle_input(t0, Input::TransportUp);
+//! let _ = client.poll_transmit(&mut wire, usize::MAX);
+//! let request = String::from_utf8(std::mem::take(&mut wire))?;
+//! assert!(request.starts_with("GET /feed HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n"));
+//!
+//! // The server answers: a 101 and, in the same read, a text frame "hello".
+//! let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+//! let mut reply = format!(
+//!     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+//!      Sec-WebSocket-Accept: {}\r\n\r\n",
+//!     accept_key(key.as_bytes())
+//! )
+//! .into_bytes();
+//! reply.extend_from_slice(&[0x81, 5]);
+//! reply.extend_from_slice(b"hello");
+//! let t1 = t0 + Duration::from_millis(20);
+//! client.handle_input(t1, Input::Received(&reply));
+//!
+//! assert!(matches!(client.poll_output(), Some(Output::Event(Event::Opened(_)))));
+//! assert_eq!(client.poll_output(), Some(Output::Message(Message::text("hello"))));
+//! assert_eq!(client.state(), State::Open);
+//!
+//! // The application answers; the frame is masked with a key from the seed.
+//! client.send(t1, "hi")?;
+//! let n = client.poll_transmit(&mut wire, usize::MAX);
+//! let (header, len) = Header::decode(&wire)?.unwrap();
+//! assert_eq!((header.opcode, header.fin, n), (Opcode::Text, true, len + 2));
+//! let mut payload = wire[len..].to_vec();
+//! apply_mask(&mut payload, header.mask.unwrap(), 0);
+//! assert_eq!(payload, b"hi");
+//!
+//! // A graceful close: close frame out, server's close in, transport ends.
+//! client.close(t1, CloseCode::NORMAL, "bye")?;
+//! wire.clear();
+//! let _ = client.poll_transmit(&mut wire, usize::MAX);
+//! client.handle_input(t1, Input::Received(&[0x88, 2, 0x03, 0xE8]));
+//! client.handle_input(t1, Input::TransportDown(nova_proto::TransportDown::Eof));
+//! let last = std::iter::from_fn(|| client.poll_output()).last();
+//! let Some(Output::Event(Event::Closed(closed))) = last else { unreachable!() };
+//! assert_eq!(closed.code, Some(CloseCode::NORMAL));
+//! assert_eq!(client.poll_timeout(), None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Bounded by construction
+//!
+//! Every buffer has a limit in [`Config`]: the handshake head
+//! ([`Limits::max_handshake_size`]), a frame and a message
+//! ([`Limits::max_frame_size`], [`Limits::max_message_size`]; close code 1009),
+//! the outbound queue ([`Outbound`], with an [`Overflow`] policy), owed pongs, and
+//! the [`History`]. Memory is never reserved for a length the server only
+//! announced. Unfragmented payloads are handed out as slices of the receive
+//! buffer ([`bytes::Bytes`]) without a copy.
+
+#![warn(missing_docs, unreachable_pub)]
+
+mod assemble;
+mod backoff;
+mod client;
+mod config;
+mod connection;
+mod error;
+pub mod frame;
+mod handshake;
+mod history;
+mod io;
+mod message;
+mod outbound;
+mod profile;
+mod rng;
+mod timer;
+
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
+
+pub use backoff::{
+    Backoff, Decision, DisconnectKind, MAX_RETRY_AFTER, Match, ReconnectPolicy, Rule,
+};
+pub use client::Client;
+pub use config::{
+    Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, Outbound, Overflow, Telemetry,
+    TelemetryLevel, Timeouts,
+};
+pub use error::{
+    CloseError, Error, HandshakeError, ProtocolError, Rejection, SendError, Timeout, TlsFailure,
+    TransportDown,
+};
+pub use handshake::{Headers, accept_key};
+pub use history::{Cause, History, Stats, Transition};
+pub use io::{
+    Closed, Disconnect, Event, Input, Opened, Output, Reconnect, State, Target, Termination,
+    UnsentReason,
+};
+pub use message::{CloseCode, CloseFrame, Message, Text};
+pub use outbound::SendOptions;
+pub use profile::{Profile, UnknownProfile};
+
+pub use bytes;

@@ -1,0 +1,352 @@
+//! The bounded queue of messages waiting to be written.
+//!
+//! While the connection is open it holds what the driver has not pulled yet;
+//! while disconnected it holds the messages marked for the offline queue. It is
+//! bounded in messages and bytes with a stated overflow policy, and every message
+//! that leaves it without being written is given back to the application.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::config::{Outbound, Overflow};
+use crate::io::UnsentReason;
+use crate::message::Message;
+
+/// Per-message options for [`Client::send_with`](crate::Client::send_with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendOptions {
+    /// Keep the message while disconnected and send it after the next reconnect.
+    /// Without it, a message sent while disconnected is refused, and one still
+    /// waiting when the connection drops is given back.
+    pub offline: bool,
+    /// Give the message back (as [`Event::Unsent`](crate::Event::Unsent)) if it
+    /// has not been written this long after `send`.
+    pub ttl: Option<Duration>,
+}
+
+impl SendOptions {
+    /// The defaults of the configured queue.
+    pub fn from_config(outbound: &Outbound) -> SendOptions {
+        SendOptions {
+            offline: outbound.offline,
+            ttl: outbound.ttl,
+        }
+    }
+
+    /// Keep the message across disconnects.
+    pub fn offline(mut self, offline: bool) -> SendOptions {
+        self.offline = offline;
+        self
+    }
+
+    /// Give the message up after `ttl`.
+    pub fn ttl(mut self, ttl: Duration) -> SendOptions {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// A message waiting to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) message: Message,
+    pub(crate) offline: bool,
+    pub(crate) expires: Option<Instant>,
+}
+
+/// Bounded FIFO of [`Pending`] messages.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    items: VecDeque<Pending>,
+    bytes: usize,
+    earliest_expiry: Option<Instant>,
+    limits: Outbound,
+}
+
+impl Queue {
+    pub(crate) fn new(limits: Outbound) -> Queue {
+        Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            earliest_expiry: None,
+            limits,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Payload bytes waiting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// When the first waiting message expires.
+    pub(crate) fn earliest_expiry(&self) -> Option<Instant> {
+        self.earliest_expiry
+    }
+
+    fn is_full_for(&self, len: usize) -> bool {
+        // One message always fits an empty queue, so any message `send` accepts
+        // by size can be sent even when `max_bytes` is smaller.
+        !self.items.is_empty()
+            && (self.items.len() >= self.limits.max_messages
+                || self.bytes.saturating_add(len) > self.limits.max_bytes)
+    }
+
+    /// Adds a message, applying the overflow policy. `Err` hands the message
+    /// back when the policy is `Reject`; dropped messages go to `unsent`.
+    pub(crate) fn push(
+        &mut self,
+        pending: Pending,
+        unsent: &mut dyn FnMut(Message, UnsentReason),
+    ) -> Result<(), Message> {
+        let len = pending.message.len();
+        if self.is_full_for(len) {
+            match self.limits.overflow {
+                Overflow::Reject => return Err(pending.message),
+                Overflow::DropNewest => {
+                    unsent(pending.message, UnsentReason::Overflow);
+                    return Ok(());
+                }
+                Overflow::DropOldest => {
+                    while self.is_full_for(len) {
+                        if let Some(old) = self.pop_front() {
+                            unsent(old.message, UnsentReason::Overflow);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(at) = pending.expires {
+            self.earliest_expiry = Some(self.earliest_expiry.map_or(at, |e| e.min(at)));
+        }
+        self.bytes += len;
+        self.items.push_back(pending);
+        Ok(())
+    }
+
+    /// The next message to write; expired ones on the way go to `unsent`.
+    pub(crate) fn pop(
+        &mut self,
+        now: Instant,
+        unsent: &mut dyn FnMut(Message, UnsentReason),
+    ) -> Option<Pending> {
+        while let Some(next) = self.pop_front() {
+            if next.expires.is_some_and(|at| at <= now) {
+                unsent(next.message, UnsentReason::Expired);
+                continue;
+            }
+            return Some(next);
+        }
+        None
+    }
+
+    /// Gives back every message whose time to live has passed.
+    pub(crate) fn expire(&mut self, now: Instant, unsent: &mut dyn FnMut(Message, UnsentReason)) {
+        if self.earliest_expiry.is_none_or(|at| at > now) {
+            return;
+        }
+        self.retain(
+            |p| !p.expires.is_some_and(|at| at <= now),
+            UnsentReason::Expired,
+            unsent,
+        );
+    }
+
+    /// The connection dropped: keep only messages marked for the offline queue.
+    pub(crate) fn disconnected(&mut self, unsent: &mut dyn FnMut(Message, UnsentReason)) {
+        self.retain(|p| p.offline, UnsentReason::Disconnected, unsent);
+    }
+
+    /// The session is over: give everything back.
+    pub(crate) fn close(&mut self, unsent: &mut dyn FnMut(Message, UnsentReason)) {
+        self.retain(|_| false, UnsentReason::Closed, unsent);
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let p = self.items.pop_front()?;
+        self.bytes -= p.message.len();
+        if p.expires.is_some() && p.expires == self.earliest_expiry {
+            self.recompute_expiry();
+        }
+        if self.items.is_empty() {
+            self.earliest_expiry = None;
+        }
+        Some(p)
+    }
+
+    fn retain(
+        &mut self,
+        mut keep: impl FnMut(&Pending) -> bool,
+        reason: UnsentReason,
+        unsent: &mut dyn FnMut(Message, UnsentReason),
+    ) {
+        let mut kept = VecDeque::with_capacity(self.items.len());
+        for p in self.items.drain(..) {
+            if keep(&p) {
+                kept.push_back(p);
+            } else {
+                self.bytes -= p.message.len();
+                unsent(p.message, reason);
+            }
+        }
+        self.items = kept;
+        self.recompute_expiry();
+    }
+
+    fn recompute_expiry(&mut self) {
+        self.earliest_expiry = self.items.iter().filter_map(|p| p.expires).min();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_messages: usize, max_bytes: usize, overflow: Overflow) -> Outbound {
+        Outbound {
+            max_messages,
+            max_bytes,
+            overflow,
+            offline: false,
+            ttl: None,
+        }
+    }
+
+    fn msg(s: &'static str) -> Pending {
+        Pending {
+            message: Message::text(s),
+            offline: false,
+            expires: None,
+        }
+    }
+
+    fn collect() -> (
+        Vec<(Message, UnsentReason)>,
+        impl FnMut(Message, UnsentReason),
+    ) {
+        (Vec::new(), |_, _| {})
+    }
+
+    #[test]
+    fn reject_hands_the_message_back() {
+        let mut q = Queue::new(limits(2, 100, Overflow::Reject));
+        let (_, mut sink) = collect();
+        q.push(msg("a"), &mut sink).unwrap();
+        q.push(msg("b"), &mut sink).unwrap();
+        assert_eq!(q.push(msg("c"), &mut sink), Err(Message::text("c")));
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn drop_newest_and_drop_oldest_report_what_they_drop() {
+        let mut dropped = Vec::new();
+        let mut sink = |m: Message, r| dropped.push((m, r));
+        let mut q = Queue::new(limits(2, 100, Overflow::DropNewest));
+        for s in ["a", "b", "c"] {
+            q.push(msg(s), &mut sink).unwrap();
+        }
+        let mut q2 = Queue::new(limits(2, 100, Overflow::DropOldest));
+        for s in ["a", "b", "c"] {
+            q2.push(msg(s), &mut sink).unwrap();
+        }
+        assert_eq!(
+            dropped,
+            [
+                (Message::text("c"), UnsentReason::Overflow),
+                (Message::text("a"), UnsentReason::Overflow)
+            ]
+        );
+        let now = Instant::now();
+        let order: Vec<_> = std::iter::from_fn(|| q2.pop(now, &mut |_, _| {}))
+            .map(|p| p.message)
+            .collect();
+        assert_eq!(order, [Message::text("b"), Message::text("c")]);
+        assert_eq!(q2.bytes(), 0);
+    }
+
+    #[test]
+    fn byte_bound_applies_but_one_message_always_fits() {
+        let mut q = Queue::new(limits(10, 4, Overflow::Reject));
+        let (_, mut sink) = collect();
+        q.push(msg("too long for the byte bound"), &mut sink)
+            .unwrap();
+        assert!(q.push(msg("x"), &mut sink).is_err());
+        let _ = q.pop(Instant::now(), &mut sink);
+        q.push(msg("abc"), &mut sink).unwrap();
+        q.push(msg("d"), &mut sink).unwrap();
+        assert!(q.push(msg("e"), &mut sink).is_err());
+        assert_eq!(q.bytes(), 4);
+    }
+
+    #[test]
+    fn expiry_is_tracked_and_reported() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut dropped = Vec::new();
+        let mut sink = |m: Message, r| dropped.push((m, r));
+        let mut q = Queue::new(limits(10, 100, Overflow::Reject));
+        q.push(
+            Pending {
+                expires: Some(s(5)),
+                ..msg("late")
+            },
+            &mut sink,
+        )
+        .unwrap();
+        q.push(
+            Pending {
+                expires: Some(s(2)),
+                ..msg("soon")
+            },
+            &mut sink,
+        )
+        .unwrap();
+        q.push(msg("never"), &mut sink).unwrap();
+        assert_eq!(q.earliest_expiry(), Some(s(2)));
+        q.expire(s(3), &mut sink);
+        assert_eq!(q.earliest_expiry(), Some(s(5)));
+        assert_eq!(
+            q.pop(s(6), &mut sink).map(|p| p.message),
+            Some(Message::text("never"))
+        );
+        assert_eq!(q.earliest_expiry(), None);
+        assert_eq!(
+            dropped,
+            [
+                (Message::text("soon"), UnsentReason::Expired),
+                (Message::text("late"), UnsentReason::Expired)
+            ]
+        );
+    }
+
+    #[test]
+    fn disconnect_keeps_only_offline_messages_and_close_returns_all() {
+        let mut dropped = Vec::new();
+        let mut sink = |m: Message, r| dropped.push((m, r));
+        let mut q = Queue::new(limits(10, 100, Overflow::Reject));
+        q.push(msg("online"), &mut sink).unwrap();
+        q.push(
+            Pending {
+                offline: true,
+                ..msg("offline")
+            },
+            &mut sink,
+        )
+        .unwrap();
+        q.disconnected(&mut sink);
+        assert_eq!(q.len(), 1);
+        q.close(&mut sink);
+        assert_eq!(q.len(), 0);
+        assert_eq!(q.bytes(), 0);
+        assert_eq!(
+            dropped,
+            [
+                (Message::text("online"), UnsentReason::Disconnected),
+                (Message::text("offline"), UnsentReason::Closed)
+            ]
+        );
+    }
+}
