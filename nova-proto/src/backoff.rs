@@ -57,22 +57,12 @@ pub enum Backoff {
 impl Backoff {
     /// Exponential backoff doubling from `initial` up to `max`, with `jitter`.
     pub fn exponential(initial: Duration, max: Duration, jitter: f64) -> Backoff {
-        Backoff::Exponential {
-            initial,
-            multiplier: 2.0,
-            max,
-            jitter,
-        }
+        Backoff::Exponential { initial, multiplier: 2.0, max, jitter }
     }
 
     /// Linear backoff growing by `initial` per attempt up to `max`, with `jitter`.
     pub fn linear(initial: Duration, max: Duration, jitter: f64) -> Backoff {
-        Backoff::Linear {
-            initial,
-            step: initial,
-            max,
-            jitter,
-        }
+        Backoff::Linear { initial, step: initial, max, jitter }
     }
 
     /// A constant delay, with `jitter`.
@@ -84,27 +74,15 @@ impl Backoff {
     pub fn base_delay(&self, attempt: u32) -> Duration {
         let n = attempt.max(1) - 1;
         match *self {
-            Backoff::Exponential {
-                initial,
-                multiplier,
-                max,
-                ..
-            } => {
+            Backoff::Exponential { initial, multiplier, max, .. } => {
                 // Computed in f64 seconds so huge attempt numbers saturate at the
                 // cap instead of overflowing.
                 let secs = initial.as_secs_f64() * multiplier.powi(n.min(1024) as i32);
-                if secs.is_finite() && secs < max.as_secs_f64() {
-                    Duration::from_secs_f64(secs)
-                } else {
-                    max
-                }
+                if secs.is_finite() && secs < max.as_secs_f64() { Duration::from_secs_f64(secs) } else { max }
             }
-            Backoff::Linear {
-                initial, step, max, ..
-            } => step
-                .checked_mul(n)
-                .and_then(|s| s.checked_add(initial))
-                .map_or(max, |d| d.min(max)),
+            Backoff::Linear { initial, step, max, .. } => {
+                step.checked_mul(n).and_then(|s| s.checked_add(initial)).map_or(max, |d| d.min(max))
+            }
             Backoff::Constant { delay, .. } => delay,
         }
     }
@@ -112,9 +90,9 @@ impl Backoff {
     /// The jitter fraction.
     pub fn jitter(&self) -> f64 {
         match *self {
-            Backoff::Exponential { jitter, .. }
-            | Backoff::Linear { jitter, .. }
-            | Backoff::Constant { jitter, .. } => jitter,
+            Backoff::Exponential { jitter, .. } | Backoff::Linear { jitter, .. } | Backoff::Constant { jitter, .. } => {
+                jitter
+            }
         }
     }
 
@@ -140,12 +118,7 @@ impl Backoff {
             return Err("jitter must be within 0.0..=1.0");
         }
         match *self {
-            Backoff::Exponential {
-                initial,
-                multiplier,
-                max,
-                ..
-            } => {
+            Backoff::Exponential { initial, multiplier, max, .. } => {
                 if !(multiplier >= 1.0 && multiplier.is_finite()) {
                     return Err("multiplier must be a finite number >= 1.0");
                 }
@@ -200,15 +173,11 @@ impl Disconnect {
     pub fn kind(&self) -> DisconnectKind {
         match self {
             Disconnect::ServerClosed { .. } => DisconnectKind::ServerClose,
-            Disconnect::Failed(Error::Handshake(HandshakeError::Rejected(_))) => {
-                DisconnectKind::Rejected
-            }
+            Disconnect::Failed(Error::Handshake(HandshakeError::Rejected(_))) => DisconnectKind::Rejected,
             Disconnect::Failed(Error::Handshake(_)) => DisconnectKind::Handshake,
             Disconnect::Failed(Error::Protocol(_)) => DisconnectKind::Protocol,
             Disconnect::Failed(Error::Timeout(_)) => DisconnectKind::Timeout,
-            Disconnect::Failed(Error::Transport(TransportDown::Tls(t))) if t.certificate => {
-                DisconnectKind::Certificate
-            }
+            Disconnect::Failed(Error::Transport(TransportDown::Tls(t))) if t.certificate => DisconnectKind::Certificate,
             Disconnect::Failed(Error::Transport(TransportDown::Tls(_))) => DisconnectKind::Tls,
             Disconnect::Failed(Error::Transport(_)) => DisconnectKind::Transport,
         }
@@ -267,9 +236,7 @@ impl Match {
     pub fn matches(&self, disconnect: &Disconnect) -> bool {
         match *self {
             Match::Kind(kind) => disconnect.kind() == kind,
-            Match::CloseCodes(lo, hi) => disconnect
-                .close_code()
-                .is_some_and(|c| (lo..=hi).contains(&c.0)),
+            Match::CloseCodes(lo, hi) => disconnect.close_code().is_some_and(|c| (lo..=hi).contains(&c.0)),
             Match::Statuses(lo, hi) => disconnect.status().is_some_and(|s| (lo..=hi).contains(&s)),
         }
     }
@@ -308,10 +275,7 @@ pub struct ReconnectPolicy {
 impl ReconnectPolicy {
     /// Never reconnect.
     pub fn never() -> ReconnectPolicy {
-        ReconnectPolicy {
-            enabled: false,
-            ..ReconnectPolicy::new(Backoff::constant(Duration::ZERO, 0.0))
-        }
+        ReconnectPolicy { enabled: false, ..ReconnectPolicy::new(Backoff::constant(Duration::ZERO, 0.0)) }
     }
 
     /// Reconnect forever with `backoff`, stopping only on a rejected certificate.
@@ -321,10 +285,7 @@ impl ReconnectPolicy {
             backoff,
             max_attempts: None,
             reset_after: Duration::from_secs(10),
-            rules: vec![Rule {
-                when: Match::Kind(DisconnectKind::Certificate),
-                then: Decision::Stop,
-            }],
+            rules: vec![Rule { when: Match::Kind(DisconnectKind::Certificate), then: Decision::Stop }],
         }
     }
 
@@ -339,10 +300,7 @@ impl ReconnectPolicy {
         if !self.enabled {
             return Decision::Stop;
         }
-        self.rules
-            .iter()
-            .find(|r| r.when.matches(disconnect))
-            .map_or(Decision::Reconnect, |r| r.then)
+        self.rules.iter().find(|r| r.when.matches(disconnect)).map_or(Decision::Reconnect, |r| r.then)
     }
 
     /// The wait before attempt `attempt` after `disconnect`, given a uniform draw
@@ -381,45 +339,31 @@ mod tests {
     }
 
     fn closed(code: u16) -> Disconnect {
-        Disconnect::ServerClosed {
-            code: Some(CloseCode(code)),
-            reason: String::new(),
-        }
+        Disconnect::ServerClosed { code: Some(CloseCode(code)), reason: String::new() }
     }
 
     fn rejected(status: u16, retry_after: Option<Duration>) -> Disconnect {
-        Disconnect::Failed(Error::Handshake(HandshakeError::Rejected(Box::new(
-            Rejection {
-                status,
-                reason: String::new(),
-                retry_after,
-                headers: Default::default(),
-            },
-        ))))
+        Disconnect::Failed(Error::Handshake(HandshakeError::Rejected(Box::new(Rejection {
+            status,
+            reason: String::new(),
+            retry_after,
+            headers: Default::default(),
+        }))))
     }
 
     #[test]
     fn exponential_doubles_up_to_the_cap() {
         let b = Backoff::exponential(ms(100), ms(1000), 0.0);
         let delays: Vec<_> = (1..=6).map(|n| b.delay(n, 0.5)).collect();
-        assert_eq!(
-            delays,
-            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
-        );
+        assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
         assert_eq!(b.base_delay(u32::MAX), ms(1000));
     }
 
     #[test]
     fn linear_and_constant_grow_as_named() {
         let l = Backoff::linear(ms(1000), ms(2500), 0.0);
-        assert_eq!(
-            [1, 2, 3, 9].map(|n| l.base_delay(n)),
-            [ms(1000), ms(2000), ms(2500), ms(2500)]
-        );
-        assert_eq!(
-            Backoff::linear(ms(1), ms(5), 0.0).base_delay(u32::MAX),
-            ms(5)
-        );
+        assert_eq!([1, 2, 3, 9].map(|n| l.base_delay(n)), [ms(1000), ms(2000), ms(2500), ms(2500)]);
+        assert_eq!(Backoff::linear(ms(1), ms(5), 0.0).base_delay(u32::MAX), ms(5));
         let c = Backoff::constant(ms(2000), 0.0);
         assert_eq!([1, 50].map(|n| c.base_delay(n)), [ms(2000), ms(2000)]);
     }
@@ -431,10 +375,7 @@ mod tests {
             let base = b.base_delay(attempt);
             for unit in [0.0, 0.3, 0.999_999] {
                 let d = b.delay(attempt, unit);
-                assert!(
-                    d <= base && d >= base.mul_f64(0.75),
-                    "{attempt} {unit} {d:?}"
-                );
+                assert!(d <= base && d >= base.mul_f64(0.75), "{attempt} {unit} {d:?}");
             }
         }
     }
@@ -443,10 +384,7 @@ mod tests {
     fn rules_decide_first_match_and_certificates_stop_by_default() {
         let policy = ReconnectPolicy::new(Backoff::constant(ms(10), 0.0))
             .rule(Match::close_code(1008), Decision::Stop)
-            .rule(
-                Match::CloseCodes(4000, 4999),
-                Decision::ReconnectAfter(ms(5)),
-            )
+            .rule(Match::CloseCodes(4000, 4999), Decision::ReconnectAfter(ms(5)))
             .rule(Match::Statuses(400, 499), Decision::Stop);
         assert_eq!(policy.plan(&closed(1008), 1, 0.0), None);
         assert_eq!(policy.plan(&closed(4001), 1, 0.0), Some(ms(5)));
@@ -463,10 +401,7 @@ mod tests {
 
     #[test]
     fn max_attempts_bounds_consecutive_attempts() {
-        let policy = ReconnectPolicy {
-            max_attempts: Some(3),
-            ..ReconnectPolicy::new(Backoff::constant(ms(1), 0.0))
-        };
+        let policy = ReconnectPolicy { max_attempts: Some(3), ..ReconnectPolicy::new(Backoff::constant(ms(1), 0.0)) };
         assert!(policy.plan(&eof(), 3, 0.0).is_some());
         assert_eq!(policy.plan(&eof(), 4, 0.0), None);
     }
@@ -474,43 +409,18 @@ mod tests {
     #[test]
     fn retry_after_stretches_the_delay_but_is_bounded() {
         let policy = ReconnectPolicy::new(Backoff::constant(ms(100), 0.0));
-        assert_eq!(
-            policy.plan(&rejected(429, Some(Duration::from_secs(7))), 1, 0.0),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            policy.plan(&rejected(503, Some(ms(1))), 1, 0.0),
-            Some(ms(100))
-        );
-        assert_eq!(
-            policy.plan(&rejected(503, Some(Duration::from_secs(1 << 40))), 1, 0.0),
-            Some(MAX_RETRY_AFTER)
-        );
+        assert_eq!(policy.plan(&rejected(429, Some(Duration::from_secs(7))), 1, 0.0), Some(Duration::from_secs(7)));
+        assert_eq!(policy.plan(&rejected(503, Some(ms(1))), 1, 0.0), Some(ms(100)));
+        assert_eq!(policy.plan(&rejected(503, Some(Duration::from_secs(1 << 40))), 1, 0.0), Some(MAX_RETRY_AFTER));
     }
 
     #[test]
     fn invalid_backoffs_are_refused() {
         assert!(Backoff::exponential(ms(1), ms(2), 1.5).validate().is_err());
         assert!(Backoff::exponential(ms(3), ms(2), 0.0).validate().is_err());
+        assert!(Backoff::Exponential { initial: ms(1), multiplier: 0.5, max: ms(2), jitter: 0.0 }.validate().is_err());
         assert!(
-            Backoff::Exponential {
-                initial: ms(1),
-                multiplier: 0.5,
-                max: ms(2),
-                jitter: 0.0
-            }
-            .validate()
-            .is_err()
-        );
-        assert!(
-            Backoff::Exponential {
-                initial: ms(1),
-                multiplier: f64::NAN,
-                max: ms(2),
-                jitter: 0.0
-            }
-            .validate()
-            .is_err()
+            Backoff::Exponential { initial: ms(1), multiplier: f64::NAN, max: ms(2), jitter: 0.0 }.validate().is_err()
         );
         assert!(Backoff::constant(ms(1), f64::NAN).validate().is_err());
     }

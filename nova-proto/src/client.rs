@@ -12,8 +12,7 @@ use crate::error::{CloseError, Error, ProtocolError, SendError, Timeout, Transpo
 use crate::handshake::{self, Offer, ResponseReader};
 use crate::history::{Cause, History, Stats, Transition};
 use crate::io::{
-    Closed, Disconnect, Event, Input, Opened, Output, Reconnect, State, Target, Termination,
-    UnsentReason,
+    Closed, Disconnect, Event, Input, Opened, Output, Reconnect, State, Target, Termination, UnsentReason,
 };
 use crate::message::{CloseCode, CloseFrame, Message, Text};
 use crate::outbound::{Pending, Queue, SendOptions};
@@ -53,8 +52,9 @@ pub struct Client {
     link: Link,
     /// Reconnect attempts since the last stable connection; 0 before the first.
     attempt: u32,
-    /// What happens once the current connection is gone, when it is closing.
-    after_close: AfterClose,
+    /// What happens once the connection being closed is gone; `Some` only while
+    /// a close is under way.
+    after_close: Option<AfterClose>,
     /// The last close frame received (or sent, for an application close).
     last_close: Option<CloseFrame>,
     keepalive: KeepaliveState,
@@ -68,10 +68,7 @@ enum Link {
     /// Idle, Connecting, Backoff, Closed.
     None,
     /// Handshaking: the upgrade request is out, the response is being read.
-    Upgrading {
-        reader: ResponseReader,
-        accept: String,
-    },
+    Upgrading { reader: ResponseReader, accept: String },
     /// Open or Closing.
     Connected(Box<Connection>),
 }
@@ -112,7 +109,7 @@ impl Client {
             queue,
             link: Link::None,
             attempt: 0,
-            after_close: AfterClose::Terminate,
+            after_close: None,
             last_close: None,
             keepalive: KeepaliveState::default(),
             history,
@@ -210,22 +207,16 @@ impl Client {
         }
         match self.state {
             State::Closed => return Err(SendError::Closed(message)),
-            State::Closing if self.after_close == AfterClose::Terminate => {
+            State::Closing if self.after_close == Some(AfterClose::Terminate) => {
                 return Err(SendError::Closed(message));
             }
             State::Open => {}
             _ if options.offline => {}
             _ => return Err(SendError::NotOpen(message)),
         }
-        let pending = Pending {
-            message,
-            offline: options.offline,
-            expires: options.ttl.map(|ttl| now + ttl),
-        };
+        let pending = Pending { message, offline: options.offline, expires: options.ttl.map(|ttl| now + ttl) };
         let outputs = &mut self.outputs;
-        self.queue
-            .push(pending, &mut |m, r| outputs.push_back(unsent(m, r)))
-            .map_err(SendError::QueueFull)
+        self.queue.push(pending, &mut |m, r| outputs.push_back(unsent(m, r))).map_err(SendError::QueueFull)
     }
 
     /// Sends a ping with `payload` (at most 125 bytes); its pong arrives as
@@ -266,15 +257,10 @@ impl Client {
         if reason.len() > 123 {
             return Err(CloseError::ReasonTooLong(reason.len()));
         }
-        let frame = CloseFrame {
-            code,
-            reason: Text::from(reason.to_owned()),
-        };
+        let frame = CloseFrame { code, reason: Text::from(reason.to_owned()) };
         match self.state {
             State::Closed => {}
-            State::Idle | State::Backoff => {
-                self.terminate(Termination::Requested, Cause::CloseCalled)
-            }
+            State::Idle | State::Backoff => self.terminate(Termination::Requested, Cause::CloseCalled),
             State::Connecting | State::Handshaking => {
                 self.outputs.push_back(Output::CloseTransport);
                 self.terminate(Termination::Requested, Cause::CloseCalled);
@@ -284,12 +270,12 @@ impl Client {
                     conn.queue_close(Some(&frame), true);
                 }
                 self.last_close = Some(frame);
-                self.after_close = AfterClose::Terminate;
+                self.after_close = Some(AfterClose::Terminate);
                 self.begin_closing(Cause::CloseCalled);
             }
             // Already closing: make it final. The close frame in flight (or the
             // echo sent to the server's close) stands.
-            State::Closing => self.after_close = AfterClose::Terminate,
+            State::Closing => self.after_close = Some(AfterClose::Terminate),
         }
         Ok(())
     }
@@ -317,8 +303,7 @@ impl Client {
             }
         }
         let outputs = &mut self.outputs;
-        self.queue
-            .expire(self.now, &mut |m, r| outputs.push_back(unsent(m, r)));
+        self.queue.expire(self.now, &mut |m, r| outputs.push_back(unsent(m, r)));
     }
 
     // ---- pollers ----
@@ -378,37 +363,21 @@ impl Client {
     }
 
     fn set_state(&mut self, to: State, cause: Cause) {
-        debug_assert!(
-            self.state.can_become(to),
-            "illegal transition {:?} -> {to:?}",
-            self.state
-        );
-        self.history.record(Transition {
-            at: self.now,
-            from: self.state,
-            to,
-            cause,
-        });
+        debug_assert!(self.state.can_become(to), "illegal transition {:?} -> {to:?}", self.state);
+        self.history.record(Transition { at: self.now, from: self.state, to, cause });
         self.state = to;
     }
 
     fn start_attempt(&mut self, cause: Cause) {
         let c = &self.config;
         let endpoint = c.endpoint();
-        let target = Target {
-            host: endpoint.host.clone(),
-            port: endpoint.port,
-            tls: endpoint.tls,
-            attempt: self.attempt,
-        };
-        self.timers
-            .set(Timer::Connect, self.now + c.timeouts().connect);
+        let target =
+            Target { host: endpoint.host.clone(), port: endpoint.port, tls: endpoint.tls, attempt: self.attempt };
+        self.timers.set(Timer::Connect, self.now + c.timeouts().connect);
         self.stats.connects += 1;
         if self.attempt > 0 {
             self.stats.reconnects += 1;
-            self.outputs.push_back(Output::Event(Event::Reconnecting {
-                attempt: self.attempt,
-            }));
+            self.outputs.push_back(Output::Event(Event::Reconnecting { attempt: self.attempt }));
         }
         self.raw_out.clear();
         self.outputs.push_back(Output::Connect(target));
@@ -420,18 +389,12 @@ impl Client {
             return;
         }
         self.timers.stop(Timer::Connect);
-        self.timers.set(
-            Timer::Handshake,
-            self.now + self.config.timeouts().handshake,
-        );
+        self.timers.set(Timer::Handshake, self.now + self.config.timeouts().handshake);
         let (key, accept) = handshake::new_key(self.rng.nonce());
         // Bytes left for an earlier transport must never reach this one.
         self.raw_out.clear();
         handshake::write_request(&mut self.raw_out, self.config.request_head(), &key);
-        self.link = Link::Upgrading {
-            reader: ResponseReader::default(),
-            accept,
-        };
+        self.link = Link::Upgrading { reader: ResponseReader::default(), accept };
         self.set_state(State::Handshaking, Cause::TransportUp);
     }
 
@@ -444,9 +407,7 @@ impl Client {
                     subprotocols: self.config.subprotocols(),
                     require_subprotocol: self.config.require_subprotocol(),
                 };
-                let Some(done) =
-                    reader.feed(bytes, self.config.limits().max_handshake_size, &offer)
-                else {
+                let Some(done) = reader.feed(bytes, self.config.limits().max_handshake_size, &offer) else {
                     return;
                 };
                 match done.result {
@@ -489,12 +450,9 @@ impl Client {
         }
         self.keepalive = KeepaliveState::default();
         self.last_close = None;
+        self.after_close = None;
         self.stats.opened(self.now);
-        self.outputs.push_back(Output::Event(Event::Opened(Opened {
-            subprotocol,
-            headers,
-            attempt: self.attempt,
-        })));
+        self.outputs.push_back(Output::Event(Event::Opened(Opened { subprotocol, headers, attempt: self.attempt })));
         self.set_state(State::Open, Cause::Upgraded);
     }
 
@@ -528,8 +486,7 @@ impl Client {
             }
             _ => None,
         };
-        self.outputs
-            .push_back(Output::Event(Event::Pong { payload, rtt }));
+        self.outputs.push_back(Output::Event(Event::Pong { payload, rtt }));
     }
 
     fn on_close_frame(&mut self, frame: Option<CloseFrame>) {
@@ -538,10 +495,7 @@ impl Client {
                 // The server closes: echo its code (RFC 6455 §5.5.1), then wait for
                 // it to end the transport.
                 if let Link::Connected(conn) = &mut self.link {
-                    let echo = frame.as_ref().map(|f| CloseFrame {
-                        code: f.code,
-                        reason: Text::default(),
-                    });
+                    let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: Text::default() });
                     conn.queue_close(echo.as_ref(), false);
                 }
                 let (code, reason) = match &frame {
@@ -549,8 +503,7 @@ impl Client {
                     None => (None, String::new()),
                 };
                 self.last_close = frame;
-                self.after_close =
-                    AfterClose::Disconnect(Disconnect::ServerClosed { code, reason });
+                self.after_close = Some(AfterClose::Disconnect(Disconnect::ServerClosed { code, reason }));
                 self.begin_closing(Cause::ServerClose);
             }
             State::Closing => {
@@ -567,8 +520,7 @@ impl Client {
     fn begin_closing(&mut self, cause: Cause) {
         self.timers.stop(Timer::Ping);
         self.timers.stop(Timer::Pong);
-        self.timers
-            .set(Timer::Close, self.now + self.config.timeouts().close);
+        self.timers.set(Timer::Close, self.now + self.config.timeouts().close);
         self.set_state(State::Closing, cause);
     }
 
@@ -580,10 +532,7 @@ impl Client {
         };
         if !conn.close_received() {
             let reason = short_reason(&error.to_string());
-            let frame = CloseFrame {
-                code: error.close_code(),
-                reason,
-            };
+            let frame = CloseFrame { code: error.close_code(), reason };
             conn.queue_close(Some(&frame), false);
             // Written now into `raw_out`, since the connection is dropped below.
             let mut t = Transmit {
@@ -661,12 +610,9 @@ impl Client {
 
     /// The closing connection is gone (transport down, or close timer).
     fn finish_closing(&mut self) {
-        match std::mem::replace(&mut self.after_close, AfterClose::Terminate) {
-            AfterClose::Terminate => {
-                self.drop_connection();
-                self.terminate(Termination::Requested, Cause::CloseDone);
-            }
-            AfterClose::Disconnect(cause) => self.disconnect(cause),
+        match self.after_close.take() {
+            Some(AfterClose::Disconnect(cause)) => self.disconnect(cause),
+            Some(AfterClose::Terminate) | None => self.terminate(Termination::Requested, Cause::CloseDone),
         }
     }
 
@@ -674,8 +620,7 @@ impl Client {
     fn drop_connection(&mut self) {
         if let Link::Connected(conn) = &mut self.link {
             if let Some(m) = conn.take_partial() {
-                self.outputs
-                    .push_back(unsent(m, UnsentReason::Disconnected));
+                self.outputs.push_back(unsent(m, UnsentReason::Disconnected));
             }
         }
         self.link = Link::None;
@@ -691,11 +636,10 @@ impl Client {
         self.keepalive = KeepaliveState::default();
         self.stats.disconnects += 1;
         let outputs = &mut self.outputs;
-        self.queue
-            .disconnected(&mut |m, r| outputs.push_back(unsent(m, r)));
+        self.queue.disconnected(&mut |m, r| outputs.push_back(unsent(m, r)));
 
         let kind = cause.kind();
-        if self.after_close == AfterClose::Terminate && self.state == State::Closing {
+        if self.after_close.take() == Some(AfterClose::Terminate) {
             // The application was closing for good when the connection failed
             // (say, the server broke the protocol instead of answering the close).
             self.terminate(Termination::Requested, Cause::Disconnected(kind));
@@ -713,27 +657,14 @@ impl Client {
                 self.attempt = next;
                 let at = self.now + delay;
                 self.timers.set(Timer::Reconnect, at);
-                let reconnect = Some(Reconnect {
-                    attempt: next,
-                    delay,
-                    at,
-                });
-                self.outputs
-                    .push_back(Output::Event(Event::Disconnected { cause, reconnect }));
+                let reconnect = Some(Reconnect { attempt: next, delay, at });
+                self.outputs.push_back(Output::Event(Event::Disconnected { cause, reconnect }));
                 self.set_state(State::Backoff, Cause::Disconnected(kind));
             }
             None => {
-                self.outputs.push_back(Output::Event(Event::Disconnected {
-                    cause,
-                    reconnect: None,
-                }));
-                let termination = if gave_up {
-                    Termination::GaveUp {
-                        attempts: self.attempt,
-                    }
-                } else {
-                    Termination::NotRetried
-                };
+                self.outputs.push_back(Output::Event(Event::Disconnected { cause, reconnect: None }));
+                let termination =
+                    if gave_up { Termination::GaveUp { attempts: self.attempt } } else { Termination::NotRetried };
                 self.terminate(termination, Cause::Stopped);
             }
         }
@@ -744,17 +675,12 @@ impl Client {
         self.drop_connection();
         self.timers.clear();
         let outputs = &mut self.outputs;
-        self.queue
-            .close(&mut |m, r| outputs.push_back(unsent(m, r)));
+        self.queue.close(&mut |m, r| outputs.push_back(unsent(m, r)));
         let (code, reason) = match self.last_close.take() {
             Some(f) => (Some(f.code), f.reason.to_string()),
             None => (None, String::new()),
         };
-        self.outputs.push_back(Output::Event(Event::Closed(Closed {
-            code,
-            reason,
-            termination,
-        })));
+        self.outputs.push_back(Output::Event(Event::Closed(Closed { code, reason, termination })));
         self.set_state(State::Closed, cause);
     }
 }
@@ -789,11 +715,7 @@ mod tests {
     #[test]
     fn output_stays_small() {
         // Messages flow through `Output` by the million; keep it a few words.
-        assert!(
-            std::mem::size_of::<Output>() <= 96,
-            "{}",
-            std::mem::size_of::<Output>()
-        );
+        assert!(std::mem::size_of::<Output>() <= 96, "{}", std::mem::size_of::<Output>());
     }
 
     #[test]

@@ -133,9 +133,7 @@ impl Connection {
             if self.close_received {
                 return Ok(None);
             }
-            let Some((header, header_len)) =
-                Header::decode(&self.rx).map_err(|_| ProtocolError::InvalidLength)?
-            else {
+            let Some((header, header_len)) = Header::decode(&self.rx).map_err(|_| ProtocolError::InvalidLength)? else {
                 return Ok(None);
             };
             self.check(&header)?;
@@ -152,9 +150,13 @@ impl Connection {
                 Opcode::Ping => self.queue_pong(payload),
                 Opcode::Pong => return Ok(Some(Inbound::Pong(payload))),
                 Opcode::Close => {
+                    // A malformed close frame is a protocol error like any other,
+                    // answered with our own close (1002/1007); only a valid one
+                    // completes the close handshake.
+                    let frame = parse_close(payload)?;
                     self.close_received = true;
                     self.rx = BytesMut::new();
-                    return parse_close(payload).map(|frame| Some(Inbound::Close(frame)));
+                    return Ok(Some(Inbound::Close(frame)));
                 }
                 _ => {
                     if let Some(message) = self.data(header, payload, checked)? {
@@ -194,10 +196,7 @@ impl Connection {
             _ => {}
         }
         if header.payload_len > self.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooLarge {
-                len: header.payload_len,
-                max: self.max_frame_size,
-            });
+            return Err(ProtocolError::FrameTooLarge { len: header.payload_len, max: self.max_frame_size });
         }
         let so_far = self.fragmented.as_ref().map_or(0, |f| f.buf.len() as u64);
         if so_far + header.payload_len > self.max_message_size as u64 {
@@ -211,11 +210,7 @@ impl Connection {
 
     /// Validates what has arrived of an incomplete text frame, so invalid UTF-8
     /// fails at once rather than after the rest of a large frame.
-    fn check_partial_text(
-        &mut self,
-        header: &Header,
-        header_len: usize,
-    ) -> Result<(), ProtocolError> {
+    fn check_partial_text(&mut self, header: &Header, header_len: usize) -> Result<(), ProtocolError> {
         let is_text = match header.opcode {
             Opcode::Text => true,
             Opcode::Continuation => self.fragmented.as_ref().is_some_and(|f| f.text),
@@ -236,12 +231,7 @@ impl Connection {
     }
 
     /// A complete data frame; returns a message when it completes one.
-    fn data(
-        &mut self,
-        header: Header,
-        payload: Bytes,
-        checked: usize,
-    ) -> Result<Option<Message>, ProtocolError> {
+    fn data(&mut self, header: Header, payload: Bytes, checked: usize) -> Result<Option<Message>, ProtocolError> {
         let invalid = |_| ProtocolError::InvalidUtf8;
         match header.opcode {
             Opcode::Text if header.fin && checked == 0 => {
@@ -260,18 +250,12 @@ impl Connection {
                     }
                     return Ok(Some(Message::Text(Text::from_checked(payload))));
                 }
-                self.fragmented = Some(Fragmented {
-                    text: true,
-                    buf: BytesMut::from(&payload[..]),
-                });
+                self.fragmented = Some(Fragmented { text: true, buf: BytesMut::from(&payload[..]) });
                 Ok(None)
             }
             Opcode::Binary if header.fin => Ok(Some(Message::Binary(payload))),
             Opcode::Binary => {
-                self.fragmented = Some(Fragmented {
-                    text: false,
-                    buf: BytesMut::from(&payload[..]),
-                });
+                self.fragmented = Some(Fragmented { text: false, buf: BytesMut::from(&payload[..]) });
                 Ok(None)
             }
             _ => {
@@ -286,10 +270,8 @@ impl Connection {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Fragmented { text, buf } = self.fragmented.take().unwrap_or(Fragmented {
-                    text: false,
-                    buf: BytesMut::new(),
-                });
+                let Fragmented { text, buf } =
+                    self.fragmented.take().unwrap_or(Fragmented { text: false, buf: BytesMut::new() });
                 if !text {
                     return Ok(Some(Message::Binary(buf.freeze())));
                 }
@@ -337,11 +319,7 @@ impl Connection {
                 p.into()
             }
         };
-        self.close_out = if after_data {
-            CloseOut::AfterData
-        } else {
-            CloseOut::Now
-        };
+        self.close_out = if after_data { CloseOut::AfterData } else { CloseOut::Now };
     }
 
     /// Whether a close frame was received.
@@ -365,9 +343,7 @@ impl Connection {
             } else if let Some(payload) = self.pings.pop_front() {
                 write_frame(t.out, Opcode::Ping, true, &payload, t.rng);
             } else if self.close_out == CloseOut::Now
-                || (self.close_out == CloseOut::AfterData
-                    && self.sending.is_none()
-                    && t.queue.len() == 0)
+                || (self.close_out == CloseOut::AfterData && self.sending.is_none() && t.queue.len() == 0)
             {
                 write_frame(t.out, Opcode::Close, true, &self.close_payload, t.rng);
                 self.close_out = CloseOut::Sent;
@@ -395,13 +371,7 @@ impl Connection {
             _ => Opcode::Continuation,
         };
         let fin = sending.offset + chunk == total;
-        write_frame(
-            t.out,
-            opcode,
-            fin,
-            &payload[sending.offset..sending.offset + chunk],
-            t.rng,
-        );
+        write_frame(t.out, opcode, fin, &payload[sending.offset..sending.offset + chunk], t.rng);
         sending.offset += chunk;
         if fin {
             t.stats.messages_out += 1;
@@ -425,22 +395,9 @@ pub(crate) struct Transmit<'a> {
 
 /// Appends one masked frame: the header, then the payload masked while it is
 /// copied (the one copy the protocol forces on a client).
-pub(crate) fn write_frame(
-    out: &mut Vec<u8>,
-    opcode: Opcode,
-    fin: bool,
-    payload: &[u8],
-    rng: &mut Rng,
-) {
+pub(crate) fn write_frame(out: &mut Vec<u8>, opcode: Opcode, fin: bool, payload: &[u8], rng: &mut Rng) {
     let mask = rng.mask();
-    Header {
-        fin,
-        rsv: 0,
-        opcode,
-        mask: Some(mask),
-        payload_len: payload.len() as u64,
-    }
-    .encode(out);
+    Header { fin, rsv: 0, opcode, mask: Some(mask), payload_len: payload.len() as u64 }.encode(out);
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], mask, 0);
@@ -456,12 +413,8 @@ fn parse_close(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {
             if !CloseCode(code).is_valid_on_wire() {
                 return Err(ProtocolError::InvalidCloseCode(code));
             }
-            let reason = Text::from_utf8(payload.slice(2..))
-                .map_err(|_| ProtocolError::InvalidCloseReason)?;
-            Ok(Some(CloseFrame {
-                code: CloseCode(code),
-                reason,
-            }))
+            let reason = Text::from_utf8(payload.slice(2..)).map_err(|_| ProtocolError::InvalidCloseReason)?;
+            Ok(Some(CloseFrame { code: CloseCode(code), reason }))
         }
     }
 }
@@ -473,14 +426,8 @@ mod tests {
 
     fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        Header {
-            fin,
-            rsv: 0,
-            opcode: Opcode::from_bits(opcode),
-            mask: None,
-            payload_len: payload.len() as u64,
-        }
-        .encode(&mut out);
+        Header { fin, rsv: 0, opcode: Opcode::from_bits(opcode), mask: None, payload_len: payload.len() as u64 }
+            .encode(&mut out);
         out.extend_from_slice(payload);
         out
     }
@@ -490,11 +437,7 @@ mod tests {
     }
 
     /// Feeds `bytes` in `chunk`-sized pieces and collects everything decoded.
-    fn decode(
-        c: &mut Connection,
-        bytes: &[u8],
-        chunk: usize,
-    ) -> Result<Vec<Inbound>, ProtocolError> {
+    fn decode(c: &mut Connection, bytes: &[u8], chunk: usize) -> Result<Vec<Inbound>, ProtocolError> {
         let mut got = Vec::new();
         for piece in bytes.chunks(chunk.max(1)) {
             c.receive(piece);
@@ -517,11 +460,7 @@ mod tests {
     fn error_for(bytes: &[u8]) -> ProtocolError {
         for chunk in [1, 3, bytes.len()] {
             let e = decode(&mut conn(), bytes, chunk).unwrap_err();
-            assert_eq!(
-                e,
-                decode(&mut conn(), bytes, bytes.len()).unwrap_err(),
-                "chunking changes the error"
-            );
+            assert_eq!(e, decode(&mut conn(), bytes, bytes.len()).unwrap_err(), "chunking changes the error");
             if chunk == bytes.len() {
                 return e;
             }
@@ -539,30 +478,17 @@ mod tests {
             let mut c = conn();
             let got = decode(&mut c, &stream, chunk).unwrap();
             assert_eq!(messages(&got), [Message::text("κόσμε")], "chunk {chunk}");
-            assert_eq!(
-                c.pongs.iter().collect::<Vec<_>>(),
-                [&Bytes::from_static(b"p1")]
-            );
+            assert_eq!(c.pongs.iter().collect::<Vec<_>>(), [&Bytes::from_static(b"p1")]);
         }
     }
 
     #[test]
     fn unfragmented_payloads_are_slices_of_the_receive_buffer() {
         let mut c = conn();
-        c.receive(
-            &[
-                server_frame(true, 0x2, &[7; 300]),
-                server_frame(true, 0x1, b"hi"),
-            ]
-            .concat(),
-        );
+        c.receive(&[server_frame(true, 0x2, &[7; 300]), server_frame(true, 0x1, b"hi")].concat());
         let base = c.rx.as_ptr() as usize;
-        let Some(Inbound::Message(Message::Binary(b))) = c.next().unwrap() else {
-            panic!()
-        };
-        let Some(Inbound::Message(Message::Text(t))) = c.next().unwrap() else {
-            panic!()
-        };
+        let Some(Inbound::Message(Message::Binary(b))) = c.next().unwrap() else { panic!() };
+        let Some(Inbound::Message(Message::Text(t))) = c.next().unwrap() else { panic!() };
         assert_eq!(b.as_ptr() as usize, base + 4);
         assert_eq!(t.as_bytes().as_ptr() as usize, base + 4 + 300 + 2);
         assert!(c.rx.is_empty());
@@ -577,47 +503,15 @@ mod tests {
             (vec![0x83, 0x00], P::ReservedOpcode(3), 1002),
             (vec![0x8B, 0x00], P::ReservedOpcode(0xB), 1002),
             (vec![0x09, 0x00], P::FragmentedControl, 1002),
-            (
-                server_frame(true, 0x9, &[0; 126]),
-                P::ControlTooLong(126),
-                1002,
-            ),
+            (server_frame(true, 0x9, &[0; 126]), P::ControlTooLong(126), 1002),
             (vec![0x81, 0x81, 1, 2, 3, 4, b'a' ^ 1], P::MaskedFrame, 1002),
-            (
-                server_frame(true, 0x0, b"x"),
-                P::UnexpectedContinuation,
-                1002,
-            ),
-            (
-                [
-                    server_frame(false, 0x1, b"a"),
-                    server_frame(true, 0x1, b"b"),
-                ]
-                .concat(),
-                P::ExpectedContinuation,
-                1002,
-            ),
-            (
-                vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0],
-                P::InvalidLength,
-                1002,
-            ),
-            (
-                server_frame(true, 0x1, b"\xce\xba\xff"),
-                P::InvalidUtf8,
-                1007,
-            ),
+            (server_frame(true, 0x0, b"x"), P::UnexpectedContinuation, 1002),
+            ([server_frame(false, 0x1, b"a"), server_frame(true, 0x1, b"b")].concat(), P::ExpectedContinuation, 1002),
+            (vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0], P::InvalidLength, 1002),
+            (server_frame(true, 0x1, b"\xce\xba\xff"), P::InvalidUtf8, 1007),
             (server_frame(true, 0x8, &[0x03]), P::CloseTooShort, 1002),
-            (
-                server_frame(true, 0x8, &[0x03, 0xED]),
-                P::InvalidCloseCode(1005),
-                1002,
-            ),
-            (
-                server_frame(true, 0x8, &[0x03, 0xE8, 0xff]),
-                P::InvalidCloseReason,
-                1007,
-            ),
+            (server_frame(true, 0x8, &[0x03, 0xED]), P::InvalidCloseCode(1005), 1002),
+            (server_frame(true, 0x8, &[0x03, 0xE8, 0xff]), P::InvalidCloseReason, 1007),
         ];
         for (bytes, expected, code) in cases {
             let e = error_for(&bytes);
@@ -631,13 +525,7 @@ mod tests {
         // A header announcing 1 GiB fails before any payload, without reserving it.
         let mut c = Connection::new(1024, 2048, None);
         c.receive(&[0x82, 127, 0, 0, 0, 0, 0x40, 0, 0, 0]);
-        assert_eq!(
-            c.next().unwrap_err(),
-            ProtocolError::FrameTooLarge {
-                len: 1 << 30,
-                max: 1024
-            }
-        );
+        assert_eq!(c.next().unwrap_err(), ProtocolError::FrameTooLarge { len: 1 << 30, max: 1024 });
         assert!(c.rx.capacity() < 64 * 1024);
 
         let mut c = Connection::new(1024, 2048, None);
@@ -648,13 +536,7 @@ mod tests {
         ]
         .concat();
         let e = decode(&mut c, &stream, 7).unwrap_err();
-        assert_eq!(
-            e,
-            ProtocolError::MessageTooLarge {
-                len: 2100,
-                max: 2048
-            }
-        );
+        assert_eq!(e, ProtocolError::MessageTooLarge { len: 2100, max: 2048 });
         assert_eq!(e.close_code(), CloseCode::TOO_BIG);
     }
 
@@ -682,48 +564,26 @@ mod tests {
         let text = "a€𝄞";
         let bytes = text.as_bytes();
         for cut in 1..bytes.len() {
-            let stream = [
-                server_frame(false, 0x1, &bytes[..cut]),
-                server_frame(true, 0x0, &bytes[cut..]),
-            ]
-            .concat();
+            let stream = [server_frame(false, 0x1, &bytes[..cut]), server_frame(true, 0x0, &bytes[cut..])].concat();
             for chunk in [1, 2, 5] {
-                assert_eq!(
-                    messages(&decode(&mut conn(), &stream, chunk).unwrap()),
-                    [Message::text(text)]
-                );
+                assert_eq!(messages(&decode(&mut conn(), &stream, chunk).unwrap()), [Message::text(text)]);
             }
         }
         // A message that ends mid-character is invalid, at any chunking.
-        let stream = [
-            server_frame(false, 0x1, b"a"),
-            server_frame(true, 0x0, &bytes[1..3]),
-        ]
-        .concat();
-        assert_eq!(
-            decode(&mut conn(), &stream, 1).unwrap_err(),
-            ProtocolError::InvalidUtf8
-        );
+        let stream = [server_frame(false, 0x1, b"a"), server_frame(true, 0x0, &bytes[1..3])].concat();
+        assert_eq!(decode(&mut conn(), &stream, 1).unwrap_err(), ProtocolError::InvalidUtf8);
     }
 
     #[test]
     fn nothing_is_processed_after_a_close_frame() {
-        let stream = [
-            server_frame(true, 0x8, &[0x03, 0xE8, b'b', b'y', b'e']),
-            server_frame(true, 0x1, b"late"),
-            vec![0xFF],
-        ]
-        .concat();
+        let stream =
+            [server_frame(true, 0x8, &[0x03, 0xE8, b'b', b'y', b'e']), server_frame(true, 0x1, b"late"), vec![0xFF]]
+                .concat();
         let mut c = conn();
         let got = decode(&mut c, &stream, 4).unwrap();
         assert_eq!(got.len(), 1);
-        let Inbound::Close(Some(frame)) = &got[0] else {
-            panic!("{got:?}")
-        };
-        assert_eq!(
-            (frame.code, frame.reason.as_str()),
-            (CloseCode::NORMAL, "bye")
-        );
+        let Inbound::Close(Some(frame)) = &got[0] else { panic!("{got:?}") };
+        assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::NORMAL, "bye"));
         c.receive(b"more garbage");
         assert!(c.next().unwrap().is_none());
     }
@@ -731,9 +591,7 @@ mod tests {
     #[test]
     fn pongs_are_bounded_and_stop_after_close() {
         let mut c = conn();
-        let pings: Vec<u8> = (0..40u8)
-            .flat_map(|i| server_frame(true, 0x9, &[i]))
-            .collect();
+        let pings: Vec<u8> = (0..40u8).flat_map(|i| server_frame(true, 0x9, &[i])).collect();
         decode(&mut c, &pings, 64).unwrap();
         assert_eq!(c.pongs.len(), MAX_PENDING_PONGS);
         assert_eq!(c.pongs.back().map(|b| b[0]), Some(39));
@@ -787,36 +645,22 @@ mod tests {
     }
 
     fn pending(m: Message) -> Pending {
-        Pending {
-            message: m,
-            offline: false,
-            expires: None,
-        }
+        Pending { message: m, offline: false, expires: None }
     }
 
     #[test]
     fn control_frames_go_between_fragments_and_graceful_close_waits_for_data() {
         let mut c = Connection::new(1 << 20, 1 << 20, Some(4));
         let mut q = queue();
-        q.push(pending(Message::text("abcdefghij")), &mut |_, _| {})
-            .unwrap();
-        c.queue_close(
-            Some(&CloseFrame {
-                code: CloseCode::NORMAL,
-                reason: "done".into(),
-            }),
-            true,
-        );
+        q.push(pending(Message::text("abcdefghij")), &mut |_, _| {}).unwrap();
+        c.queue_close(Some(&CloseFrame { code: CloseCode::NORMAL, reason: "done".into() }), true);
         // One frame at a time (max 1 byte): a ping from the server arriving
         // mid-message is answered before the next fragment.
         let first = transmit(&mut c, &mut q, 1);
         decode(&mut c, &server_frame(true, 0x9, b"P"), 64).unwrap();
         let rest = transmit(&mut c, &mut q, usize::MAX);
         let frames = client_frames(&[first, rest].concat());
-        let shape: Vec<_> = frames
-            .iter()
-            .map(|(op, fin, p)| (*op, *fin, p.as_slice()))
-            .collect();
+        let shape: Vec<_> = frames.iter().map(|(op, fin, p)| (*op, *fin, p.as_slice())).collect();
         assert_eq!(
             shape,
             [
@@ -828,8 +672,7 @@ mod tests {
             ]
         );
         // Nothing after the close frame.
-        q.push(pending(Message::text("late")), &mut |_, _| {})
-            .unwrap();
+        q.push(pending(Message::text("late")), &mut |_, _| {}).unwrap();
         c.pings.push_back(Bytes::new());
         assert!(transmit(&mut c, &mut q, usize::MAX).is_empty());
     }
@@ -838,15 +681,8 @@ mod tests {
     fn immediate_close_goes_before_queued_data() {
         let mut c = conn();
         let mut q = queue();
-        q.push(pending(Message::text("data")), &mut |_, _| {})
-            .unwrap();
-        c.queue_close(
-            Some(&CloseFrame {
-                code: CloseCode::PROTOCOL_ERROR,
-                reason: Text::default(),
-            }),
-            false,
-        );
+        q.push(pending(Message::text("data")), &mut |_, _| {}).unwrap();
+        c.queue_close(Some(&CloseFrame { code: CloseCode::PROTOCOL_ERROR, reason: Text::default() }), false);
         let frames = client_frames(&transmit(&mut c, &mut q, usize::MAX));
         assert_eq!(frames, [(Opcode::Close, true, vec![0x03, 0xEA])]);
         assert_eq!(q.len(), 1);

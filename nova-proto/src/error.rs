@@ -132,12 +132,8 @@ impl ProtocolError {
     /// UTF-8, 1009 for size limits, 1002 for everything else.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                CloseCode::INVALID_PAYLOAD
-            }
-            ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
-                CloseCode::TOO_BIG
-            }
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -297,18 +293,9 @@ mod tests {
     #[test]
     fn protocol_errors_map_to_rfc_close_codes() {
         assert_eq!(ProtocolError::InvalidUtf8.close_code(), CloseCode(1007));
-        assert_eq!(
-            ProtocolError::InvalidCloseReason.close_code(),
-            CloseCode(1007)
-        );
-        assert_eq!(
-            ProtocolError::FrameTooLarge { len: 9, max: 8 }.close_code(),
-            CloseCode(1009)
-        );
-        assert_eq!(
-            ProtocolError::MessageTooLarge { len: 9, max: 8 }.close_code(),
-            CloseCode(1009)
-        );
+        assert_eq!(ProtocolError::InvalidCloseReason.close_code(), CloseCode(1007));
+        assert_eq!(ProtocolError::FrameTooLarge { len: 9, max: 8 }.close_code(), CloseCode(1009));
+        assert_eq!(ProtocolError::MessageTooLarge { len: 9, max: 8 }.close_code(), CloseCode(1009));
         for e in [
             ProtocolError::ReservedBits(4),
             ProtocolError::ReservedOpcode(3),
@@ -331,14 +318,8 @@ mod tests {
         assert_eq!(e.to_string(), "protocol violation by the server");
         let source = std::error::Error::source(&e).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("reserved opcode 0xb"));
-        let tls = TransportDown::Tls(TlsFailure {
-            certificate: true,
-            detail: "UnknownIssuer".into(),
-        });
-        assert_eq!(
-            tls.to_string(),
-            "server certificate rejected: UnknownIssuer"
-        );
+        let tls = TransportDown::Tls(TlsFailure { certificate: true, detail: "UnknownIssuer".into() });
+        assert_eq!(tls.to_string(), "server certificate rejected: UnknownIssuer");
         assert_eq!(Error::from(tls).close_code(), CloseCode::TLS_HANDSHAKE);
     }
 }

@@ -83,10 +83,7 @@ pub fn frame_decoder(data: &[u8]) {
     for start in 0..rest.len().min(32) {
         if let Ok(Some((h, n))) = Header::decode(&rest[start..]) {
             assert!((2..=14).contains(&n));
-            assert!(
-                n >= h.encoded_len(),
-                "decoded header shorter than its shortest encoding"
-            );
+            assert!(n >= h.encoded_len(), "decoded header shorter than its shortest encoding");
         }
     }
 }
@@ -149,8 +146,7 @@ pub fn client_ops(data: &[u8]) {
         0 => None,
         n => Some(u32::from(n) * 2),
     };
-    let overflow =
-        [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest][usize::from(u.byte() % 3)];
+    let overflow = [Overflow::Reject, Overflow::DropOldest, Overflow::DropNewest][usize::from(u.byte() % 3)];
     let mut h = Harness::new(small_config(max_attempts, overflow), [u.byte(); 32]);
     while !u.is_empty() {
         match u.byte() % 14 {
@@ -198,28 +194,20 @@ pub fn client_ops(data: &[u8]) {
                     1 => TransportDown::Reset(std::io::ErrorKind::ConnectionReset),
                     2 => TransportDown::ConnectFailed(std::io::ErrorKind::ConnectionRefused),
                     3 => TransportDown::Resolve("no such host".into()),
-                    _ => TransportDown::Tls(TlsFailure {
-                        certificate: u.byte() & 1 == 1,
-                        detail: "fuzz".into(),
-                    }),
+                    _ => TransportDown::Tls(TlsFailure { certificate: u.byte() & 1 == 1, detail: "fuzz".into() }),
                 };
                 h.client.handle_input(h.now, Input::TransportDown(why));
             }
             8 | 9 => {
                 let n = usize::from(u.u16()) % 9000;
-                let message = if u.byte() & 1 == 0 {
-                    Message::text("é".repeat(n / 2))
-                } else {
-                    Message::binary(vec![0xA5; n])
-                };
+                let message =
+                    if u.byte() & 1 == 0 { Message::text("é".repeat(n / 2)) } else { Message::binary(vec![0xA5; n]) };
                 let offline = u.byte() & 1 == 1;
                 let ttl = match u.byte() % 3 {
                     0 => None,
                     n => Some(Duration::from_millis(u64::from(n) * 700)),
                 };
-                let _ = h
-                    .client
-                    .send_with(h.now, message, SendOptions { offline, ttl });
+                let _ = h.client.send_with(h.now, message, SendOptions { offline, ttl });
             }
             10 => {
                 let n = usize::from(u.byte() % 130);
@@ -242,23 +230,13 @@ fn small_config(max_attempts: Option<u32>, overflow: Overflow) -> Config {
         .max_message_size(8192)
         .max_handshake_size(1024)
         .max_outgoing_frame_size(Some(1000))
-        .outbound(Outbound {
-            max_messages: 8,
-            max_bytes: 16 * 1024,
-            overflow,
-            offline: false,
-            ttl: None,
-        })
+        .outbound(Outbound { max_messages: 8, max_bytes: 16 * 1024, overflow, offline: false, ttl: None })
         .keepalive(Some(Keepalive {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             allowed_misses: 1,
         }))
-        .backoff(Backoff::exponential(
-            Duration::from_millis(10),
-            Duration::from_secs(1),
-            0.5,
-        ))
+        .backoff(Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1), 0.5))
         .max_attempts(max_attempts)
         .history_len(8)
         .build()
@@ -293,11 +271,7 @@ impl Harness {
     /// Answers the upgrade request on the wire (if one is there) with a valid 101.
     fn answer_handshake(&mut self, trailing: &[u8]) {
         let text = String::from_utf8_lossy(&self.wire).into_owned();
-        let Some(key) = text
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-        else {
+        let Some(key) = text.lines().rev().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")) else {
             return;
         };
         let mut reply = format!(
@@ -315,9 +289,7 @@ impl Harness {
     fn drain(&mut self) {
         let config = self.client.config().clone();
         let before = self.wire.len();
-        let n = self
-            .client
-            .poll_transmit(&mut self.wire, self.transmit_limit);
+        let n = self.client.poll_transmit(&mut self.wire, self.transmit_limit);
         assert_eq!(self.wire.len() - before, n);
         if self.wire.len() > 1 << 20 {
             self.wire.drain(..self.wire.len() - 4096);
@@ -381,17 +353,9 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         ("len16", frame(0x82, &[1; 70_000 % 4000])),
         (
             "fragmented_with_ping",
-            [
-                frame(0x01, "κό".as_bytes()),
-                frame(0x89, b"p"),
-                frame(0x80, "σμε".as_bytes()),
-            ]
-            .concat(),
+            [frame(0x01, "κό".as_bytes()), frame(0x89, b"p"), frame(0x80, "σμε".as_bytes())].concat(),
         ),
-        (
-            "pong_and_close",
-            [frame(0x8A, b"x"), frame(0x88, b"\x03\xe8bye")].concat(),
-        ),
+        ("pong_and_close", [frame(0x8A, b"x"), frame(0x88, b"\x03\xe8bye")].concat()),
         ("close_empty", frame(0x88, b"")),
         ("bad_rsv", frame(0xC1, b"x")),
         ("bad_opcode", frame(0x83, b"")),
@@ -404,49 +368,20 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     ];
     let with_chunk = |chunk: u8, v: &[u8]| [&[chunk][..], v].concat();
     match target {
-        "frame_decoder" | "client_stream" => streams
-            .iter()
-            .enumerate()
-            .map(|(i, (name, v))| (*name, with_chunk(i as u8 * 7, v)))
-            .collect(),
+        "frame_decoder" | "client_stream" => {
+            streams.iter().enumerate().map(|(i, (name, v))| (*name, with_chunk(i as u8 * 7, v))).collect()
+        }
         "handshake_response" => {
             let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                       Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
             vec![
-                (
-                    "ok",
-                    with_chunk(
-                        0,
-                        &[format!("{ok}\r\n").as_bytes(), &[0x81, 2, b'h', b'i']].concat(),
-                    ),
-                ),
-                (
-                    "ok_subprotocol",
-                    with_chunk(
-                        3,
-                        format!("{ok}Sec-WebSocket-Protocol: chat\r\n\r\n").as_bytes(),
-                    ),
-                ),
-                (
-                    "required_missing",
-                    with_chunk(0x85, format!("{ok}\r\n").as_bytes()),
-                ),
-                (
-                    "extension",
-                    with_chunk(
-                        5,
-                        format!("{ok}Sec-WebSocket-Extensions: x\r\n\r\n").as_bytes(),
-                    ),
-                ),
-                (
-                    "rejected",
-                    with_chunk(1, b"HTTP/1.1 503 Busy\r\nRetry-After: 3\r\n\r\nbody"),
-                ),
+                ("ok", with_chunk(0, &[format!("{ok}\r\n").as_bytes(), &[0x81, 2, b'h', b'i']].concat())),
+                ("ok_subprotocol", with_chunk(3, format!("{ok}Sec-WebSocket-Protocol: chat\r\n\r\n").as_bytes())),
+                ("required_missing", with_chunk(0x85, format!("{ok}\r\n").as_bytes())),
+                ("extension", with_chunk(5, format!("{ok}Sec-WebSocket-Extensions: x\r\n\r\n").as_bytes())),
+                ("rejected", with_chunk(1, b"HTTP/1.1 503 Busy\r\nRetry-After: 3\r\n\r\nbody")),
                 ("garbage", with_chunk(9, b"SSH-2.0-OpenSSH\r\n\r\n")),
-                (
-                    "lf_only",
-                    with_chunk(2, b"HTTP/1.1 101 OK\nUpgrade: websocket\n\n"),
-                ),
+                ("lf_only", with_chunk(2, b"HTTP/1.1 101 OK\nUpgrade: websocket\n\n")),
             ]
         }
         "client_ops" => {
@@ -456,46 +391,19 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
             vec![
                 (
                     "open_send_close",
-                    [
-                        &[0, 0, 1][..],
-                        &open,
-                        &send_text(5),
-                        &[11, 0xE8, 0x03],
-                        &[4, 0x88, 2, 0x03, 0xE8],
-                        &[7, 0],
-                    ]
-                    .concat(),
+                    [&[0, 0, 1][..], &open, &send_text(5), &[11, 0xE8, 0x03], &[4, 0x88, 2, 0x03, 0xE8], &[7, 0]]
+                        .concat(),
                 ),
-                (
-                    "drop_and_reconnect",
-                    [&[2, 1, 2][..], &open, &[7, 1, 6, 1, 3, 0, 6, 6]].concat(),
-                ),
-                (
-                    "keepalive_dead",
-                    [&[0, 0, 3][..], &open, &[6, 6, 6, 6]].concat(),
-                ),
-                (
-                    "offline_queue",
-                    [&[0, 2, 4][..], &[0, 8, 9, 0, 1, 1, 2], &[1, 3, 0]].concat(),
-                ),
+                ("drop_and_reconnect", [&[2, 1, 2][..], &open, &[7, 1, 6, 1, 3, 0, 6, 6]].concat()),
+                ("keepalive_dead", [&[0, 0, 3][..], &open, &[6, 6, 6, 6]].concat()),
+                ("offline_queue", [&[0, 2, 4][..], &[0, 8, 9, 0, 1, 1, 2], &[1, 3, 0]].concat()),
                 (
                     "server_frames",
-                    [
-                        &[1, 0, 5][..],
-                        &open,
-                        &[4, 0x01, 2, b'h', b'i', 4, 0x80, 1, b'!', 4, 0x89, 0, 12, 3],
-                    ]
-                    .concat(),
+                    [&[1, 0, 5][..], &open, &[4, 0x01, 2, b'h', b'i', 4, 0x80, 1, b'!', 4, 0x89, 0, 12, 3]].concat(),
                 ),
                 (
                     "refused_forever",
-                    [
-                        &[3, 0, 6][..],
-                        &[
-                            0, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2,
-                        ],
-                    ]
-                    .concat(),
+                    [&[3, 0, 6][..], &[0, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2, 6, 7, 2]].concat(),
                 ),
             ]
         }
@@ -525,20 +433,16 @@ mod tests {
                 body(&data);
                 if write {
                     let dir = corpus_dir(target);
-                    std::fs::create_dir_all(&dir)
-                        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
                     let path = dir.join(format!("seed-{name}"));
-                    std::fs::write(&path, data)
-                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    std::fs::write(&path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 }
             }
         }
     }
 
     fn corpus_dir(target: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
     }
 
     fn replay(target: &str, body: fn(&[u8])) {

@@ -61,10 +61,7 @@ pub struct Headers {
 impl Headers {
     /// The first value of the header `name` (ASCII case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.entries.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     /// The first value of `name`, if it is UTF-8.
@@ -88,12 +85,7 @@ impl Headers {
     }
 
     fn from_httparse(headers: &[httparse::Header<'_>]) -> Headers {
-        Headers {
-            entries: headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
-        }
+        Headers { entries: headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect() }
     }
 }
 
@@ -131,12 +123,7 @@ impl ResponseReader {
     /// Parsing only runs when a chunk brings a `\n`, so a head fed one byte at a
     /// time costs one parse per line, not per byte. When the first chunk holds
     /// the whole head nothing is copied. Holds at most `max` bytes plus one chunk.
-    pub(crate) fn feed<'a>(
-        &'a mut self,
-        chunk: &'a [u8],
-        max: usize,
-        offer: &Offer<'_>,
-    ) -> Option<Complete<'a>> {
+    pub(crate) fn feed<'a>(&'a mut self, chunk: &'a [u8], max: usize, offer: &Offer<'_>) -> Option<Complete<'a>> {
         if self.buf.is_empty() {
             if chunk.contains(&b'\n') {
                 if let Parsed::Done { head_len, result } = parse(chunk, offer) {
@@ -162,40 +149,23 @@ impl ResponseReader {
     }
 }
 
-fn finish(
-    bytes: &[u8],
-    head_len: usize,
-    result: Result<Accepted, HandshakeError>,
-    max: usize,
-) -> Complete<'_> {
+fn finish(bytes: &[u8], head_len: usize, result: Result<Accepted, HandshakeError>, max: usize) -> Complete<'_> {
     if head_len > max {
         return too_large(max);
     }
     match result {
-        Ok(accepted) => Complete {
-            result: Ok(accepted),
-            rest: &bytes[head_len..],
-        },
-        Err(e) => Complete {
-            result: Err(e),
-            rest: &[],
-        },
+        Ok(accepted) => Complete { result: Ok(accepted), rest: &bytes[head_len..] },
+        Err(e) => Complete { result: Err(e), rest: &[] },
     }
 }
 
 fn too_large<'a>(max: usize) -> Complete<'a> {
-    Complete {
-        result: Err(HandshakeError::ResponseTooLarge { max }),
-        rest: &[],
-    }
+    Complete { result: Err(HandshakeError::ResponseTooLarge { max }), rest: &[] }
 }
 
 enum Parsed {
     Partial,
-    Done {
-        head_len: usize,
-        result: Result<Accepted, HandshakeError>,
-    },
+    Done { head_len: usize, result: Result<Accepted, HandshakeError> },
 }
 
 fn parse(bytes: &[u8], offer: &Offer<'_>) -> Parsed {
@@ -203,29 +173,18 @@ fn parse(bytes: &[u8], offer: &Offer<'_>) -> Parsed {
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(bytes) {
         Ok(httparse::Status::Partial) => Parsed::Partial,
-        Ok(httparse::Status::Complete(head_len)) => Parsed::Done {
-            head_len,
-            result: check(&response, offer),
-        },
-        Err(e) => Parsed::Done {
-            head_len: 0,
-            result: Err(HandshakeError::Malformed(e.to_string())),
-        },
+        Ok(httparse::Status::Complete(head_len)) => Parsed::Done { head_len, result: check(&response, offer) },
+        Err(e) => Parsed::Done { head_len: 0, result: Err(HandshakeError::Malformed(e.to_string())) },
     }
 }
 
 /// The checks of RFC 6455 §4.1, client side, steps 1–6 of the response.
-fn check(
-    response: &httparse::Response<'_, '_>,
-    offer: &Offer<'_>,
-) -> Result<Accepted, HandshakeError> {
+fn check(response: &httparse::Response<'_, '_>, offer: &Offer<'_>) -> Result<Accepted, HandshakeError> {
     let status = response.code.unwrap_or(0);
     if status != 101 {
         let headers = Headers::from_httparse(response.headers);
-        let retry_after = headers
-            .get_str("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after =
+            headers.get_str("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
         return Err(HandshakeError::Rejected(Box::new(Rejection {
             status,
             reason: response.reason.unwrap_or("").to_owned(),
@@ -238,11 +197,7 @@ fn check(
         v => return Err(HandshakeError::Version(v.unwrap_or(0))),
     }
     let values = |name: &'static str| {
-        response
-            .headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        response.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     };
     if !values("upgrade").any(|v| has_token(v, b"websocket")) {
         return Err(HandshakeError::MissingUpgrade);
@@ -250,8 +205,8 @@ fn check(
     if !values("connection").any(|v| has_token(v, b"upgrade")) {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let accept = single(values("sec-websocket-accept"), "Sec-WebSocket-Accept")?
-        .ok_or(HandshakeError::MissingAccept)?;
+    let accept =
+        single(values("sec-websocket-accept"), "Sec-WebSocket-Accept")?.ok_or(HandshakeError::MissingAccept)?;
     if accept.trim_ascii() != offer.accept.as_bytes() {
         return Err(HandshakeError::WrongAccept);
     }
@@ -270,14 +225,9 @@ fn check(
     };
     // No extension is offered (permessage-deflate comes later), so any is unasked for.
     if let Some(ext) = values("sec-websocket-extensions").find(|v| !v.trim_ascii().is_empty()) {
-        return Err(HandshakeError::UnofferedExtension(
-            String::from_utf8_lossy(ext.trim_ascii()).into_owned(),
-        ));
+        return Err(HandshakeError::UnofferedExtension(String::from_utf8_lossy(ext.trim_ascii()).into_owned()));
     }
-    Ok(Accepted {
-        subprotocol,
-        headers: Headers::from_httparse(response.headers),
-    })
+    Ok(Accepted { subprotocol, headers: Headers::from_httparse(response.headers) })
 }
 
 /// At most one value; a second is an error.
@@ -294,9 +244,7 @@ fn single<'a>(
 
 /// Whether a comma-separated header value contains `token` (ASCII case-insensitive).
 fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -306,11 +254,7 @@ mod tests {
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
     fn offer<'a>(subprotocols: &'a [String]) -> Offer<'a> {
-        Offer {
-            accept: ACCEPT,
-            subprotocols,
-            require_subprotocol: false,
-        }
+        Offer { accept: ACCEPT, subprotocols, require_subprotocol: false }
     }
 
     fn response(extra: &str) -> String {
@@ -320,11 +264,7 @@ mod tests {
         )
     }
 
-    fn feed_all(
-        bytes: &[u8],
-        chunk: usize,
-        offer: &Offer<'_>,
-    ) -> (Result<Accepted, HandshakeError>, Vec<u8>) {
+    fn feed_all(bytes: &[u8], chunk: usize, offer: &Offer<'_>) -> (Result<Accepted, HandshakeError>, Vec<u8>) {
         let mut reader = ResponseReader::default();
         for piece in bytes.chunks(chunk) {
             if let Some(done) = reader.feed(piece, 16 * 1024, offer) {
@@ -351,11 +291,7 @@ mod tests {
             // that chunk is all that follows, and nothing of it is lost.
             let head_len = bytes.len() - 4;
             let completed_at = head_len.div_ceil(chunk) * chunk;
-            assert_eq!(
-                rest,
-                bytes[head_len..completed_at.min(bytes.len())],
-                "chunk {chunk}"
-            );
+            assert_eq!(rest, bytes[head_len..completed_at.min(bytes.len())], "chunk {chunk}");
         }
     }
 
@@ -369,47 +305,48 @@ mod tests {
     #[test]
     fn each_missing_or_wrong_header_has_its_own_error() {
         let cases: Vec<(String, HandshakeError)> = vec![
-            ("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n".into(), HandshakeError::MissingUpgrade),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n".into(), HandshakeError::MissingConnectionUpgrade),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".into(), HandshakeError::MissingAccept),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n".into(), HandshakeError::WrongAccept),
+            (
+                "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n".into(),
+                HandshakeError::MissingUpgrade,
+            ),
+            (
+                "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n".into(),
+                HandshakeError::MissingConnectionUpgrade,
+            ),
+            (
+                "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".into(),
+                HandshakeError::MissingAccept,
+            ),
+            (
+                "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n"
+                    .into(),
+                HandshakeError::WrongAccept,
+            ),
             ("HTTP/1.0 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".into(), HandshakeError::Version(0)),
-            (response(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")), HandshakeError::DuplicateHeader("Sec-WebSocket-Accept")),
+            (
+                response(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")),
+                HandshakeError::DuplicateHeader("Sec-WebSocket-Accept"),
+            ),
             (response("Sec-WebSocket-Protocol: chat\r\n"), HandshakeError::UnofferedSubprotocol("chat".into())),
-            (response("Sec-WebSocket-Extensions: permessage-deflate\r\n"), HandshakeError::UnofferedExtension("permessage-deflate".into())),
+            (
+                response("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+                HandshakeError::UnofferedExtension("permessage-deflate".into()),
+            ),
         ];
         for (text, expected) in cases {
-            assert_eq!(
-                feed_all(text.as_bytes(), 4, &offer(&[])).0.unwrap_err(),
-                expected,
-                "{text}"
-            );
+            assert_eq!(feed_all(text.as_bytes(), 4, &offer(&[])).0.unwrap_err(), expected, "{text}");
         }
     }
 
     #[test]
     fn subprotocol_must_be_one_offered_and_can_be_required() {
         let offered = vec!["v2.json".to_owned(), "v1.json".to_owned()];
-        let ok = feed_all(
-            response("Sec-WebSocket-Protocol: v1.json\r\n").as_bytes(),
-            9,
-            &offer(&offered),
-        )
-        .0
-        .unwrap();
+        let ok = feed_all(response("Sec-WebSocket-Protocol: v1.json\r\n").as_bytes(), 9, &offer(&offered)).0.unwrap();
         assert_eq!(ok.subprotocol.as_deref(), Some("v1.json"));
-        let none = feed_all(response("").as_bytes(), 9, &offer(&offered))
-            .0
-            .unwrap();
+        let none = feed_all(response("").as_bytes(), 9, &offer(&offered)).0.unwrap();
         assert_eq!(none.subprotocol, None);
-        let strict = Offer {
-            require_subprotocol: true,
-            ..offer(&offered)
-        };
-        assert_eq!(
-            feed_all(response("").as_bytes(), 9, &strict).0.unwrap_err(),
-            HandshakeError::MissingSubprotocol
-        );
+        let strict = Offer { require_subprotocol: true, ..offer(&offered) };
+        assert_eq!(feed_all(response("").as_bytes(), 9, &strict).0.unwrap_err(), HandshakeError::MissingSubprotocol);
         let both = response("Sec-WebSocket-Protocol: v1.json, v2.json\r\n");
         assert!(matches!(
             feed_all(both.as_bytes(), 9, &offer(&offered)).0,
@@ -419,12 +356,9 @@ mod tests {
 
     #[test]
     fn rejection_keeps_status_reason_headers_and_retry_after() {
-        let text =
-            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nbusy";
+        let text = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nbusy";
         let err = feed_all(text.as_bytes(), 3, &offer(&[])).0.unwrap_err();
-        let HandshakeError::Rejected(r) = err else {
-            panic!("{err:?}")
-        };
+        let HandshakeError::Rejected(r) = err else { panic!("{err:?}") };
         assert_eq!((r.status, r.reason.as_str()), (503, "Service Unavailable"));
         assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
         assert_eq!(r.headers.get_str("content-length"), Some("4"));
@@ -435,20 +369,13 @@ mod tests {
         let mut reader = ResponseReader::default();
         let mut outcome = None;
         for _ in 0..100 {
-            if let Some(done) = reader.feed(
-                b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
-                1024,
-                &offer(&[]),
-            ) {
+            if let Some(done) = reader.feed(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 1024, &offer(&[])) {
                 outcome = Some(done.result.unwrap_err());
                 break;
             }
         }
         // The status line itself is garbage here, which httparse reports first.
-        assert!(
-            matches!(outcome, Some(HandshakeError::Malformed(_))),
-            "{outcome:?}"
-        );
+        assert!(matches!(outcome, Some(HandshakeError::Malformed(_))), "{outcome:?}");
 
         let mut reader = ResponseReader::default();
         let mut big = b"HTTP/1.1 101 OK\r\n".to_vec();
@@ -464,24 +391,15 @@ mod tests {
 
         let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
         let text = format!("HTTP/1.1 101 OK\r\n{many}\r\n");
-        assert!(matches!(
-            feed_all(text.as_bytes(), 64, &offer(&[])).0,
-            Err(HandshakeError::Malformed(_))
-        ));
+        assert!(matches!(feed_all(text.as_bytes(), 64, &offer(&[])).0, Err(HandshakeError::Malformed(_))));
     }
 
     #[test]
     fn request_ends_with_key_line_and_blank_line() {
         let mut out = Vec::new();
         write_request(&mut out, "GET / HTTP/1.1\r\nHost: h\r\n", "k==");
-        assert_eq!(
-            out,
-            b"GET / HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k==\r\n\r\n"
-        );
+        assert_eq!(out, b"GET / HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k==\r\n\r\n");
         let (key, accept) = new_key(*b"the sample nonce");
-        assert_eq!(
-            (key.as_str(), accept.as_str()),
-            ("dGhlIHNhbXBsZSBub25jZQ==", ACCEPT)
-        );
+        assert_eq!((key.as_str(), accept.as_str()), ("dGhlIHNhbXBsZSBub25jZQ==", ACCEPT));
     }
 }

@@ -56,11 +56,7 @@ pub struct History {
 impl History {
     pub(crate) fn new(cap: usize) -> History {
         // Allocated on first use, not up front: an idle client costs nothing here.
-        History {
-            entries: VecDeque::new(),
-            cap,
-            total: 0,
-        }
+        History { entries: VecDeque::new(), cap, total: 0 }
     }
 
     pub(crate) fn record(&mut self, transition: Transition) {
@@ -141,8 +137,7 @@ impl Stats {
 
     /// How long the current connection has been open (zero when not open).
     pub fn current_uptime(&self, now: Instant) -> Duration {
-        self.open_since
-            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+        self.open_since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
     }
 
     pub(crate) fn opened(&mut self, now: Instant) {
@@ -175,10 +170,7 @@ mod tests {
         }
         assert_eq!(h.len(), 2);
         assert_eq!(h.total(), 5);
-        assert_eq!(
-            h.iter().next().map(|t| t.at),
-            Some(t0 + Duration::from_secs(3))
-        );
+        assert_eq!(h.iter().next().map(|t| t.at), Some(t0 + Duration::from_secs(3)));
         assert_eq!(h.last().map(|t| t.at), Some(t0 + Duration::from_secs(4)));
         let mut none = History::new(0);
         none.record(*h.last().unwrap());

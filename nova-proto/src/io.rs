@@ -120,19 +120,11 @@ pub enum Disconnect {
 impl fmt::Display for Disconnect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Disconnect::ServerClosed {
-                code: Some(code),
-                reason,
-            } if reason.is_empty() => {
+            Disconnect::ServerClosed { code: Some(code), reason } if reason.is_empty() => {
                 write!(f, "server closed with {code}")
             }
-            Disconnect::ServerClosed {
-                code: Some(code),
-                reason,
-            } => write!(f, "server closed with {code}: {reason}"),
-            Disconnect::ServerClosed { code: None, .. } => {
-                f.write_str("server closed without a status code")
-            }
+            Disconnect::ServerClosed { code: Some(code), reason } => write!(f, "server closed with {code}: {reason}"),
+            Disconnect::ServerClosed { code: None, .. } => f.write_str("server closed without a status code"),
             Disconnect::Failed(e) => {
                 write!(f, "{e}")?;
                 let mut source = std::error::Error::source(e);

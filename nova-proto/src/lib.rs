@@ -129,24 +129,18 @@ mod timer;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 
-pub use backoff::{
-    Backoff, Decision, DisconnectKind, MAX_RETRY_AFTER, Match, ReconnectPolicy, Rule,
-};
+pub use backoff::{Backoff, Decision, DisconnectKind, MAX_RETRY_AFTER, Match, ReconnectPolicy, Rule};
 pub use client::Client;
 pub use config::{
-    Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, Outbound, Overflow, Telemetry,
-    TelemetryLevel, Timeouts,
+    Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, Outbound, Overflow, Telemetry, TelemetryLevel,
+    Timeouts,
 };
 pub use error::{
-    CloseError, Error, HandshakeError, ProtocolError, Rejection, SendError, Timeout, TlsFailure,
-    TransportDown,
+    CloseError, Error, HandshakeError, ProtocolError, Rejection, SendError, Timeout, TlsFailure, TransportDown,
 };
 pub use handshake::{Headers, accept_key};
 pub use history::{Cause, History, Stats, Transition};
-pub use io::{
-    Closed, Disconnect, Event, Input, Opened, Output, Reconnect, State, Target, Termination,
-    UnsentReason,
-};
+pub use io::{Closed, Disconnect, Event, Input, Opened, Output, Reconnect, State, Target, Termination, UnsentReason};
 pub use message::{CloseCode, CloseFrame, Message, Text};
 pub use outbound::SendOptions;
 pub use profile::{Profile, UnknownProfile};

@@ -79,10 +79,7 @@ impl fmt::Debug for Message {
                 if s.len() <= SHOWN {
                     write!(f, "Text({s:?})")
                 } else {
-                    let cut = (0..=SHOWN)
-                        .rev()
-                        .find(|&i| s.is_char_boundary(i))
-                        .unwrap_or(0);
+                    let cut = (0..=SHOWN).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
                     write!(f, "Text({:?}.. {} bytes)", &s[..cut], s.len())
                 }
             }
@@ -317,15 +314,10 @@ mod tests {
 
     #[test]
     fn wire_close_codes_follow_rfc_and_iana() {
-        for ok in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
-            4000, 4999,
-        ] {
+        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
             assert!(CloseCode(ok).is_valid_on_wire(), "{ok}");
         }
-        for bad in [
-            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ] {
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
             assert!(!CloseCode(bad).is_valid_on_wire(), "{bad}");
         }
     }
@@ -336,10 +328,7 @@ mod tests {
         let (back, err) = Text::from_utf8(bad.clone()).unwrap_err();
         assert_eq!(back, bad);
         assert_eq!(err.valid_up_to(), 2);
-        assert_eq!(
-            Text::from_utf8(Bytes::from_static("é".as_bytes())).unwrap(),
-            "é"
-        );
+        assert_eq!(Text::from_utf8(Bytes::from_static("é".as_bytes())).unwrap(), "é");
     }
 
     #[test]

@@ -27,10 +27,7 @@ pub struct SendOptions {
 impl SendOptions {
     /// The defaults of the configured queue.
     pub fn from_config(outbound: &Outbound) -> SendOptions {
-        SendOptions {
-            offline: outbound.offline,
-            ttl: outbound.ttl,
-        }
+        SendOptions { offline: outbound.offline, ttl: outbound.ttl }
     }
 
     /// Keep the message across disconnects.
@@ -65,12 +62,7 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub(crate) fn new(limits: Outbound) -> Queue {
-        Queue {
-            items: VecDeque::new(),
-            bytes: 0,
-            earliest_expiry: None,
-            limits,
-        }
+        Queue { items: VecDeque::new(), bytes: 0, earliest_expiry: None, limits }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -91,8 +83,7 @@ impl Queue {
         // One message always fits an empty queue, so any message `send` accepts
         // by size can be sent even when `max_bytes` is smaller.
         !self.items.is_empty()
-            && (self.items.len() >= self.limits.max_messages
-                || self.bytes.saturating_add(len) > self.limits.max_bytes)
+            && (self.items.len() >= self.limits.max_messages || self.bytes.saturating_add(len) > self.limits.max_bytes)
     }
 
     /// Adds a message, applying the overflow policy. `Err` hands the message
@@ -128,11 +119,7 @@ impl Queue {
     }
 
     /// The next message to write; expired ones on the way go to `unsent`.
-    pub(crate) fn pop(
-        &mut self,
-        now: Instant,
-        unsent: &mut dyn FnMut(Message, UnsentReason),
-    ) -> Option<Pending> {
+    pub(crate) fn pop(&mut self, now: Instant, unsent: &mut dyn FnMut(Message, UnsentReason)) -> Option<Pending> {
         while let Some(next) = self.pop_front() {
             if next.expires.is_some_and(|at| at <= now) {
                 unsent(next.message, UnsentReason::Expired);
@@ -148,11 +135,7 @@ impl Queue {
         if self.earliest_expiry.is_none_or(|at| at > now) {
             return;
         }
-        self.retain(
-            |p| !p.expires.is_some_and(|at| at <= now),
-            UnsentReason::Expired,
-            unsent,
-        );
+        self.retain(|p| !p.expires.is_some_and(|at| at <= now), UnsentReason::Expired, unsent);
     }
 
     /// The connection dropped: keep only messages marked for the offline queue.
@@ -206,27 +189,14 @@ mod tests {
     use super::*;
 
     fn limits(max_messages: usize, max_bytes: usize, overflow: Overflow) -> Outbound {
-        Outbound {
-            max_messages,
-            max_bytes,
-            overflow,
-            offline: false,
-            ttl: None,
-        }
+        Outbound { max_messages, max_bytes, overflow, offline: false, ttl: None }
     }
 
     fn msg(s: &'static str) -> Pending {
-        Pending {
-            message: Message::text(s),
-            offline: false,
-            expires: None,
-        }
+        Pending { message: Message::text(s), offline: false, expires: None }
     }
 
-    fn collect() -> (
-        Vec<(Message, UnsentReason)>,
-        impl FnMut(Message, UnsentReason),
-    ) {
+    fn collect() -> (Vec<(Message, UnsentReason)>, impl FnMut(Message, UnsentReason)) {
         (Vec::new(), |_, _| {})
     }
 
@@ -254,15 +224,10 @@ mod tests {
         }
         assert_eq!(
             dropped,
-            [
-                (Message::text("c"), UnsentReason::Overflow),
-                (Message::text("a"), UnsentReason::Overflow)
-            ]
+            [(Message::text("c"), UnsentReason::Overflow), (Message::text("a"), UnsentReason::Overflow)]
         );
         let now = Instant::now();
-        let order: Vec<_> = std::iter::from_fn(|| q2.pop(now, &mut |_, _| {}))
-            .map(|p| p.message)
-            .collect();
+        let order: Vec<_> = std::iter::from_fn(|| q2.pop(now, &mut |_, _| {})).map(|p| p.message).collect();
         assert_eq!(order, [Message::text("b"), Message::text("c")]);
         assert_eq!(q2.bytes(), 0);
     }
@@ -271,8 +236,7 @@ mod tests {
     fn byte_bound_applies_but_one_message_always_fits() {
         let mut q = Queue::new(limits(10, 4, Overflow::Reject));
         let (_, mut sink) = collect();
-        q.push(msg("too long for the byte bound"), &mut sink)
-            .unwrap();
+        q.push(msg("too long for the byte bound"), &mut sink).unwrap();
         assert!(q.push(msg("x"), &mut sink).is_err());
         let _ = q.pop(Instant::now(), &mut sink);
         q.push(msg("abc"), &mut sink).unwrap();
@@ -288,37 +252,17 @@ mod tests {
         let mut dropped = Vec::new();
         let mut sink = |m: Message, r| dropped.push((m, r));
         let mut q = Queue::new(limits(10, 100, Overflow::Reject));
-        q.push(
-            Pending {
-                expires: Some(s(5)),
-                ..msg("late")
-            },
-            &mut sink,
-        )
-        .unwrap();
-        q.push(
-            Pending {
-                expires: Some(s(2)),
-                ..msg("soon")
-            },
-            &mut sink,
-        )
-        .unwrap();
+        q.push(Pending { expires: Some(s(5)), ..msg("late") }, &mut sink).unwrap();
+        q.push(Pending { expires: Some(s(2)), ..msg("soon") }, &mut sink).unwrap();
         q.push(msg("never"), &mut sink).unwrap();
         assert_eq!(q.earliest_expiry(), Some(s(2)));
         q.expire(s(3), &mut sink);
         assert_eq!(q.earliest_expiry(), Some(s(5)));
-        assert_eq!(
-            q.pop(s(6), &mut sink).map(|p| p.message),
-            Some(Message::text("never"))
-        );
+        assert_eq!(q.pop(s(6), &mut sink).map(|p| p.message), Some(Message::text("never")));
         assert_eq!(q.earliest_expiry(), None);
         assert_eq!(
             dropped,
-            [
-                (Message::text("soon"), UnsentReason::Expired),
-                (Message::text("late"), UnsentReason::Expired)
-            ]
+            [(Message::text("soon"), UnsentReason::Expired), (Message::text("late"), UnsentReason::Expired)]
         );
     }
 
@@ -328,14 +272,7 @@ mod tests {
         let mut sink = |m: Message, r| dropped.push((m, r));
         let mut q = Queue::new(limits(10, 100, Overflow::Reject));
         q.push(msg("online"), &mut sink).unwrap();
-        q.push(
-            Pending {
-                offline: true,
-                ..msg("offline")
-            },
-            &mut sink,
-        )
-        .unwrap();
+        q.push(Pending { offline: true, ..msg("offline") }, &mut sink).unwrap();
         q.disconnected(&mut sink);
         assert_eq!(q.len(), 1);
         q.close(&mut sink);
@@ -343,10 +280,7 @@ mod tests {
         assert_eq!(q.bytes(), 0);
         assert_eq!(
             dropped,
-            [
-                (Message::text("online"), UnsentReason::Disconnected),
-                (Message::text("offline"), UnsentReason::Closed)
-            ]
+            [(Message::text("online"), UnsentReason::Disconnected), (Message::text("offline"), UnsentReason::Closed)]
         );
     }
 }

@@ -63,12 +63,7 @@ fn secs(n: u64) -> Duration {
 
 impl Profile {
     /// Every profile.
-    pub const ALL: [Profile; 4] = [
-        Profile::Financial,
-        Profile::Standard,
-        Profile::Lightweight,
-        Profile::Messaging,
-    ];
+    pub const ALL: [Profile; 4] = [Profile::Financial, Profile::Standard, Profile::Lightweight, Profile::Messaging];
 
     /// The profile's name as used on the command line.
     pub fn name(self) -> &'static str {
@@ -82,34 +77,16 @@ impl Profile {
 
     pub(crate) fn preset(self) -> Preset {
         let (backoff, max_attempts, timeout, ping, pong) = match self {
-            Profile::Financial => (
-                Backoff::exponential(Duration::from_millis(100), secs(30), 0.25),
-                None,
-                secs(5),
-                secs(15),
-                secs(5),
-            ),
-            Profile::Standard => (
-                Backoff::linear(secs(1), secs(60), DEFAULT_JITTER),
-                Some(10),
-                secs(10),
-                secs(30),
-                secs(10),
-            ),
-            Profile::Lightweight => (
-                Backoff::constant(secs(2), DEFAULT_JITTER),
-                Some(3),
-                secs(15),
-                secs(60),
-                secs(15),
-            ),
-            Profile::Messaging => (
-                Backoff::exponential(secs(1), secs(30), DEFAULT_JITTER),
-                Some(20),
-                secs(8),
-                secs(45),
-                secs(10),
-            ),
+            Profile::Financial => {
+                (Backoff::exponential(Duration::from_millis(100), secs(30), 0.25), None, secs(5), secs(15), secs(5))
+            }
+            Profile::Standard => {
+                (Backoff::linear(secs(1), secs(60), DEFAULT_JITTER), Some(10), secs(10), secs(30), secs(10))
+            }
+            Profile::Lightweight => (Backoff::constant(secs(2), DEFAULT_JITTER), Some(3), secs(15), secs(60), secs(15)),
+            Profile::Messaging => {
+                (Backoff::exponential(secs(1), secs(30), DEFAULT_JITTER), Some(20), secs(8), secs(45), secs(10))
+            }
         };
         let telemetry = match self {
             Profile::Financial => Telemetry {
@@ -138,28 +115,13 @@ impl Profile {
             },
         };
         let outbound = match self {
-            Profile::Messaging => Outbound {
-                offline: true,
-                ttl: Some(secs(60)),
-                ..Outbound::default()
-            },
+            Profile::Messaging => Outbound { offline: true, ttl: Some(secs(60)), ..Outbound::default() },
             _ => Outbound::default(),
         };
         Preset {
-            timeouts: Timeouts {
-                connect: timeout,
-                handshake: timeout,
-                close: CLOSE_TIMEOUT,
-            },
-            keepalive: Keepalive {
-                interval: ping,
-                timeout: pong,
-                allowed_misses: 0,
-            },
-            reconnect: ReconnectPolicy {
-                max_attempts,
-                ..ReconnectPolicy::new(backoff)
-            },
+            timeouts: Timeouts { connect: timeout, handshake: timeout, close: CLOSE_TIMEOUT },
+            keepalive: Keepalive { interval: ping, timeout: pong, allowed_misses: 0 },
+            reconnect: ReconnectPolicy { max_attempts, ..ReconnectPolicy::new(backoff) },
             outbound,
             telemetry,
         }
@@ -180,10 +142,7 @@ pub struct UnknownProfile(pub String);
 impl FromStr for Profile {
     type Err = UnknownProfile;
     fn from_str(s: &str) -> Result<Profile, UnknownProfile> {
-        Profile::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownProfile(s.to_owned()))
+        Profile::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s)).ok_or_else(|| UnknownProfile(s.to_owned()))
     }
 }
 
@@ -194,20 +153,11 @@ mod tests {
 
     #[test]
     fn presets_carry_the_design_note_numbers() {
-        let f = Config::builder("ws://h/")
-            .profile(Profile::Financial)
-            .build()
-            .unwrap();
-        assert_eq!(
-            f.reconnect().backoff,
-            Backoff::exponential(Duration::from_millis(100), secs(30), 0.25)
-        );
+        let f = Config::builder("ws://h/").profile(Profile::Financial).build().unwrap();
+        assert_eq!(f.reconnect().backoff, Backoff::exponential(Duration::from_millis(100), secs(30), 0.25));
         assert_eq!(f.reconnect().max_attempts, None);
         assert_eq!(f.timeouts().connect, secs(5));
-        assert_eq!(
-            f.keepalive().map(|k| (k.interval, k.timeout)),
-            Some((secs(15), secs(5)))
-        );
+        assert_eq!(f.keepalive().map(|k| (k.interval, k.timeout)), Some((secs(15), secs(5))));
         assert_eq!(f.telemetry().level, TelemetryLevel::Detailed);
 
         let s = Config::new("ws://h/").unwrap();
@@ -216,35 +166,20 @@ mod tests {
         assert_eq!(s.reconnect().backoff.base_delay(3), secs(3));
         assert_eq!(s.reconnect().backoff.cap(), secs(60));
         assert_eq!(s.reconnect().max_attempts, Some(10));
-        assert_eq!(
-            s.keepalive().map(|k| (k.interval, k.timeout)),
-            Some((secs(30), secs(10)))
-        );
+        assert_eq!(s.keepalive().map(|k| (k.interval, k.timeout)), Some((secs(30), secs(10))));
 
-        let l = Config::builder("ws://h/")
-            .profile(Profile::Lightweight)
-            .build()
-            .unwrap();
+        let l = Config::builder("ws://h/").profile(Profile::Lightweight).build().unwrap();
         assert_eq!(l.reconnect().max_attempts, Some(3));
         assert_eq!(l.reconnect().backoff.base_delay(3), secs(2));
         assert_eq!(l.timeouts().handshake, secs(15));
-        assert_eq!(
-            l.keepalive().map(|k| (k.interval, k.timeout)),
-            Some((secs(60), secs(15)))
-        );
+        assert_eq!(l.keepalive().map(|k| (k.interval, k.timeout)), Some((secs(60), secs(15))));
 
-        let m = Config::builder("ws://h/")
-            .profile(Profile::Messaging)
-            .build()
-            .unwrap();
+        let m = Config::builder("ws://h/").profile(Profile::Messaging).build().unwrap();
         assert_eq!(m.reconnect().max_attempts, Some(20));
         assert_eq!(m.reconnect().backoff.base_delay(2), secs(2));
         assert_eq!(m.reconnect().backoff.cap(), secs(30));
         assert_eq!(m.timeouts().connect, secs(8));
-        assert_eq!(
-            m.keepalive().map(|k| (k.interval, k.timeout)),
-            Some((secs(45), secs(10)))
-        );
+        assert_eq!(m.keepalive().map(|k| (k.interval, k.timeout)), Some((secs(45), secs(10))));
         assert!(m.outbound().offline);
     }
 

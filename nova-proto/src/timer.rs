@@ -22,14 +22,8 @@ pub(crate) enum Timer {
 impl Timer {
     /// In the order `handle_timeout` fires them when several are due at once:
     /// failures before the ping that would otherwise be sent on a dead connection.
-    pub(crate) const ALL: [Timer; 6] = [
-        Timer::Connect,
-        Timer::Handshake,
-        Timer::Close,
-        Timer::Pong,
-        Timer::Ping,
-        Timer::Reconnect,
-    ];
+    pub(crate) const ALL: [Timer; 6] =
+        [Timer::Connect, Timer::Handshake, Timer::Close, Timer::Pong, Timer::Ping, Timer::Reconnect];
 }
 
 /// A deadline per [`Timer`]; `None` means not armed.

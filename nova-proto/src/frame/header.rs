@@ -72,13 +72,8 @@ impl Header {
         } else {
             (None, len_end)
         };
-        let header = Header {
-            fin: b0 & 0x80 != 0,
-            rsv: (b0 >> 4) & 0x07,
-            opcode: Opcode::from_bits(b0),
-            mask,
-            payload_len,
-        };
+        let header =
+            Header { fin: b0 & 0x80 != 0, rsv: (b0 >> 4) & 0x07, opcode: Opcode::from_bits(b0), mask, payload_len };
         Ok(Some((header, header_len)))
     }
 
@@ -133,72 +128,32 @@ mod tests {
         assert_eq!(out.len(), header.encoded_len());
         // Every strict prefix is incomplete, the whole is exact.
         for cut in 0..out.len() {
-            assert_eq!(
-                Header::decode(&out[..cut]),
-                Ok(None),
-                "cut {cut} of {header:?}"
-            );
+            assert_eq!(Header::decode(&out[..cut]), Ok(None), "cut {cut} of {header:?}");
         }
         out.extend_from_slice(b"trailing payload");
-        assert_eq!(
-            Header::decode(&out),
-            Ok(Some((header, header.encoded_len())))
-        );
+        assert_eq!(Header::decode(&out), Ok(Some((header, header.encoded_len()))));
     }
 
     #[test]
     fn lengths_at_encoding_boundaries_roundtrip() {
         for len in [0, 1, 125, 126, 127, 0xFFFF, 0x1_0000, 70_000, u64::MAX >> 1] {
             for mask in [None, Some([1, 2, 3, 4])] {
-                roundtrip(Header {
-                    fin: true,
-                    rsv: 0,
-                    opcode: Opcode::Binary,
-                    mask,
-                    payload_len: len,
-                });
+                roundtrip(Header { fin: true, rsv: 0, opcode: Opcode::Binary, mask, payload_len: len });
             }
         }
-        roundtrip(Header {
-            fin: false,
-            rsv: 0b101,
-            opcode: Opcode::Reserved(0xB),
-            mask: None,
-            payload_len: 3,
-        });
+        roundtrip(Header { fin: false, rsv: 0b101, opcode: Opcode::Reserved(0xB), mask: None, payload_len: 3 });
     }
 
     #[test]
     fn shortest_length_form_is_used() {
         let mut out = Vec::new();
-        Header {
-            fin: true,
-            rsv: 0,
-            opcode: Opcode::Text,
-            mask: None,
-            payload_len: 125,
-        }
-        .encode(&mut out);
+        Header { fin: true, rsv: 0, opcode: Opcode::Text, mask: None, payload_len: 125 }.encode(&mut out);
         assert_eq!(out, [0x81, 125]);
         out.clear();
-        Header {
-            fin: true,
-            rsv: 0,
-            opcode: Opcode::Text,
-            mask: None,
-            payload_len: 126,
-        }
-        .encode(&mut out);
+        Header { fin: true, rsv: 0, opcode: Opcode::Text, mask: None, payload_len: 126 }.encode(&mut out);
         assert_eq!(out, [0x81, 126, 0, 126]);
         out.clear();
-        Header {
-            fin: false,
-            rsv: 0,
-            opcode: Opcode::Binary,
-            mask: Some([9; 4]),
-            payload_len: 65_536,
-        }
-        .encode(&mut out);
+        Header { fin: false, rsv: 0, opcode: Opcode::Binary, mask: Some([9; 4]), payload_len: 65_536 }.encode(&mut out);
         assert_eq!(out, [0x02, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 9, 9, 9, 9]);
     }
 
