@@ -162,6 +162,8 @@ pub struct Sim {
     in_flight: VecDeque<(Instant, u32, Delivery)>,
     /// Every CloseTransport the client asked for.
     pub close_transports: u32,
+    /// Every message delivered, with the id of the transport it came over.
+    pub delivered: Vec<(u32, Message)>,
     /// Whether each server echoes by default.
     pub echo: bool,
     closed: bool,
@@ -191,6 +193,7 @@ impl Sim {
             transcript: Vec::new(),
             in_flight: VecDeque::new(),
             close_transports: 0,
+            delivered: Vec::new(),
             echo: true,
             closed: false,
         }
@@ -255,6 +258,11 @@ impl Sim {
     /// Whether a server end is up.
     pub fn has_server(&self) -> bool {
         self.current.is_some()
+    }
+
+    /// The id of the current server end.
+    pub fn current_id(&self) -> Option<u32> {
+        self.current
     }
 
     fn server_by_id(&mut self, id: u32) -> Option<&mut Server> {
@@ -428,6 +436,11 @@ impl Sim {
                         self.close_transports += 1;
                         self.live = None;
                         self.current = None;
+                    }
+                    Output::Message(m) => {
+                        let id = self.live.expect("a message arrived without a live transport");
+                        self.delivered.push((id, m.clone()));
+                        self.outputs.push((self.elapsed(), output));
                     }
                     Output::Event(Event::Closed(_)) => {
                         self.closed = true;
