@@ -506,13 +506,9 @@ impl Client {
                 self.after_close = Some(AfterClose::Disconnect(Disconnect::ServerClosed { code, reason }));
                 self.begin_closing(Cause::ServerClose);
             }
-            State::Closing => {
-                // The answer to our close: the handshake is complete; the server
-                // now ends the transport (or the close timer does).
-                if frame.is_some() {
-                    self.last_close = frame;
-                }
-            }
+            // The answer to our close: the handshake is complete; the server now
+            // ends the transport (or the close timer does).
+            State::Closing if frame.is_some() => self.last_close = frame,
             _ => {}
         }
     }

@@ -1,7 +1,7 @@
 //! Configuration: where to connect, what to send in the upgrade, every limit and
 //! timer, the reconnect policy, and the profiles that fill them.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use crate::profile::Profile;
 /// assert_eq!(config.keepalive().unwrap().interval, Duration::from_secs(15));
 /// # Ok::<(), nova_proto::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     endpoint: Endpoint,
     request_head: String,
@@ -44,6 +44,29 @@ pub struct Config {
     history_len: usize,
     profile: Profile,
     telemetry: Telemetry,
+}
+
+/// Header values (tokens, API keys, Basic credentials) never appear in `Debug`
+/// output, which ends up in logs: only the header names are shown.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> =
+            self.request_head.lines().skip(1).filter_map(|line| line.split_once(':').map(|(name, _)| name)).collect();
+        f.debug_struct("Config")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &header_names)
+            .field("subprotocols", &self.subprotocols)
+            .field("require_subprotocol", &self.require_subprotocol)
+            .field("limits", &self.limits)
+            .field("timeouts", &self.timeouts)
+            .field("keepalive", &self.keepalive)
+            .field("reconnect", &self.reconnect)
+            .field("outbound", &self.outbound)
+            .field("history_len", &self.history_len)
+            .field("profile", &self.profile)
+            .field("telemetry", &self.telemetry)
+            .finish()
+    }
 }
 
 /// The server to connect to, from the URL.
@@ -291,7 +314,7 @@ impl Config {
 /// call it first and override after.
 ///
 /// [`profile`]: ConfigBuilder::profile
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConfigBuilder {
     url: String,
     headers: Vec<(String, String)>,
@@ -306,6 +329,28 @@ pub struct ConfigBuilder {
     history_len: usize,
     profile: Profile,
     telemetry: Telemetry,
+}
+
+/// Like [`Config`]'s, without header values or URL credentials.
+impl fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = match url::Url::parse(&self.url) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("redacted");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            Ok(u) => u.to_string(),
+            Err(_) => "<invalid URL>".to_owned(),
+        };
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ConfigBuilder")
+            .field("url", &url)
+            .field("headers", &header_names)
+            .field("subprotocols", &self.subprotocols)
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Headers the handshake writes itself.
@@ -731,6 +776,17 @@ mod tests {
             Config::builder("ws://h/").subprotocol("a").subprotocol("a").build(),
             Err(ConfigError::InvalidSubprotocol("a".into()))
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_header_values_or_credentials() {
+        let builder = Config::builder("wss://alice:hunter2@h.example/").header("X-Api-Key", "sk-live-123");
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("sk-live-123") && !shown.contains("alice"), "{shown}");
+        let config = builder.build().unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("X-Api-Key") && shown.contains("Authorization"), "{shown}");
+        assert!(!shown.contains("sk-live-123") && !shown.contains("Basic"), "{shown}");
     }
 
     #[test]

@@ -416,7 +416,8 @@ mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
 
-    const TARGETS: [(&str, fn(&[u8])); 4] = [
+    type Body = fn(&[u8]);
+    const TARGETS: [(&str, Body); 4] = [
         ("frame_decoder", frame_decoder),
         ("handshake_response", handshake_response),
         ("client_stream", client_stream),

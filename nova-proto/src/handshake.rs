@@ -213,7 +213,7 @@ fn check(response: &httparse::Response<'_, '_>, offer: &Offer<'_>) -> Result<Acc
     let subprotocol = match single(values("sec-websocket-protocol"), "Sec-WebSocket-Protocol")? {
         Some(v) => {
             let chosen = String::from_utf8_lossy(v.trim_ascii()).into_owned();
-            if !offer.subprotocols.iter().any(|p| *p == chosen) {
+            if !offer.subprotocols.contains(&chosen) {
                 return Err(HandshakeError::UnofferedSubprotocol(chosen));
             }
             Some(chosen)

@@ -135,7 +135,7 @@ impl Queue {
         if self.earliest_expiry.is_none_or(|at| at > now) {
             return;
         }
-        self.retain(|p| !p.expires.is_some_and(|at| at <= now), UnsentReason::Expired, unsent);
+        self.retain(|p| p.expires.is_none_or(|at| at > now), UnsentReason::Expired, unsent);
     }
 
     /// The connection dropped: keep only messages marked for the offline queue.

@@ -229,6 +229,22 @@ impl Model {
     }
 }
 
+fn run(ops: &[Op], seed: u64) -> Model {
+    let mut model = Model {
+        sim: Sim::new(config(), seed).with_net(Net { latency: ms(2), jitter: ms(3), max_chunk: 100 }),
+        sent: HashMap::new(),
+        poisoned: Vec::new(),
+        server_closed: Vec::new(),
+        checked_events: 0,
+    };
+    model.sim.echo = false;
+    model.sim.connect();
+    for (n, op) in ops.iter().enumerate() {
+        model.apply(n, op);
+    }
+    model
+}
+
 /// CI-sized by default; `PROPTEST_CASES=N` runs more.
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -239,18 +255,7 @@ proptest! {
 
     #[test]
     fn random_sessions_keep_every_invariant(ops in prop::collection::vec(op(), 1..80), seed in any::<u64>()) {
-        let mut model = Model {
-            sim: Sim::new(config(), seed).with_net(Net { latency: ms(2), jitter: ms(3), max_chunk: 100 }),
-            sent: HashMap::new(),
-            poisoned: Vec::new(),
-            server_closed: Vec::new(),
-            checked_events: 0,
-        };
-        model.sim.echo = false;
-        model.sim.connect();
-        for (n, op) in ops.iter().enumerate() {
-            model.apply(n, op);
-        }
+        let mut model = run(&ops, seed);
         // Quiet network: whatever is open delivers everything its server sent.
         model.sim.run_for(ms(50));
         model.check();
@@ -264,5 +269,17 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// The same seed and the same inputs give the same outputs, byte for byte:
+    /// every transmit, output and deadline of the transcript.
+    #[test]
+    fn same_seed_and_inputs_replay_byte_for_byte(ops in prop::collection::vec(op(), 1..50), seed in any::<u64>()) {
+        let first = run(&ops, seed).sim.transcript_text();
+        let second = run(&ops, seed).sim.transcript_text();
+        if let Some((i, (a, b))) = first.lines().zip(second.lines()).enumerate().find(|(_, (a, b))| a != b) {
+            prop_assert!(false, "transcripts differ at line {}:\n  {}\n  {}", i, a, b);
+        }
+        prop_assert_eq!(first.len(), second.len());
     }
 }

@@ -132,7 +132,7 @@ fn overflow_policies_reject_or_drop_and_always_report() {
             assert_eq!(third.unwrap_err(), SendError::QueueFull(Message::text("m2")));
         }
         sim.drain();
-        let dropped: Vec<_> = unsent(&sim.take()).into_iter().map(|(m, r)| (m, r)).collect();
+        let dropped = unsent(&sim.take());
         let expected: Vec<_> = expect_unsent.into_iter().map(|m| (m, UnsentReason::Overflow)).collect();
         assert_eq!(dropped, expected, "{overflow:?}");
         sim.connect();
