@@ -225,25 +225,32 @@ fn main() {
                     received += 1;
                 }
                 Output::Message(_) => {}
-                Output::Event(Event::Opened(opened)) => {
-                    println!("{:>7.3}s  open (attempt {}); subscribing after seq {last_seq}", at(now), opened.attempt);
-                    let subscribe = format!("{{\"op\":\"subscribe\",\"channel\":\"BTC-PERP\",\"after\":{last_seq}}}");
-                    client.send(now, subscribe).expect("open connection accepts messages");
-                }
-                Output::Event(Event::Disconnected { cause, reconnect }) => {
-                    print!("{:>7.3}s  disconnected: {cause}", at(now));
-                    match reconnect {
-                        Some(r) => println!("; reconnect #{} in {:?}", r.attempt, r.delay),
-                        None => println!("; not reconnecting"),
+                Output::Event(event) => match *event {
+                    Event::Opened(opened) => {
+                        println!(
+                            "{:>7.3}s  open (attempt {}); subscribing after seq {last_seq}",
+                            at(now),
+                            opened.attempt
+                        );
+                        let subscribe =
+                            format!("{{\"op\":\"subscribe\",\"channel\":\"BTC-PERP\",\"after\":{last_seq}}}");
+                        client.send(now, subscribe).expect("open connection accepts messages");
                     }
-                }
-                Output::Event(Event::Reconnecting { attempt }) => {
-                    println!("{:>7.3}s  reconnecting (attempt {attempt})", at(now))
-                }
-                Output::Event(Event::Closed(closed)) => {
-                    println!("{:>7.3}s  closed: {:?}, code {:?}", at(now), closed.termination, closed.code)
-                }
-                Output::Event(_) => {}
+                    Event::Disconnected { cause, reconnect } => {
+                        print!("{:>7.3}s  disconnected: {cause}", at(now));
+                        match reconnect {
+                            Some(r) => println!("; reconnect #{} in {:?}", r.attempt, r.delay),
+                            None => println!("; not reconnecting"),
+                        }
+                    }
+                    Event::Reconnecting { attempt } => {
+                        println!("{:>7.3}s  reconnecting (attempt {attempt})", at(now))
+                    }
+                    Event::Closed(closed) => {
+                        println!("{:>7.3}s  closed: {:?}, code {:?}", at(now), closed.termination, closed.code)
+                    }
+                    _ => {}
+                },
             }
         }
         let history = client.history();

@@ -45,6 +45,8 @@ pub struct Client {
     timers: TimerTable,
     now: Instant,
     outputs: VecDeque<Output>,
+    /// The longest `outputs` got since it was last drained.
+    outputs_peak: usize,
     /// Bytes for the current transport written outside any frame queue: the
     /// upgrade request, and the last close frame of a connection being failed.
     raw_out: Vec<u8>,
@@ -105,6 +107,7 @@ impl Client {
             timers: TimerTable::default(),
             now,
             outputs: VecDeque::new(),
+            outputs_peak: 0,
             raw_out: Vec::new(),
             queue,
             link: Link::None,
@@ -339,9 +342,26 @@ impl Client {
     }
 
     /// The next output, in the order it happened.
+    ///
+    /// One `handle_input` queues at most one output per two bytes of input (the
+    /// smallest frame), so the driver's read size bounds the queue; once drained,
+    /// memory beyond a small reserve is released, so a burst does not leave an
+    /// idle connection holding it.
     #[must_use = "every output asks the driver to act"]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.outputs_peak = self.outputs_peak.max(self.outputs.len());
+        let output = self.outputs.pop_front();
+        if output.is_none() {
+            // Release memory only when the last batch used a small part of it:
+            // steady traffic keeps its buffer (no regrowth per read), a past
+            // burst does not pin memory on a connection that went quiet.
+            let want = (self.outputs_peak * 2).max(OUTPUTS_KEPT);
+            if self.outputs.capacity() > want * 2 {
+                self.outputs.shrink_to(want);
+            }
+            self.outputs_peak = 0;
+        }
+        output
     }
 
     /// The next deadline: call [`handle_timeout`](Self::handle_timeout) at or
@@ -377,7 +397,7 @@ impl Client {
         self.stats.connects += 1;
         if self.attempt > 0 {
             self.stats.reconnects += 1;
-            self.outputs.push_back(Output::Event(Event::Reconnecting { attempt: self.attempt }));
+            self.outputs.push_back(Event::Reconnecting { attempt: self.attempt }.into());
         }
         self.raw_out.clear();
         self.outputs.push_back(Output::Connect(target));
@@ -452,7 +472,7 @@ impl Client {
         self.last_close = None;
         self.after_close = None;
         self.stats.opened(self.now);
-        self.outputs.push_back(Output::Event(Event::Opened(Opened { subprotocol, headers, attempt: self.attempt })));
+        self.outputs.push_back(Event::Opened(Opened { subprotocol, headers, attempt: self.attempt }).into());
         self.set_state(State::Open, Cause::Upgraded);
     }
 
@@ -486,7 +506,7 @@ impl Client {
             }
             _ => None,
         };
-        self.outputs.push_back(Output::Event(Event::Pong { payload, rtt }));
+        self.outputs.push_back(Event::Pong { payload, rtt }.into());
     }
 
     fn on_close_frame(&mut self, frame: Option<CloseFrame>) {
@@ -654,11 +674,11 @@ impl Client {
                 let at = self.now + delay;
                 self.timers.set(Timer::Reconnect, at);
                 let reconnect = Some(Reconnect { attempt: next, delay, at });
-                self.outputs.push_back(Output::Event(Event::Disconnected { cause, reconnect }));
+                self.outputs.push_back(Event::Disconnected { cause, reconnect }.into());
                 self.set_state(State::Backoff, Cause::Disconnected(kind));
             }
             None => {
-                self.outputs.push_back(Output::Event(Event::Disconnected { cause, reconnect: None }));
+                self.outputs.push_back(Event::Disconnected { cause, reconnect: None }.into());
                 let termination =
                     if gave_up { Termination::GaveUp { attempts: self.attempt } } else { Termination::NotRetried };
                 self.terminate(termination, Cause::Stopped);
@@ -676,13 +696,16 @@ impl Client {
             Some(f) => (Some(f.code), f.reason.to_string()),
             None => (None, String::new()),
         };
-        self.outputs.push_back(Output::Event(Event::Closed(Closed { code, reason, termination })));
+        self.outputs.push_back(Event::Closed(Closed { code, reason, termination }).into());
         self.set_state(State::Closed, cause);
     }
 }
 
+/// Output-queue capacity kept after it drains.
+const OUTPUTS_KEPT: usize = 64;
+
 fn unsent(message: Message, reason: UnsentReason) -> Output {
-    Output::Event(Event::Unsent { message, reason })
+    Event::Unsent { message, reason }.into()
 }
 
 /// A close reason from an error message, cut to the 123 bytes a close frame allows.
@@ -709,9 +732,41 @@ mod tests {
     }
 
     #[test]
-    fn output_stays_small() {
-        // Messages flow through `Output` by the million; keep it a few words.
-        assert!(std::mem::size_of::<Output>() <= 96, "{}", std::mem::size_of::<Output>());
+    fn output_is_no_bigger_than_a_message() {
+        // Messages flow through `Output` by the million and each is moved through
+        // the queue: events are boxed so an output costs what a message costs.
+        assert_eq!(std::mem::size_of::<Output>(), std::mem::size_of::<Message>());
+    }
+
+    #[test]
+    fn a_drained_output_queue_gives_its_memory_back() {
+        let now = Instant::now();
+        let mut c = Client::new(Config::new("ws://h/").unwrap(), [0; 32], now);
+        for _ in 0..10_000 {
+            c.outputs.push_back(Output::Message(Message::text("x")));
+        }
+        while c.poll_output().is_some() {}
+        // The batch that just drained used all of it: kept for the next one.
+        assert!(c.outputs.capacity() >= 10_000);
+        // A quiet batch after the burst releases it.
+        c.outputs.push_back(Output::Message(Message::text("x")));
+        while c.poll_output().is_some() {}
+        assert!(c.outputs.capacity() <= 2 * OUTPUTS_KEPT, "{}", c.outputs.capacity());
+    }
+
+    #[test]
+    fn steady_batches_do_not_reallocate_the_output_queue() {
+        let now = Instant::now();
+        let mut c = Client::new(Config::new("ws://h/").unwrap(), [0; 32], now);
+        let mut capacities = Vec::new();
+        for _ in 0..5 {
+            for _ in 0..3000 {
+                c.outputs.push_back(Output::Message(Message::text("x")));
+            }
+            while c.poll_output().is_some() {}
+            capacities.push(c.outputs.capacity());
+        }
+        assert!(capacities.windows(2).all(|w| w[0] == w[1]), "{capacities:?}");
     }
 
     #[test]

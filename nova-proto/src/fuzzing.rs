@@ -304,7 +304,7 @@ impl Harness {
                     assert!(m.len() <= config.limits().max_message_size);
                     self.delivered.push(m);
                 }
-                Output::Event(Event::Closed(_)) => self.closed = true,
+                Output::Event(e) if matches!(*e, Event::Closed(_)) => self.closed = true,
                 _ => {}
             }
         }

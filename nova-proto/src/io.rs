@@ -49,8 +49,34 @@ pub enum Output {
     CloseTransport,
     /// A complete message from the server, for the application.
     Message(Message),
-    /// Something the application may want to know.
-    Event(Event),
+    /// Something the application may want to know. Boxed: events are rare and
+    /// large, messages are frequent and small, and every `Output` is moved
+    /// through the queue.
+    Event(Box<Event>),
+}
+
+impl Output {
+    /// The event, if this is one.
+    pub fn as_event(&self) -> Option<&Event> {
+        match self {
+            Output::Event(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The event, if this is one.
+    pub fn into_event(self) -> Option<Event> {
+        match self {
+            Output::Event(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Event> for Output {
+    fn from(event: Event) -> Output {
+        Output::Event(Box::new(event))
+    }
 }
 
 /// Something that happened to the session.

@@ -72,7 +72,7 @@
 //! let t1 = t0 + Duration::from_millis(20);
 //! client.handle_input(t1, Input::Received(&reply));
 //!
-//! assert!(matches!(client.poll_output(), Some(Output::Event(Event::Opened(_)))));
+//! assert!(matches!(client.poll_output().and_then(Output::into_event), Some(Event::Opened(_))));
 //! assert_eq!(client.poll_output(), Some(Output::Message(Message::text("hello"))));
 //! assert_eq!(client.state(), State::Open);
 //!
@@ -92,7 +92,7 @@
 //! client.handle_input(t1, Input::Received(&[0x88, 2, 0x03, 0xE8]));
 //! client.handle_input(t1, Input::TransportDown(nova_proto::TransportDown::Eof));
 //! let last = std::iter::from_fn(|| client.poll_output()).last();
-//! let Some(Output::Event(Event::Closed(closed))) = last else { unreachable!() };
+//! let Some(Event::Closed(closed)) = last.and_then(Output::into_event) else { unreachable!() };
 //! assert_eq!(closed.code, Some(CloseCode::NORMAL));
 //! assert_eq!(client.poll_timeout(), None);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

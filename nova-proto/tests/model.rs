@@ -214,7 +214,7 @@ impl Model {
             .transcript
             .iter()
             .filter_map(|(_, r)| match r {
-                sim::Record::Output(Output::Event(e)) => Some(e.clone()),
+                sim::Record::Output(Output::Event(e)) => Some((**e).clone()),
                 _ => None,
             })
             .collect();

@@ -34,7 +34,7 @@ fn connect_upgrade_and_echo_produce_the_exact_outputs() {
     let outputs = sim.take();
     // Latency is 5 ms each way: up at 5, request reaches the server at 10, the
     // 101 is back at 15, the echo of "hello" (sent at 15) is back at 25.
-    let Output::Event(Event::Opened(opened)) = &outputs[0].1 else { panic!("{outputs:?}") };
+    let Some(Event::Opened(opened)) = outputs[0].1.as_event() else { panic!("{outputs:?}") };
     assert_eq!(outputs[0].0, ms(15));
     assert_eq!((opened.attempt, opened.subprotocol.as_deref()), (0, None));
     assert_eq!(opened.headers.get_str("upgrade"), Some("websocket"));

@@ -9,7 +9,7 @@ mod header;
 mod mask;
 
 pub use header::{Header, HeaderError, MAX_HEADER_LEN};
-pub use mask::apply_mask;
+pub use mask::{apply_mask, extend_masked};
 
 /// A frame opcode (RFC 6455 §5.2). Reserved values are kept so they can be reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

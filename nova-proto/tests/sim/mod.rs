@@ -442,7 +442,7 @@ impl Sim {
                         self.delivered.push((id, m.clone()));
                         self.outputs.push((self.elapsed(), output));
                     }
-                    Output::Event(Event::Closed(_)) => {
+                    Output::Event(e) if matches!(**e, Event::Closed(_)) => {
                         self.closed = true;
                         self.outputs.push((self.elapsed(), output));
                     }
@@ -668,7 +668,7 @@ pub fn events(outputs: &[(Duration, Output)]) -> Vec<(Duration, Event)> {
     outputs
         .iter()
         .filter_map(|(t, o)| match o {
-            Output::Event(e) => Some((*t, e.clone())),
+            Output::Event(e) => Some((*t, (**e).clone())),
             _ => None,
         })
         .collect()
