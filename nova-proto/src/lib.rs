@@ -105,8 +105,12 @@
 //! ([`Limits::max_frame_size`], [`Limits::max_message_size`]; close code 1009),
 //! the outbound queue ([`Outbound`], with an [`Overflow`] policy), owed pongs, and
 //! the [`History`]. Memory is never reserved for a length the server only
-//! announced. Unfragmented payloads are handed out as slices of the receive
-//! buffer ([`bytes::Bytes`]) without a copy.
+//! announced. The receive buffer holds at most one incomplete frame plus the
+//! chunk being fed; one [`Client::handle_input`] queues at most one message
+//! per two bytes of input (plus events, bounded by the outbound queue), so the
+//! driver's read size bounds the output queue.
+//! Unfragmented payloads are handed out as slices of the receive buffer
+//! ([`bytes::Bytes`]) without a copy.
 
 #![warn(missing_docs, unreachable_pub)]
 // Unit tests make an epoch with `Instant::now()`; the core itself never reads a clock.
