@@ -4,42 +4,15 @@
 //! streams are valid.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+mod sim;
+
+use std::io;
 use std::time::Instant;
 
 use nova_proto::{Client, Config, Event, Input, Message, Output, State, accept_key};
 use proptest::prelude::*;
+use sim::Mem;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
-
-#[derive(Default)]
-struct Mem {
-    inbox: VecDeque<u8>,
-    outbox: Vec<u8>,
-}
-
-impl Read for Mem {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.inbox.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(self.inbox.len());
-        for (d, s) in buf.iter_mut().zip(self.inbox.drain(..n)) {
-            *d = s;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.outbox.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20))

@@ -66,9 +66,9 @@ impl Default for Net {
 
 /// In-memory duplex stream for tungstenite: reads of an empty inbox would block.
 #[derive(Debug, Default)]
-struct Mem {
-    inbox: VecDeque<u8>,
-    outbox: Vec<u8>,
+pub struct Mem {
+    pub inbox: VecDeque<u8>,
+    pub outbox: Vec<u8>,
 }
 
 impl Read for Mem {
