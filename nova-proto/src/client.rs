@@ -47,6 +47,9 @@ pub struct Client {
     outputs: VecDeque<Output>,
     /// The longest `outputs` got since it was last drained.
     outputs_peak: usize,
+    /// `Opened` was handed out: the queued messages go out once the
+    /// application comes back for the next output.
+    replay_pending: bool,
     /// Bytes for the current transport written outside any frame queue: the
     /// upgrade request, and the last close frame of a connection being failed.
     raw_out: Vec<u8>,
@@ -108,6 +111,7 @@ impl Client {
             now,
             outputs: VecDeque::new(),
             outputs_peak: 0,
+            replay_pending: false,
             raw_out: Vec::new(),
             queue,
             link: Link::None,
@@ -343,14 +347,28 @@ impl Client {
 
     /// The next output, in the order it happened.
     ///
-    /// One `handle_input` queues at most one output per two bytes of input (the
-    /// smallest frame), so the driver's read size bounds the queue; once drained,
-    /// memory beyond a small reserve is released, so a burst does not leave an
-    /// idle connection holding it.
+    /// Received frames are decoded here, one at a time, as the application asks
+    /// for them, not when the bytes arrive: the application answers message *n*
+    /// (through [`poll_transmit`](Self::poll_transmit), before asking for the
+    /// next output) before frame *n + 1* is even looked at, and a slow consumer
+    /// leaves bytes undecoded in [`buffered_input`](Self::buffered_input) rather
+    /// than piling up messages. Decoding may queue bytes to write (pongs, a close
+    /// frame), which is why `poll_transmit` is called between outputs.
     #[must_use = "every output asks the driver to act"]
     pub fn poll_output(&mut self) -> Option<Output> {
+        if std::mem::take(&mut self.replay_pending) {
+            // The application has seen `Opened` and sent what it sends first
+            // (authentication, say): the messages queued before now follow.
+            self.queue.release();
+        }
+        if self.outputs.is_empty() {
+            self.decode_next();
+        }
         self.outputs_peak = self.outputs_peak.max(self.outputs.len());
         let output = self.outputs.pop_front();
+        if matches!(output.as_ref().and_then(Output::as_event), Some(Event::Opened(_))) {
+            self.replay_pending = true;
+        }
         if output.is_none() {
             // Release memory only when the last batch used a small part of it:
             // steady traffic keeps its buffer (no regrowth per read), a past
@@ -441,7 +459,6 @@ impl Client {
                         );
                         conn.receive(done.rest);
                         self.open(conn, accepted.subprotocol, accepted.headers);
-                        self.read_frames();
                     }
                     Err(e) => {
                         self.outputs.push_back(Output::CloseTransport);
@@ -451,12 +468,11 @@ impl Client {
             }
             Link::Connected(conn) => {
                 conn.receive(bytes);
-                if self.state == State::Open {
+                if self.state == State::Open && !bytes.is_empty() {
                     // Any byte from the server is proof of life.
                     self.keepalive.missed = 0;
                     self.timers.stop(Timer::Pong);
                 }
-                self.read_frames();
             }
             Link::None => {}
         }
@@ -464,6 +480,9 @@ impl Client {
 
     fn open(&mut self, conn: Connection, subprotocol: Option<String>, headers: crate::Headers) {
         self.link = Link::Connected(Box::new(conn));
+        // Messages queued while disconnected wait until the application has
+        // seen `Opened` and sent what must go first.
+        self.queue.hold();
         self.timers.stop(Timer::Handshake);
         if let Some(k) = self.config.keepalive() {
             self.timers.set(Timer::Ping, self.now + k.interval);
@@ -476,22 +495,31 @@ impl Client {
         self.set_state(State::Open, Cause::Upgraded);
     }
 
-    /// Decodes every complete frame buffered, until one ends the connection.
-    fn read_frames(&mut self) {
-        loop {
-            let Link::Connected(conn) = &mut self.link else {
-                return;
-            };
-            match conn.next() {
-                Ok(None) => return,
-                Ok(Some(Inbound::Message(message))) => {
-                    self.stats.messages_in += 1;
-                    self.outputs.push_back(Output::Message(message));
-                }
-                Ok(Some(Inbound::Pong(payload))) => self.on_pong(payload),
-                Ok(Some(Inbound::Close(frame))) => return self.on_close_frame(frame),
-                Err(e) => return self.fail(e),
+    /// Decodes buffered frames until one means something to the application
+    /// (pings are answered on the way) or no complete frame is left.
+    fn decode_next(&mut self) {
+        let Link::Connected(conn) = &mut self.link else {
+            return;
+        };
+        match conn.next() {
+            Ok(None) => {}
+            Ok(Some(Inbound::Message(message))) => {
+                self.stats.messages_in += 1;
+                self.outputs.push_back(Output::Message(message));
             }
+            Ok(Some(Inbound::Pong(payload))) => self.on_pong(payload),
+            Ok(Some(Inbound::Close(frame))) => self.on_close_frame(frame),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Bytes received but not decoded yet. A driver whose application is not
+    /// taking outputs can stop reading the socket while this is large: that is
+    /// how backpressure reaches TCP.
+    pub fn buffered_input(&self) -> usize {
+        match &self.link {
+            Link::Connected(conn) => conn.buffered(),
+            _ => 0,
         }
     }
 
@@ -650,6 +678,7 @@ impl Client {
         self.drop_connection();
         self.timers.clear();
         self.keepalive = KeepaliveState::default();
+        self.replay_pending = false;
         self.stats.disconnects += 1;
         let outputs = &mut self.outputs;
         self.queue.disconnected(&mut |m, r| outputs.push_back(unsent(m, r)));

@@ -121,6 +121,11 @@ impl Connection {
         self.rx.extend_from_slice(bytes);
     }
 
+    /// Bytes received and not decoded yet.
+    pub(crate) fn buffered(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Decodes the next frame that means something to the client. Pings are
     /// answered here and not reported.
     ///

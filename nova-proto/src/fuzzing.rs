@@ -268,6 +268,20 @@ impl Harness {
         }
     }
 
+    /// Takes the client's bytes; whether there were any.
+    fn transmit(&mut self) -> bool {
+        let before = self.wire.len();
+        let n = self.client.poll_transmit(&mut self.wire, self.transmit_limit);
+        assert_eq!(self.wire.len() - before, n);
+        if self.wire.len() > 1 << 20 {
+            self.wire.drain(..self.wire.len() - 4096);
+        }
+        if self.closed {
+            assert_eq!(n, 0, "bytes transmitted after Closed");
+        }
+        n > 0
+    }
+
     /// Answers the upgrade request on the wire (if one is there) with a valid 101.
     fn answer_handshake(&mut self, trailing: &[u8]) {
         let text = String::from_utf8_lossy(&self.wire).into_owned();
@@ -288,21 +302,23 @@ impl Harness {
     /// Drains the pollers in the documented order and checks the invariants.
     fn drain(&mut self) {
         let config = self.client.config().clone();
-        let before = self.wire.len();
-        let n = self.client.poll_transmit(&mut self.wire, self.transmit_limit);
-        assert_eq!(self.wire.len() - before, n);
-        if self.wire.len() > 1 << 20 {
-            self.wire.drain(..self.wire.len() - 4096);
-        }
-        if self.closed {
-            assert_eq!(n, 0, "bytes transmitted after Closed");
-        }
-        while let Some(output) = self.client.poll_output() {
+        loop {
+            self.transmit();
+            let Some(output) = self.client.poll_output() else {
+                // Decoding may have queued pongs: done only when nothing is left.
+                if self.transmit() {
+                    continue;
+                }
+                break;
+            };
             assert!(!self.closed, "output after Closed: {output:?}");
             match output {
                 Output::Message(m) => {
                     assert!(m.len() <= config.limits().max_message_size);
                     self.delivered.push(m);
+                }
+                Output::CloseTransport => {
+                    self.transmit();
                 }
                 Output::Event(e) if matches!(*e, Event::Closed(_)) => self.closed = true,
                 _ => {}

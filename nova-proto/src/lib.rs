@@ -13,20 +13,30 @@
 //!
 //! 1. Build a [`Config`] and a [`Client`] with a seed (a driver takes the seed
 //!    from the OS) and the current time. Call [`Client::connect`].
-//! 2. After **every** command or input, drain the pollers in this order:
-//!    - [`Client::poll_transmit`]: append bytes to write into your buffer, and
-//!      write them to the transport;
-//!    - [`Client::poll_output`] until `None`: act on each [`Output`]:
+//! 2. After **every** command or input, drain the client, alternating:
+//!    - [`Client::poll_transmit`]: append the bytes to write to your buffer,
+//!      and write them to the transport;
+//!    - [`Client::poll_output`]: act on one [`Output`]:
 //!      [`Output::Connect`] (open TCP, and TLS for `wss`, then answer with
 //!      [`Input::TransportUp`] or [`Input::TransportDown`]),
-//!      [`Output::CloseTransport`] (write what you hold, then shut the socket),
-//!      [`Output::Message`] and [`Output::Event`] (hand to the application);
-//!    - [`Client::poll_timeout`]: the one deadline to wait for.
+//!      [`Output::CloseTransport`] (take what `poll_transmit` still has, write
+//!      it, then shut the socket), [`Output::Message`] and [`Output::Event`]
+//!      (hand to the application, which may call commands);
+//!
+//!    until `poll_output` returns `None` and `poll_transmit` has nothing more.
+//!    Then read [`Client::poll_timeout`]: the one deadline to wait for.
 //! 3. Wait for whichever comes first: bytes from the transport
 //!    ([`Input::Received`]), the transport ending ([`Input::TransportDown`]),
 //!    the deadline ([`Client::handle_timeout`]) or a command from the application
 //!    ([`Client::send`], [`Client::ping`], [`Client::close`]). Go to 2.
 //! 4. Stop after [`Event::Closed`]: it is the last output.
+//!
+//! Frames are decoded inside `poll_output`, one per call, when the application
+//! asks: received bytes wait undecoded (see [`Client::buffered_input`]) until
+//! then. Alternating with `poll_transmit` means whatever the application does
+//! with message *n* (an echo, an acknowledgement) is written before frame *n + 1*
+//! is decoded, and a server that breaks the protocol after a message still gets
+//! that message's answer before the close frame.
 //!
 //! The contract: drain after each call; keep `now` monotonic; answer every
 //! `Output::Connect`; after `Output::CloseTransport` feed nothing more from that

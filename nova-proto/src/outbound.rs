@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::config::{Outbound, Overflow};
 use crate::io::UnsentReason;
 use crate::message::Message;
@@ -55,18 +57,24 @@ pub(crate) struct Pending {
 #[derive(Debug)]
 pub(crate) struct Queue {
     items: VecDeque<Pending>,
+    /// Messages queued before the connection opened, held back until the
+    /// application has had its chance to send first (see `hold`).
+    held: VecDeque<Pending>,
     bytes: usize,
+    /// No message expires before this. Exact after `push` and `expire`; may be
+    /// early after a pop (kept O(1)), which costs at most one early wakeup.
     earliest_expiry: Option<Instant>,
     limits: Outbound,
 }
 
 impl Queue {
     pub(crate) fn new(limits: Outbound) -> Queue {
-        Queue { items: VecDeque::new(), bytes: 0, earliest_expiry: None, limits }
+        Queue { items: VecDeque::new(), held: VecDeque::new(), bytes: 0, earliest_expiry: None, limits }
     }
 
+    /// Messages waiting, held ones included.
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        self.items.len() + self.held.len()
     }
 
     /// Payload bytes waiting.
@@ -74,16 +82,40 @@ impl Queue {
         self.bytes
     }
 
-    /// When the first waiting message expires.
+    /// When the first waiting message may expire.
     pub(crate) fn earliest_expiry(&self) -> Option<Instant> {
         self.earliest_expiry
+    }
+
+    /// New bounds, for messages queued from now on.
+    pub(crate) fn set_limits(&mut self, limits: Outbound) {
+        self.limits = limits;
+    }
+
+    /// Holds back every message queued so far: `pop` will not see them until
+    /// `release`, while new messages queue and go out as usual.
+    pub(crate) fn hold(&mut self) {
+        self.held.append(&mut self.items);
+    }
+
+    /// Queues the held messages behind those sent since `hold`.
+    pub(crate) fn release(&mut self) {
+        self.items.append(&mut self.held);
+    }
+
+    /// Puts held messages back in front, in their original order.
+    fn unhold(&mut self) {
+        if !self.held.is_empty() {
+            self.held.append(&mut self.items);
+            std::mem::swap(&mut self.held, &mut self.items);
+        }
     }
 
     fn is_full_for(&self, len: usize) -> bool {
         // One message always fits an empty queue, so any message `send` accepts
         // by size can be sent even when `max_bytes` is smaller.
-        !self.items.is_empty()
-            && (self.items.len() >= self.limits.max_messages || self.bytes.saturating_add(len) > self.limits.max_bytes)
+        self.len() > 0
+            && (self.len() >= self.limits.max_messages || self.bytes.saturating_add(len) > self.limits.max_bytes)
     }
 
     /// Adds a message, applying the overflow policy. `Err` hands the message
@@ -103,9 +135,11 @@ impl Queue {
                 }
                 Overflow::DropOldest => {
                     while self.is_full_for(len) {
-                        if let Some(old) = self.pop_front() {
-                            unsent(old.message, UnsentReason::Overflow);
-                        }
+                        // The oldest is held, if anything is.
+                        let old = if self.held.is_empty() { self.items.pop_front() } else { self.held.pop_front() };
+                        let Some(old) = old else { break };
+                        self.bytes -= old.message.len();
+                        unsent(old.message, UnsentReason::Overflow);
                     }
                 }
             }
@@ -120,7 +154,11 @@ impl Queue {
 
     /// The next message to write; expired ones on the way go to `unsent`.
     pub(crate) fn pop(&mut self, now: Instant, unsent: &mut dyn FnMut(Message, UnsentReason)) -> Option<Pending> {
-        while let Some(next) = self.pop_front() {
+        while let Some(next) = self.items.pop_front() {
+            self.bytes -= next.message.len();
+            if self.len() == 0 {
+                self.earliest_expiry = None;
+            }
             if next.expires.is_some_and(|at| at <= now) {
                 unsent(next.message, UnsentReason::Expired);
                 continue;
@@ -140,47 +178,37 @@ impl Queue {
 
     /// The connection dropped: keep only messages marked for the offline queue.
     pub(crate) fn disconnected(&mut self, unsent: &mut dyn FnMut(Message, UnsentReason)) {
+        self.unhold();
         self.retain(|p| p.offline, UnsentReason::Disconnected, unsent);
     }
 
     /// The session is over: give everything back.
     pub(crate) fn close(&mut self, unsent: &mut dyn FnMut(Message, UnsentReason)) {
+        self.unhold();
         self.retain(|_| false, UnsentReason::Closed, unsent);
     }
 
-    fn pop_front(&mut self) -> Option<Pending> {
-        let p = self.items.pop_front()?;
-        self.bytes -= p.message.len();
-        if p.expires.is_some() && p.expires == self.earliest_expiry {
-            self.recompute_expiry();
-        }
-        if self.items.is_empty() {
-            self.earliest_expiry = None;
-        }
-        Some(p)
-    }
-
+    /// Keeps what `keep` accepts, in order, held and queued alike; gives the
+    /// rest back. Recomputes the exact earliest expiry.
     fn retain(
         &mut self,
         mut keep: impl FnMut(&Pending) -> bool,
         reason: UnsentReason,
         unsent: &mut dyn FnMut(Message, UnsentReason),
     ) {
-        let mut kept = VecDeque::with_capacity(self.items.len());
-        for p in self.items.drain(..) {
-            if keep(&p) {
-                kept.push_back(p);
-            } else {
-                self.bytes -= p.message.len();
-                unsent(p.message, reason);
-            }
+        let bytes = &mut self.bytes;
+        for deque in [&mut self.held, &mut self.items] {
+            deque.retain_mut(|p| {
+                if keep(p) {
+                    return true;
+                }
+                *bytes -= p.message.len();
+                // The message moves out; an empty one stays behind to be dropped.
+                unsent(std::mem::replace(&mut p.message, Message::binary(Bytes::new())), reason);
+                false
+            });
         }
-        self.items = kept;
-        self.recompute_expiry();
-    }
-
-    fn recompute_expiry(&mut self) {
-        self.earliest_expiry = self.items.iter().filter_map(|p| p.expires).min();
+        self.earliest_expiry = self.held.iter().chain(&self.items).filter_map(|p| p.expires).min();
     }
 }
 
@@ -264,6 +292,37 @@ mod tests {
             dropped,
             [(Message::text("soon"), UnsentReason::Expired), (Message::text("late"), UnsentReason::Expired)]
         );
+    }
+
+    #[test]
+    fn held_messages_go_after_new_ones_count_in_bounds_and_expire() {
+        let t0 = Instant::now();
+        let mut dropped = Vec::new();
+        let mut sink = |m: Message, r| dropped.push((m, r));
+        let mut q = Queue::new(limits(3, 100, Overflow::Reject));
+        q.push(Pending { expires: Some(t0 + Duration::from_secs(1)), ..msg("old-expiring") }, &mut sink).unwrap();
+        q.push(msg("old"), &mut sink).unwrap();
+        q.hold();
+        assert!(q.pop(t0, &mut sink).is_none(), "held messages are not handed out");
+        q.push(msg("auth"), &mut sink).unwrap();
+        assert!(q.push(msg("full"), &mut sink).is_err(), "held messages count toward the bound");
+        q.expire(t0 + Duration::from_secs(2), &mut sink);
+        assert_eq!(q.len(), 2);
+        q.release();
+        let order: Vec<_> = std::iter::from_fn(|| q.pop(t0, &mut sink)).map(|p| p.message).collect();
+        assert_eq!(order, [Message::text("auth"), Message::text("old")]);
+        assert_eq!(dropped, [(Message::text("old-expiring"), UnsentReason::Expired)]);
+        // A disconnect while held puts them back in front, in their order.
+        let mut sink = |_: Message, _| {};
+        let mut q = Queue::new(limits(10, 100, Overflow::Reject));
+        for s in ["a", "b"] {
+            q.push(Pending { offline: true, ..msg(s) }, &mut sink).unwrap();
+        }
+        q.hold();
+        q.push(Pending { offline: true, ..msg("c") }, &mut sink).unwrap();
+        q.disconnected(&mut sink);
+        let order: Vec<_> = std::iter::from_fn(|| q.pop(t0, &mut sink)).map(|p| p.message).collect();
+        assert_eq!(order, [Message::text("a"), Message::text("b"), Message::text("c")]);
     }
 
     #[test]

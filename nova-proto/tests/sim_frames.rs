@@ -207,3 +207,31 @@ fn nothing_after_the_server_close_frame_is_delivered() {
     assert_eq!(sim.client.state(), State::Closing);
     assert_eq!(sim.close_transports, 0, "garbage after the close frame is ignored, not a failure");
 }
+
+#[test]
+fn a_message_is_answered_before_a_bad_frame_in_the_same_read_fails_the_connection() {
+    // Autobahn 3.2 / 4.1.3 / 5.15: good message, bad frame, ping, in one chop.
+    // The echo must go out before the close, or the case is only NON-STRICT.
+    for bad in [raw_frame(0xA1, b"rsv2"), raw_frame(0x85, b""), raw_frame(0x80, b"cont")] {
+        let mut sim = open(config(), 10, Net::default());
+        sim.app_echo = true;
+        sim.server_raw(&[raw_frame(0x81, b"Hello, world!"), bad, raw_frame(0x89, b"")].concat());
+        sim.run_until_state(State::Backoff, secs(1));
+        sim.run_for(ms(20));
+        let received = sim.server_received();
+        assert_eq!(received.len(), 2, "{received:?}");
+        assert_eq!(received[0], ServerMessage::text("Hello, world!"));
+        assert!(matches!(&received[1], ServerMessage::Close(Some(f)) if u16::from(f.code) == 1002), "{received:?}");
+    }
+}
+
+#[test]
+fn undecoded_bytes_wait_for_the_application() {
+    let mut sim = open(config(), 11, Net::default());
+    let stream: Vec<u8> = (0..100).flat_map(|i| raw_frame(0x82, &[i; 10])).collect();
+    // Bytes arrive; until the application asks, nothing is decoded or queued.
+    sim.client.handle_input(sim.now, nova_proto::Input::Received(&stream));
+    assert_eq!(sim.client.buffered_input(), stream.len());
+    assert!(matches!(sim.client.poll_output(), Some(Output::Message(m)) if m.as_bytes() == [0; 10]));
+    assert_eq!(sim.client.buffered_input(), stream.len() - 12);
+}

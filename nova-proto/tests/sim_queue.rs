@@ -175,3 +175,16 @@ fn queued_messages_go_out_in_order_before_new_ones_after_reconnect() {
     assert_eq!(sim.client.buffered_amount(), 0);
     assert_eq!(sim.client.stats().messages_out, 6);
 }
+
+#[test]
+fn what_the_application_sends_on_opened_goes_before_the_replayed_queue() {
+    let mut sim = open(config().outbound(Outbound { offline: true, ..Outbound::default() }), 8);
+    sim.on_open = vec![Message::text("AUTH")];
+    sim.server_hang_up();
+    sim.run_until_state(State::Backoff, secs(1));
+    sim.client.send(sim.now, "queued-1").unwrap();
+    sim.client.send(sim.now, "queued-2").unwrap();
+    sim.reopen(secs(3));
+    sim.run_for(ms(20));
+    assert_eq!(sim.servers[1].received, ["AUTH", "queued-1", "queued-2"].map(ServerMessage::text));
+}

@@ -166,6 +166,11 @@ pub struct Sim {
     pub delivered: Vec<(u32, Message)>,
     /// Whether each server echoes by default.
     pub echo: bool,
+    /// The application echoes every message it receives, at once (as the
+    /// Autobahn test client does).
+    pub app_echo: bool,
+    /// The application sends these on every `Opened` (authentication, say).
+    pub on_open: Vec<Message>,
     closed: bool,
 }
 
@@ -195,6 +200,8 @@ impl Sim {
             close_transports: 0,
             delivered: Vec::new(),
             echo: true,
+            app_echo: false,
+            on_open: Vec::new(),
             closed: false,
         }
     }
@@ -411,46 +418,16 @@ impl Sim {
     /// Drains the client's pollers in the documented order, acting on each output,
     /// until it has nothing more to say.
     pub fn drain(&mut self) {
+        // The run loop of the crate docs: bytes out, then one output, again and
+        // again, so whatever an output makes the application do (and whatever
+        // decoding queued: pongs, a close frame) is written before the next one.
         loop {
-            let mut progressed = false;
-            let mut wire = Vec::new();
-            let n = self.client.poll_transmit(&mut wire, usize::MAX);
-            assert_eq!(n, wire.len());
-            if n > 0 {
-                progressed = true;
-                assert!(!self.closed, "client transmitted after Closed");
-                self.record(Record::Transmit(wire.clone()));
-                if let Some(id) = self.live {
-                    let at = self.arrival();
-                    self.in_flight.push_back((at, id, Delivery::ToServer(wire)));
-                }
-            }
-            while let Some(output) = self.client.poll_output() {
-                progressed = true;
-                assert!(!self.closed, "output after Closed: {output:?}");
-                self.record(Record::Output(output.clone()));
-                match &output {
-                    Output::Connect(_) => self.open_transport(),
-                    Output::CloseTransport => {
-                        // The server still reads what was written before, then EOF.
-                        self.close_transports += 1;
-                        self.live = None;
-                        self.current = None;
-                    }
-                    Output::Message(m) => {
-                        let id = self.live.expect("a message arrived without a live transport");
-                        self.delivered.push((id, m.clone()));
-                        self.outputs.push((self.elapsed(), output));
-                    }
-                    Output::Event(e) if matches!(**e, Event::Closed(_)) => {
-                        self.closed = true;
-                        self.outputs.push((self.elapsed(), output));
-                    }
-                    _ => self.outputs.push((self.elapsed(), output)),
-                }
-            }
-            if !progressed {
-                break;
+            self.transmit();
+            match self.client.poll_output() {
+                Some(output) => self.act(output),
+                // Decoding may have queued pongs: done only when nothing is left.
+                None if self.transmit() => {}
+                None => break,
             }
         }
         let deadline = self.client.poll_timeout();
@@ -458,6 +435,58 @@ impl Sim {
             assert!(at >= self.now, "deadline in the past");
         }
         self.record(Record::Deadline(deadline.map(|d| d - self.t0)));
+    }
+
+    /// Takes the client's bytes and puts them on the wire; whether there were any.
+    fn transmit(&mut self) -> bool {
+        let mut wire = Vec::new();
+        let n = self.client.poll_transmit(&mut wire, usize::MAX);
+        assert_eq!(n, wire.len());
+        if n == 0 {
+            return false;
+        }
+        assert!(!self.closed, "client transmitted after Closed");
+        self.record(Record::Transmit(wire.clone()));
+        if let Some(id) = self.live {
+            let at = self.arrival();
+            self.in_flight.push_back((at, id, Delivery::ToServer(wire)));
+        }
+        true
+    }
+
+    fn act(&mut self, output: Output) {
+        assert!(!self.closed, "output after Closed: {output:?}");
+        self.record(Record::Output(output.clone()));
+        match &output {
+            Output::Connect(_) => self.open_transport(),
+            Output::CloseTransport => {
+                // Write out the last bytes (a close frame), then shut; the server
+                // still reads what was written, then EOF.
+                self.transmit();
+                self.close_transports += 1;
+                self.live = None;
+                self.current = None;
+            }
+            Output::Message(m) => {
+                let id = self.live.expect("a message arrived without a live transport");
+                self.delivered.push((id, m.clone()));
+                if self.app_echo {
+                    let _ = self.client.send(self.now, m.clone());
+                }
+                self.outputs.push((self.elapsed(), output));
+            }
+            Output::Event(e) if matches!(**e, Event::Closed(_)) => {
+                self.closed = true;
+                self.outputs.push((self.elapsed(), output));
+            }
+            Output::Event(e) if matches!(**e, Event::Opened(_)) => {
+                for m in self.on_open.clone() {
+                    self.client.send(self.now, m).expect("the connection just opened");
+                }
+                self.outputs.push((self.elapsed(), output));
+            }
+            _ => self.outputs.push((self.elapsed(), output)),
+        }
     }
 
     fn open_transport(&mut self) {
