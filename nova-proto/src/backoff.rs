@@ -14,6 +14,10 @@ use crate::message::CloseCode;
 /// client for days.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// The shortest wait before any reconnect attempt, whatever the policy or the
+/// jitter says: a client must never reconnect in a tight loop.
+pub const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(10);
+
 /// How the wait before reconnect attempt *n* grows.
 ///
 /// Jitter is a fraction in `0.0..=1.0`: the computed delay `d` becomes a value
@@ -117,19 +121,32 @@ impl Backoff {
         if !(0.0..=1.0).contains(&jitter) {
             return Err("jitter must be within 0.0..=1.0");
         }
+        let long = |d: Duration| d > crate::config::MAX_DURATION;
         match *self {
             Backoff::Exponential { initial, multiplier, max, .. } => {
                 if !(multiplier >= 1.0 && multiplier.is_finite()) {
                     return Err("multiplier must be a finite number >= 1.0");
                 }
+                if initial.is_zero() {
+                    return Err("initial delay must be longer than zero (it would stay zero)");
+                }
                 if initial > max {
                     return Err("initial delay exceeds the maximum");
                 }
+                if long(max) {
+                    return Err("maximum delay must be at most a year");
+                }
             }
-            Backoff::Linear { initial, max, .. } if initial > max => {
-                return Err("initial delay exceeds the maximum");
+            Backoff::Linear { initial, step, max, .. } => {
+                if initial > max {
+                    return Err("initial delay exceeds the maximum");
+                }
+                if long(max) || long(step) {
+                    return Err("delays must be at most a year");
+                }
             }
-            _ => {}
+            Backoff::Constant { delay, .. } if long(delay) => return Err("delay must be at most a year"),
+            Backoff::Constant { .. } => {}
         }
         Ok(())
     }
@@ -314,14 +331,23 @@ impl ReconnectPolicy {
             Decision::ReconnectAfter(delay) => delay,
             Decision::Reconnect => self.backoff.delay(attempt, unit),
         };
-        Some(match disconnect.retry_after() {
+        let delay = match disconnect.retry_after() {
             Some(server_says) => delay.max(server_says.min(MAX_RETRY_AFTER)),
             None => delay,
-        })
+        };
+        Some(delay.max(MIN_RECONNECT_DELAY))
     }
 
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
-        self.backoff.validate()
+        self.backoff.validate()?;
+        if self.reset_after > crate::config::MAX_DURATION {
+            return Err("reset_after must be at most a year");
+        }
+        let too_long = |r: &Rule| matches!(r.then, Decision::ReconnectAfter(d) if d > crate::config::MAX_DURATION);
+        if self.rules.iter().any(too_long) {
+            return Err("a rule's reconnect delay must be at most a year");
+        }
+        Ok(())
     }
 }
 
@@ -384,10 +410,10 @@ mod tests {
     fn rules_decide_first_match_and_certificates_stop_by_default() {
         let policy = ReconnectPolicy::new(Backoff::constant(ms(10), 0.0))
             .rule(Match::close_code(1008), Decision::Stop)
-            .rule(Match::CloseCodes(4000, 4999), Decision::ReconnectAfter(ms(5)))
+            .rule(Match::CloseCodes(4000, 4999), Decision::ReconnectAfter(ms(50)))
             .rule(Match::Statuses(400, 499), Decision::Stop);
         assert_eq!(policy.plan(&closed(1008), 1, 0.0), None);
-        assert_eq!(policy.plan(&closed(4001), 1, 0.0), Some(ms(5)));
+        assert_eq!(policy.plan(&closed(4001), 1, 0.0), Some(ms(50)));
         assert_eq!(policy.plan(&closed(1001), 1, 0.0), Some(ms(10)));
         assert_eq!(policy.plan(&rejected(404, None), 1, 0.0), None);
         assert_eq!(policy.plan(&eof(), 1, 0.0), Some(ms(10)));
@@ -412,6 +438,16 @@ mod tests {
         assert_eq!(policy.plan(&rejected(429, Some(Duration::from_secs(7))), 1, 0.0), Some(Duration::from_secs(7)));
         assert_eq!(policy.plan(&rejected(503, Some(ms(1))), 1, 0.0), Some(ms(100)));
         assert_eq!(policy.plan(&rejected(503, Some(Duration::from_secs(1 << 40))), 1, 0.0), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn no_plan_is_shorter_than_the_floor() {
+        let policy = ReconnectPolicy::new(Backoff::constant(Duration::ZERO, 1.0))
+            .rule(Match::close_code(1001), Decision::ReconnectAfter(Duration::ZERO));
+        assert_eq!(policy.plan(&eof(), 1, 0.99), Some(MIN_RECONNECT_DELAY));
+        assert_eq!(policy.plan(&closed(1001), 1, 0.0), Some(MIN_RECONNECT_DELAY));
+        let jittery = ReconnectPolicy::new(Backoff::exponential(ms(1), ms(2), 1.0));
+        assert_eq!(jittery.plan(&eof(), 1, 0.999), Some(MIN_RECONNECT_DELAY));
     }
 
     #[test]

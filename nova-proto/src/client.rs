@@ -221,7 +221,9 @@ impl Client {
             _ if options.offline => {}
             _ => return Err(SendError::NotOpen(message)),
         }
-        let pending = Pending { message, offline: options.offline, expires: options.ttl.map(|ttl| now + ttl) };
+        // A time to live too long to represent is no expiry at all.
+        let expires = options.ttl.and_then(|ttl| self.now.checked_add(ttl));
+        let pending = Pending { message, offline: options.offline, expires };
         let outputs = &mut self.outputs;
         self.queue.push(pending, &mut |m, r| outputs.push_back(unsent(m, r))).map_err(SendError::QueueFull)
     }

@@ -195,6 +195,10 @@ pub enum TelemetryLevel {
     Detailed,
 }
 
+/// The longest duration any setting may have: `Instant + Duration` must not
+/// overflow on any platform, and no timer of a client needs more.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A configuration that cannot work, found when it is built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -652,20 +656,21 @@ impl ConfigBuilder {
             return invalid("max_outgoing_frame_size", "must be at least 1");
         }
         let t = &self.timeouts;
-        for (field, d) in
-            [("connect_timeout", t.connect), ("handshake_timeout", t.handshake), ("close_timeout", t.close)]
-        {
+        let mut durations =
+            vec![("connect_timeout", t.connect), ("handshake_timeout", t.handshake), ("close_timeout", t.close)];
+        if let Some(k) = &self.keepalive {
+            durations.extend([("ping interval", k.interval), ("pong timeout", k.timeout)]);
+        }
+        for (field, d) in durations {
             if d.is_zero() {
                 return invalid(field, "must be longer than zero");
             }
+            if d > MAX_DURATION {
+                return invalid(field, "must be at most a year");
+            }
         }
-        if let Some(k) = &self.keepalive {
-            if k.interval.is_zero() {
-                return invalid("ping interval", "must be longer than zero");
-            }
-            if k.timeout.is_zero() {
-                return invalid("pong timeout", "must be longer than zero");
-            }
+        if self.outbound.ttl.is_some_and(|ttl| ttl > MAX_DURATION) {
+            return invalid("outbound ttl", "must be at most a year");
         }
         if let Err(reason) = self.reconnect.validate() {
             return invalid("backoff", reason);
@@ -804,5 +809,15 @@ mod tests {
             Config::builder("ws://h/").backoff(Backoff::constant(Duration::from_secs(1), 2.0)).build(),
             Err(ConfigError::Invalid { field: "backoff", .. })
         ));
+        // Durations that would overflow `Instant` at run time are refused up front.
+        let huge = Duration::MAX;
+        let one = Duration::from_secs(1);
+        assert!(Config::builder("ws://h/").close_timeout(huge).build().is_err());
+        assert!(Config::builder("ws://h/").ping(huge, one).build().is_err());
+        assert!(Config::builder("ws://h/").backoff(Backoff::exponential(one, huge, 0.0)).build().is_err());
+        let rule = Config::builder("ws://h/").reconnect_rule(Match::close_code(1000), Decision::ReconnectAfter(huge));
+        assert!(rule.build().is_err());
+        // An exponential backoff from zero would stay at zero.
+        assert!(Config::builder("ws://h/").backoff(Backoff::exponential(Duration::ZERO, one, 0.0)).build().is_err());
     }
 }

@@ -26,6 +26,10 @@ const MAX_PENDING_PINGS: usize = 8;
 /// Smallest growth step of the receive buffer, so a stream of small reads does
 /// not reallocate on every call.
 const RX_MIN_RESERVE: usize = 4096;
+/// Receive-buffer capacity kept once it is empty. A large frame grows the buffer
+/// to its size; without this, one 8 MiB frame would leave 16 MiB allocated for
+/// the rest of a connection that may live for days.
+const RX_KEPT: usize = 256 * 1024;
 
 /// What one complete frame meant to the client.
 #[derive(Debug)]
@@ -150,6 +154,9 @@ impl Connection {
             }
             self.rx.advance(header_len);
             let payload = self.rx.split_to(len).freeze();
+            if self.rx.is_empty() && self.rx.capacity() > RX_KEPT {
+                self.rx = BytesMut::new();
+            }
             let checked = std::mem::take(&mut self.checked);
             match header.opcode {
                 Opcode::Ping => self.queue_pong(payload),
@@ -515,6 +522,21 @@ mod tests {
         assert_eq!(b.as_ptr() as usize, base + 4);
         assert_eq!(t.as_bytes().as_ptr() as usize, base + 4 + 300 + 2);
         assert!(c.rx.is_empty());
+    }
+
+    #[test]
+    fn a_large_frame_does_not_leave_a_large_buffer_behind() {
+        let mut c = conn();
+        c.receive(&server_frame(true, 0x2, &vec![1; 900 * 1024]));
+        let Some(Inbound::Message(m)) = c.next().unwrap() else { panic!() };
+        assert_eq!(m.len(), 900 * 1024);
+        assert!(c.rx.capacity() <= RX_KEPT, "{}", c.rx.capacity());
+        // Steady small reads keep their buffer.
+        for _ in 0..10 {
+            c.receive(&server_frame(true, 0x2, &[1; 1000]));
+            while c.next().unwrap().is_some() {}
+        }
+        assert!(c.rx.capacity() > 0);
     }
 
     #[test]

@@ -10,6 +10,11 @@ use bytes::Bytes;
 /// Control frames (ping, pong, close) are not messages; they have their own
 /// commands ([`Client::ping`](crate::Client::ping), [`Client::close`](crate::Client::close))
 /// and events. Payloads are [`Bytes`], so cloning a message never copies it.
+///
+/// A received message that arrived in one frame is a slice of the client's
+/// receive buffer, not a copy: holding it keeps that buffer's allocation alive.
+/// To keep a message for long (minutes, in a cache), keep a copy
+/// (`Bytes::copy_from_slice(message.as_bytes())`) so the buffer can be reused.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Message {
     /// A text message; its payload is valid UTF-8.
