@@ -203,7 +203,7 @@ impl Disconnect {
     /// The close code the server sent, if it closed with one.
     pub fn close_code(&self) -> Option<CloseCode> {
         match self {
-            Disconnect::ServerClosed { code, .. } => *code,
+            Disconnect::ServerClosed { code, .. } => Some(*code),
             Disconnect::Failed(_) => None,
         }
     }
@@ -271,10 +271,12 @@ pub struct Rule {
 /// When and how the session reconnects after a connection ends.
 ///
 /// Rules are checked in order and the first match decides; without a match the
-/// session reconnects with [`backoff`](Self::backoff). `max_attempts` bounds
-/// *consecutive* attempts: the count goes back to zero once a connection has
-/// stayed open for `reset_after`, so a server that accepts and then drops at
-/// once cannot keep the client reconnecting at the initial delay forever.
+/// session reconnects with [`backoff`](Self::backoff). The backoff grows with
+/// each attempt and starts over once a connection has stayed open for
+/// `reset_after`, so a server that accepts and then drops at once cannot keep
+/// the client reconnecting at the initial delay. `max_attempts` counts
+/// consecutive reconnect attempts that failed to open (refused, timed out,
+/// rejected upgrade); one that opens resets it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconnectPolicy {
     /// Whether to reconnect at all.
@@ -321,11 +323,9 @@ impl ReconnectPolicy {
     }
 
     /// The wait before attempt `attempt` after `disconnect`, given a uniform draw
-    /// `unit` in `0.0..1.0`; `None` when the session should stop.
+    /// `unit` in `0.0..1.0`; `None` when the rules say stop. (`max_attempts` is
+    /// applied by the client, which knows which attempts failed.)
     pub fn plan(&self, disconnect: &Disconnect, attempt: u32, unit: f64) -> Option<Duration> {
-        if self.max_attempts.is_some_and(|max| attempt > max) {
-            return None;
-        }
         let delay = match self.decide(disconnect) {
             Decision::Stop => return None,
             Decision::ReconnectAfter(delay) => delay,
@@ -365,7 +365,7 @@ mod tests {
     }
 
     fn closed(code: u16) -> Disconnect {
-        Disconnect::ServerClosed { code: Some(CloseCode(code)), reason: String::new() }
+        Disconnect::ServerClosed { code: CloseCode(code), reason: String::new() }
     }
 
     fn rejected(status: u16, retry_after: Option<Duration>) -> Disconnect {
@@ -423,13 +423,6 @@ mod tests {
         })));
         assert_eq!(policy.plan(&cert, 1, 0.0), None);
         assert_eq!(ReconnectPolicy::never().plan(&eof(), 1, 0.0), None);
-    }
-
-    #[test]
-    fn max_attempts_bounds_consecutive_attempts() {
-        let policy = ReconnectPolicy { max_attempts: Some(3), ..ReconnectPolicy::new(Backoff::constant(ms(1), 0.0)) };
-        assert!(policy.plan(&eof(), 3, 0.0).is_some());
-        assert_eq!(policy.plan(&eof(), 4, 0.0), None);
     }
 
     #[test]

@@ -40,6 +40,8 @@ use crate::timer::{Timer, TimerTable};
 #[derive(Debug)]
 pub struct Client {
     config: Arc<Config>,
+    /// A configuration to switch to at the next connection attempt.
+    next_config: Option<Arc<Config>>,
     state: State,
     rng: Rng,
     timers: TimerTable,
@@ -60,8 +62,13 @@ pub struct Client {
     /// What happens once the connection being closed is gone; `Some` only while
     /// a close is under way.
     after_close: Option<AfterClose>,
-    /// The last close frame received (or sent, for an application close).
-    last_close: Option<CloseFrame>,
+    /// Consecutive reconnect attempts that failed to open (for `max_attempts`).
+    failed_attempts: u32,
+    /// The server's close frame on the current or last connection (code 1005
+    /// when it carried none).
+    close_received: Option<CloseFrame>,
+    /// Whether our close frame went out on the current or last connection.
+    close_sent: bool,
     keepalive: KeepaliveState,
     history: History,
     stats: Stats,
@@ -105,6 +112,7 @@ impl Client {
         let history = History::new(config.history_len());
         Client {
             config,
+            next_config: None,
             state: State::Idle,
             rng: Rng::new(seed),
             timers: TimerTable::default(),
@@ -117,7 +125,9 @@ impl Client {
             link: Link::None,
             attempt: 0,
             after_close: None,
-            last_close: None,
+            failed_attempts: 0,
+            close_received: None,
+            close_sent: false,
             keepalive: KeepaliveState::default(),
             history,
             stats: Stats::default(),
@@ -260,6 +270,9 @@ impl Client {
     /// [`CloseError`] for a code that may not be sent or a reason over 123 bytes.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), CloseError> {
         self.advance(now);
+        if self.state == State::Closed {
+            return Ok(());
+        }
         if !code.is_valid_on_wire() {
             return Err(CloseError::InvalidCode(code.0));
         }
@@ -271,6 +284,8 @@ impl Client {
             State::Closed => {}
             State::Idle | State::Backoff => self.terminate(Termination::Requested, Cause::CloseCalled),
             State::Connecting | State::Handshaking => {
+                // Nothing of the upgrade request may follow the decision to leave.
+                self.raw_out.clear();
                 self.outputs.push_back(Output::CloseTransport);
                 self.terminate(Termination::Requested, Cause::CloseCalled);
             }
@@ -278,7 +293,6 @@ impl Client {
                 if let Link::Connected(conn) = &mut self.link {
                     conn.queue_close(Some(&frame), true);
                 }
-                self.last_close = Some(frame);
                 self.after_close = Some(AfterClose::Terminate);
                 self.begin_closing(Cause::CloseCalled);
             }
@@ -287,6 +301,13 @@ impl Client {
             State::Closing => self.after_close = Some(AfterClose::Terminate),
         }
         Ok(())
+    }
+
+    /// Replaces the configuration from the next connection attempt on: a new URL
+    /// (a resume URL a server handed out), new headers (a refreshed token), new
+    /// limits or policy. The current connection, if any, is not touched.
+    pub fn set_config(&mut self, config: impl Into<Arc<Config>>) {
+        self.next_config = Some(config.into());
     }
 
     // ---- inputs ----
@@ -409,6 +430,10 @@ impl Client {
     }
 
     fn start_attempt(&mut self, cause: Cause) {
+        if let Some(config) = self.next_config.take() {
+            self.queue.set_limits(*config.outbound());
+            self.config = config;
+        }
         let c = &self.config;
         let endpoint = c.endpoint();
         let target =
@@ -490,21 +515,23 @@ impl Client {
             self.timers.set(Timer::Ping, self.now + k.interval);
         }
         self.keepalive = KeepaliveState::default();
-        self.last_close = None;
+        self.close_received = None;
+        self.close_sent = false;
         self.after_close = None;
+        self.failed_attempts = 0;
         self.stats.opened(self.now);
         self.outputs.push_back(Event::Opened(Opened { subprotocol, headers, attempt: self.attempt }).into());
         self.set_state(State::Open, Cause::Upgraded);
     }
 
     /// Decodes buffered frames until one means something to the application
-    /// (pings are answered on the way) or no complete frame is left.
-    fn decode_next(&mut self) {
+    /// (pings are answered on the way); `false` when no complete frame is left.
+    fn decode_next(&mut self) -> bool {
         let Link::Connected(conn) = &mut self.link else {
-            return;
+            return false;
         };
         match conn.next() {
-            Ok(None) => {}
+            Ok(None) => return false,
             Ok(Some(Inbound::Message(message))) => {
                 self.stats.messages_in += 1;
                 self.outputs.push_back(Output::Message(message));
@@ -513,6 +540,7 @@ impl Client {
             Ok(Some(Inbound::Close(frame))) => self.on_close_frame(frame),
             Err(e) => self.fail(e),
         }
+        true
     }
 
     /// Bytes received but not decoded yet. A driver whose application is not
@@ -540,25 +568,30 @@ impl Client {
     }
 
     fn on_close_frame(&mut self, frame: Option<CloseFrame>) {
+        let Link::Connected(conn) = &mut self.link else {
+            return;
+        };
         match self.state {
             State::Open => {
-                // The server closes: echo its code (RFC 6455 §5.5.1), then wait for
-                // it to end the transport.
-                if let Link::Connected(conn) = &mut self.link {
-                    let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: Text::default() });
-                    conn.queue_close(echo.as_ref(), false);
-                }
-                let (code, reason) = match &frame {
-                    Some(f) => (Some(f.code), f.reason.to_string()),
-                    None => (None, String::new()),
-                };
-                self.last_close = frame;
-                self.after_close = Some(AfterClose::Disconnect(Disconnect::ServerClosed { code, reason }));
+                // The server closes: echo its code (RFC 6455 §5.5.1; an empty close
+                // gets an empty one), then wait for it to end the transport.
+                let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: Text::default() });
+                conn.queue_close(echo.as_ref(), false);
+                let frame = frame.unwrap_or(CloseFrame { code: CloseCode::NO_STATUS, reason: Text::default() });
+                let cause = Disconnect::ServerClosed { code: frame.code, reason: frame.reason.to_string() };
+                self.close_received = Some(frame);
+                self.after_close = Some(AfterClose::Disconnect(cause));
                 self.begin_closing(Cause::ServerClose);
             }
-            // The answer to our close: the handshake is complete; the server now
-            // ends the transport (or the close timer does).
-            State::Closing if frame.is_some() => self.last_close = frame,
+            State::Closing => {
+                // Either the answer to our close (the handshake is complete; the
+                // server now ends the transport, or the close timer does), or the
+                // server closing while ours still waited behind queued messages:
+                // then ours goes now, as an answer should (RFC 6455 §5.5.1).
+                conn.expedite_close();
+                self.close_received =
+                    Some(frame.unwrap_or(CloseFrame { code: CloseCode::NO_STATUS, reason: Text::default() }));
+            }
             _ => {}
         }
     }
@@ -579,7 +612,9 @@ impl Client {
         if !conn.close_received() {
             let reason = short_reason(&error.to_string());
             let frame = CloseFrame { code: error.close_code(), reason };
-            conn.queue_close(Some(&frame), false);
+            // Even when a graceful close was waiting behind data: the error's
+            // code replaces it and goes next (RFC 6455 §7.1.7).
+            conn.force_close(&frame);
             // Written now into `raw_out`, since the connection is dropped below.
             let mut t = Transmit {
                 out: &mut self.raw_out,
@@ -597,6 +632,11 @@ impl Client {
     }
 
     fn on_transport_down(&mut self, why: TransportDown) {
+        // What arrived before the end is not lost: the messages (and a close
+        // frame) still buffered are decoded first.
+        while self.decode_next() {}
+        // Whatever was waiting to be written has nowhere to go.
+        self.raw_out.clear();
         match self.state {
             State::Connecting | State::Handshaking | State::Open => {
                 self.disconnect(Disconnect::Failed(Error::Transport(why)));
@@ -650,6 +690,7 @@ impl Client {
 
     /// A deadline passed: abandon the transport without a close handshake.
     fn abort(&mut self, timeout: Timeout) {
+        self.raw_out.clear();
         self.outputs.push_back(Output::CloseTransport);
         self.disconnect(Disconnect::Failed(Error::Timeout(timeout)));
     }
@@ -658,15 +699,20 @@ impl Client {
     fn finish_closing(&mut self) {
         match self.after_close.take() {
             Some(AfterClose::Disconnect(cause)) => self.disconnect(cause),
-            Some(AfterClose::Terminate) | None => self.terminate(Termination::Requested, Cause::CloseDone),
+            Some(AfterClose::Terminate) | None => {
+                self.drop_connection(UnsentReason::Closed);
+                self.terminate(Termination::Requested, Cause::CloseDone);
+            }
         }
     }
 
-    /// Forgets the connection; gives back a message it was half-way through writing.
-    fn drop_connection(&mut self) {
+    /// Forgets the connection; gives back a message it was half-way through
+    /// writing, for `reason`.
+    fn drop_connection(&mut self, reason: UnsentReason) {
         if let Link::Connected(conn) = &mut self.link {
+            self.close_sent = conn.close_sent();
             if let Some(m) = conn.take_partial() {
-                self.outputs.push_back(unsent(m, UnsentReason::Disconnected));
+                self.outputs.push_back(unsent(m, reason));
             }
         }
         self.link = Link::None;
@@ -677,7 +723,8 @@ impl Client {
     fn disconnect(&mut self, cause: Disconnect) {
         let was_open_for = self.stats.current_uptime(self.now);
         let opened = matches!(self.link, Link::Connected(_));
-        self.drop_connection();
+        let closing_for_good = self.after_close == Some(AfterClose::Terminate);
+        self.drop_connection(if closing_for_good { UnsentReason::Closed } else { UnsentReason::Disconnected });
         self.timers.clear();
         self.keepalive = KeepaliveState::default();
         self.replay_pending = false;
@@ -693,13 +740,19 @@ impl Client {
             return;
         }
         let policy = self.config.reconnect();
+        // Backoff grows until a connection proves stable; `max_attempts` counts
+        // only reconnect attempts that never opened.
         if opened && was_open_for >= policy.reset_after {
             self.attempt = 0;
         }
+        if !opened && self.attempt > 0 {
+            self.failed_attempts += 1;
+        }
         let next = self.attempt.saturating_add(1);
         let unit = self.rng.unit();
-        let gave_up = policy.max_attempts.is_some_and(|max| next > max);
-        match policy.plan(&cause, next, unit) {
+        let gave_up = policy.max_attempts.is_some_and(|max| self.failed_attempts >= max);
+        let plan = if gave_up { None } else { policy.plan(&cause, next, unit) };
+        match plan {
             Some(delay) => {
                 self.attempt = next;
                 let at = self.now + delay;
@@ -710,8 +763,11 @@ impl Client {
             }
             None => {
                 self.outputs.push_back(Event::Disconnected { cause, reconnect: None }.into());
-                let termination =
-                    if gave_up { Termination::GaveUp { attempts: self.attempt } } else { Termination::NotRetried };
+                let termination = if gave_up {
+                    Termination::GaveUp { attempts: self.failed_attempts }
+                } else {
+                    Termination::NotRetried
+                };
                 self.terminate(termination, Cause::Stopped);
             }
         }
@@ -719,15 +775,19 @@ impl Client {
 
     /// The session is over: give back every waiting message, disarm everything.
     fn terminate(&mut self, termination: Termination, cause: Cause) {
-        self.drop_connection();
+        self.drop_connection(UnsentReason::Closed);
         self.timers.clear();
         let outputs = &mut self.outputs;
         self.queue.close(&mut |m, r| outputs.push_back(unsent(m, r)));
-        let (code, reason) = match self.last_close.take() {
-            Some(f) => (Some(f.code), f.reason.to_string()),
-            None => (None, String::new()),
+        // RFC 6455 §7.1.5: the close code is the one the server sent, 1005 if its
+        // frame had none, 1006 if no close frame arrived at all.
+        let received = self.close_received.take();
+        let clean = received.is_some() && self.close_sent;
+        let (code, reason) = match received {
+            Some(f) => (f.code, f.reason.to_string()),
+            None => (CloseCode::ABNORMAL, String::new()),
         };
-        self.outputs.push_back(Event::Closed(Closed { code, reason, termination }).into());
+        self.outputs.push_back(Event::Closed(Closed { code, reason, clean, termination }).into());
         self.set_state(State::Closed, cause);
     }
 }

@@ -344,6 +344,30 @@ impl Connection {
         self.close_received
     }
 
+    /// Whether our close frame was written.
+    pub(crate) fn close_sent(&self) -> bool {
+        self.close_out == CloseOut::Sent
+    }
+
+    /// Fails the connection: `frame` replaces any close still waiting (a graceful
+    /// one behind queued messages, say) and goes next, before any more data; a
+    /// half-written message is left unfinished (a close may come between
+    /// fragments).
+    pub(crate) fn force_close(&mut self, frame: &CloseFrame) {
+        if self.close_out == CloseOut::Sent {
+            return;
+        }
+        self.close_out = CloseOut::None;
+        self.queue_close(Some(frame), false);
+    }
+
+    /// A close waiting behind queued messages goes next instead.
+    pub(crate) fn expedite_close(&mut self) {
+        if self.close_out == CloseOut::AfterData {
+            self.close_out = CloseOut::Now;
+        }
+    }
+
     /// The message cut off mid-way, if the connection ends while writing one.
     pub(crate) fn take_partial(&mut self) -> Option<Message> {
         self.sending.take().map(|s| s.pending.message)

@@ -53,8 +53,6 @@ pub enum Timeout {
     /// No pong (and no other frame) came back within the pong timeout: the
     /// connection is considered dead and was aborted.
     Pong,
-    /// The close handshake did not finish within the close timeout.
-    Close,
 }
 
 impl fmt::Display for Timeout {
@@ -63,7 +61,6 @@ impl fmt::Display for Timeout {
             Timeout::Connect => "connect",
             Timeout::Handshake => "handshake",
             Timeout::Pong => "pong",
-            Timeout::Close => "close",
         })
     }
 }

@@ -132,10 +132,11 @@ pub struct Opened {
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disconnect {
-    /// The server closed with a close frame (code `None`: the frame had no code).
+    /// The server closed with a close frame.
     ServerClosed {
-        /// The server's status code.
-        code: Option<CloseCode>,
+        /// The server's status code; 1005 ([`CloseCode::NO_STATUS`]) when its
+        /// frame carried none.
+        code: CloseCode,
         /// The server's reason.
         reason: String,
     },
@@ -146,11 +147,8 @@ pub enum Disconnect {
 impl fmt::Display for Disconnect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Disconnect::ServerClosed { code: Some(code), reason } if reason.is_empty() => {
-                write!(f, "server closed with {code}")
-            }
-            Disconnect::ServerClosed { code: Some(code), reason } => write!(f, "server closed with {code}: {reason}"),
-            Disconnect::ServerClosed { code: None, .. } => f.write_str("server closed without a status code"),
+            Disconnect::ServerClosed { code, reason } if reason.is_empty() => write!(f, "server closed with {code}"),
+            Disconnect::ServerClosed { code, reason } => write!(f, "server closed with {code}: {reason}"),
             Disconnect::Failed(e) => {
                 write!(f, "{e}")?;
                 let mut source = std::error::Error::source(e);
@@ -179,10 +177,15 @@ pub struct Reconnect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Closed {
-    /// The close code of the last close frame exchanged, if there was one.
-    pub code: Option<CloseCode>,
-    /// Its reason.
+    /// The connection close code (RFC 6455 §7.1.5): the code of the server's
+    /// close frame, 1005 ([`CloseCode::NO_STATUS`]) if it carried none, 1006
+    /// ([`CloseCode::ABNORMAL`]) if no close frame arrived (timeout, reset, or no
+    /// connection at all).
+    pub code: CloseCode,
+    /// The reason in the server's close frame.
     pub reason: String,
+    /// The close handshake completed: close frames went both ways.
+    pub clean: bool,
     /// Why the session ended.
     pub termination: Termination,
 }

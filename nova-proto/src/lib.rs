@@ -100,10 +100,11 @@
 //! wire.clear();
 //! let _ = client.poll_transmit(&mut wire, usize::MAX);
 //! client.handle_input(t1, Input::Received(&[0x88, 2, 0x03, 0xE8]));
+//! assert_eq!(client.poll_output(), None); // the close frame, decoded: nothing for the application
 //! client.handle_input(t1, Input::TransportDown(nova_proto::TransportDown::Eof));
 //! let last = std::iter::from_fn(|| client.poll_output()).last();
 //! let Some(Event::Closed(closed)) = last.and_then(Output::into_event) else { unreachable!() };
-//! assert_eq!(closed.code, Some(CloseCode::NORMAL));
+//! assert_eq!((closed.code, closed.clean), (CloseCode::NORMAL, true));
 //! assert_eq!(client.poll_timeout(), None);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -145,11 +146,13 @@ mod timer;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 
-pub use backoff::{Backoff, Decision, DisconnectKind, MAX_RETRY_AFTER, Match, ReconnectPolicy, Rule};
+pub use backoff::{
+    Backoff, Decision, DisconnectKind, MAX_RETRY_AFTER, MIN_RECONNECT_DELAY, Match, ReconnectPolicy, Rule,
+};
 pub use client::Client;
 pub use config::{
-    Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, Outbound, Overflow, Telemetry, TelemetryLevel,
-    Timeouts,
+    Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, MAX_DURATION, Outbound, Overflow, Telemetry,
+    TelemetryLevel, Timeouts,
 };
 pub use error::{
     CloseError, Error, HandshakeError, ProtocolError, Rejection, SendError, Timeout, TlsFailure, TransportDown,

@@ -235,3 +235,16 @@ fn undecoded_bytes_wait_for_the_application() {
     assert!(matches!(sim.client.poll_output(), Some(Output::Message(m)) if m.as_bytes() == [0; 10]));
     assert_eq!(sim.client.buffered_input(), stream.len() - 12);
 }
+
+#[test]
+fn messages_buffered_when_the_transport_ends_are_still_delivered() {
+    let mut sim = open(config().no_reconnect(), 12, Net::default());
+    let stream = [raw_frame(0x81, b"last words"), raw_frame(0x82, b"\x01\x02")].concat();
+    // A driver that feeds the end of the stream before draining.
+    sim.client.handle_input(sim.now, nova_proto::Input::Received(&stream));
+    sim.client.handle_input(sim.now, nova_proto::Input::TransportDown(nova_proto::TransportDown::Eof));
+    let outputs: Vec<Output> = std::iter::from_fn(|| sim.client.poll_output()).collect();
+    assert_eq!(outputs[0], Output::Message(Message::text("last words")));
+    assert_eq!(outputs[1], Output::Message(Message::binary(&b"\x01\x02"[..])));
+    assert!(matches!(outputs[2].as_event(), Some(Event::Disconnected { .. })));
+}

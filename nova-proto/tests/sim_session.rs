@@ -267,12 +267,13 @@ fn close_code_rule_stops_reconnecting() {
     assert_eq!(
         evs[0].1,
         Event::Disconnected {
-            cause: Disconnect::ServerClosed { code: Some(CloseCode::POLICY_VIOLATION), reason: "banned".into() },
+            cause: Disconnect::ServerClosed { code: CloseCode::POLICY_VIOLATION, reason: "banned".into() },
             reconnect: None,
         }
     );
     let Event::Closed(c) = &evs[1].1 else { panic!("{evs:?}") };
-    assert_eq!((c.code, c.reason.as_str(), c.termination), (Some(CloseCode(1008)), "banned", Termination::NotRetried));
+    assert_eq!((c.code, c.reason.as_str(), c.termination), (CloseCode(1008), "banned", Termination::NotRetried));
+    assert!(c.clean, "close frames went both ways");
     // The client echoed the code, and the server saw a clean close.
     let last = sim.server_received().pop().unwrap();
     assert!(matches!(last, ServerMessage::Close(Some(f)) if u16::from(f.code) == 1008));
@@ -339,7 +340,7 @@ fn application_close_flushes_queued_messages_first_and_ends_the_session() {
     let evs = events(&sim.take());
     assert_eq!(evs.len(), 1);
     let Event::Closed(c) = &evs[0].1 else { panic!("{evs:?}") };
-    assert_eq!((c.code, c.termination), (Some(CloseCode::NORMAL), Termination::Requested));
+    assert_eq!((c.code, c.clean, c.termination), (CloseCode::NORMAL, true, Termination::Requested));
     // The server ended the transport after its echo.
     assert_eq!(sim.close_transports, 0);
 }
@@ -355,6 +356,9 @@ fn application_close_without_an_answer_ends_at_the_close_timeout() {
     assert_eq!(sim.close_transports, 1);
     let evs = events(&sim.take());
     assert_eq!(evs.last().unwrap().0, t + secs(3));
+    // No close frame came back: the close code is 1006 and the close not clean.
+    let Some((_, Event::Closed(c))) = evs.last() else { panic!("{evs:?}") };
+    assert_eq!((c.code, c.clean), (CloseCode::ABNORMAL, false));
 }
 
 #[test]
@@ -373,29 +377,32 @@ fn close_while_waiting_to_reconnect_ends_at_once() {
 }
 
 #[test]
-fn stable_connection_resets_the_attempt_count() {
+fn backoff_resets_after_a_stable_connection_and_only_failed_attempts_count_toward_the_limit() {
     let policy = ReconnectPolicy {
         max_attempts: Some(2),
         reset_after: secs(5),
-        ..ReconnectPolicy::new(Backoff::constant(ms(100), 0.0))
+        ..ReconnectPolicy::new(Backoff::exponential(ms(100), secs(10), 0.0))
     };
     let mut sim = Sim::new(config().reconnect(policy).build().unwrap(), 18);
     open(&mut sim);
-    // Three drops, each after the connection was up for 6 s: never gives up.
+    // Drops after 6 s of uptime: the backoff starts over each time.
     for _ in 0..3 {
         sim.run_for(secs(6));
         sim.server_hang_up();
         sim.reopen(secs(1));
         assert_eq!(sim.client.attempt(), 1);
     }
-    // Drops right after opening count up and exhaust the two attempts.
-    for attempt in 2..=2 {
+    // Drops right after opening: the backoff grows (flapping is not health),
+    // but the attempts opened, so none of them counts as failed.
+    for attempt in 2..=5 {
         sim.server_hang_up();
-        sim.reopen(secs(1));
+        sim.reopen(secs(30));
         assert_eq!(sim.client.attempt(), attempt);
     }
+    // Refused attempts do count: the second consecutive one ends the session.
+    sim.upgrades.extend([Upgrade::RefuseTcp, Upgrade::RefuseTcp, Upgrade::RefuseTcp]);
     sim.server_hang_up();
-    sim.run_until_state(State::Closed, secs(1));
+    sim.run_until_state(State::Closed, secs(60));
     let Some((_, Event::Closed(c))) = events(&sim.take()).pop() else { panic!() };
     assert_eq!(c.termination, Termination::GaveUp { attempts: 2 });
 }
@@ -502,3 +509,96 @@ fn close_frame_is_golden_for_a_fixed_seed() {
 
 /// Recorded once and checked by unmasking above; a change means the RNG stream or the encoder changed.
 const GOLDEN_CLOSE: &[u8] = &[136, 133, 174, 252, 167, 114, 173, 20, 197, 11, 203];
+
+#[test]
+fn server_close_while_ours_waits_behind_data_is_answered_at_once() {
+    let mut sim = Sim::new(config().max_outgoing_frame_size(Some(4)).build().unwrap(), 21);
+    open(&mut sim);
+    sim.echo = false;
+    sim.server().echo = false;
+    sim.server().hang_up_after_close = false;
+    // Queued messages and a graceful close behind them; the driver has taken none.
+    for i in 0..3 {
+        sim.client.send(sim.now, format!("message {i}")).unwrap();
+    }
+    sim.client.close(sim.now, CloseCode::NORMAL, "bye").unwrap();
+    sim.server_close(1001, "going away");
+    // Deliver the server's close before the client writes anything.
+    sim.client.handle_input(
+        sim.now,
+        nova_proto::Input::Received(&[
+            0x88, 0x0C, 0x03, 0xE9, b'g', b'o', b'i', b'n', b'g', b' ', b'a', b'w', b'a', b'y',
+        ]),
+    );
+    let mut wire = Vec::new();
+    while sim.client.poll_output().is_some() {}
+    let _ = sim.client.poll_transmit(&mut wire, usize::MAX);
+    let first = nova_proto::frame::Header::decode(&wire).unwrap().unwrap().0;
+    assert_eq!(first.opcode, nova_proto::frame::Opcode::Close, "the answer comes before the queued messages");
+}
+
+#[test]
+fn a_protocol_error_during_a_graceful_close_sends_1002_not_the_pending_close() {
+    let mut sim = Sim::new(config().max_outgoing_frame_size(Some(4)).build().unwrap(), 22);
+    open(&mut sim);
+    sim.echo = false;
+    sim.server().echo = false;
+    sim.client.send(sim.now, "abcdefghijkl").unwrap();
+    let mut wire = Vec::new();
+    let _ = sim.client.poll_transmit(&mut wire, 1); // one fragment out
+    sim.client.close(sim.now, CloseCode::NORMAL, "bye").unwrap();
+    sim.client.handle_input(sim.now, nova_proto::Input::Received(&[0x83, 0x00])); // reserved opcode
+    while sim.client.poll_output().is_some() {}
+    let before = wire.len();
+    let _ = sim.client.poll_transmit(&mut wire, usize::MAX);
+    let (h, n) = nova_proto::frame::Header::decode(&wire[before..]).unwrap().unwrap();
+    assert_eq!(h.opcode, nova_proto::frame::Opcode::Close);
+    let mut payload = wire[before + n..before + n + 2].to_vec();
+    nova_proto::frame::apply_mask(&mut payload, h.mask.unwrap(), 0);
+    assert_eq!(payload, 1002u16.to_be_bytes(), "the error's code, not the pending 1000");
+    assert_eq!(wire.len(), before + n + h.payload_len as usize, "nothing after the close, no more fragments");
+}
+
+#[test]
+fn an_empty_server_close_is_reported_as_1005_and_echoed_empty() {
+    let mut sim = Sim::new(config().no_reconnect().build().unwrap(), 23);
+    open(&mut sim);
+    sim.take();
+    sim.server_raw(&[0x88, 0x00]);
+    sim.run_for(ms(20));
+    sim.server_hang_up();
+    sim.run_until_state(State::Closed, secs(1));
+    let evs = events(&sim.take());
+    assert!(matches!(
+        &evs[0].1,
+        Event::Disconnected { cause: Disconnect::ServerClosed { code: CloseCode::NO_STATUS, .. }, .. }
+    ));
+    let Some((_, Event::Closed(c))) = evs.last() else { panic!("{evs:?}") };
+    assert_eq!((c.code, c.clean), (CloseCode::NO_STATUS, true));
+    assert!(sim.server_received().contains(&ServerMessage::Close(None)), "{:?}", sim.server_received());
+}
+
+#[test]
+fn a_new_config_takes_effect_at_the_next_attempt() {
+    let mut sim = Sim::new(config().build().unwrap(), 24);
+    open(&mut sim);
+    // A resume URL and a fresh token, for the next connection.
+    let next = Config::builder("ws://resume.sim.test:9000/gateway?v=10").header("Authorization", "Bearer fresh");
+    sim.client.set_config(next.build().unwrap());
+    sim.run_for(secs(1));
+    assert!(sim.servers.len() == 1, "the open connection is not touched");
+    sim.server_hang_up();
+    sim.reopen(secs(2));
+    let head = sim.servers[1].request_head.clone().unwrap();
+    assert!(head.starts_with("GET /gateway?v=10 HTTP/1.1\r\nHost: resume.sim.test:9000\r\n"), "{head}");
+    assert!(head.contains("Authorization: Bearer fresh\r\n"));
+    let connects: Vec<_> = sim
+        .transcript
+        .iter()
+        .filter_map(|(_, r)| match r {
+            sim::Record::Output(Output::Connect(t)) => Some((t.host.to_string(), t.port)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects, [("sim.test".to_owned(), 80), ("resume.sim.test".to_owned(), 9000)]);
+}
