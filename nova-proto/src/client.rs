@@ -340,10 +340,13 @@ impl Client {
 
     /// Appends bytes to write to the transport into `out` and returns how many.
     ///
-    /// Stops starting new frames once `max` bytes were appended (a frame is never
-    /// split, so it may overshoot). Only pull what the socket can take: what is
-    /// left stays queued and counts in [`buffered_amount`](Self::buffered_amount).
-    /// Allocates only by growing `out`.
+    /// Stops starting new frames once `max` bytes were appended. A frame is never
+    /// split, so a call may overshoot `max` by one frame: with
+    /// [`Limits::max_outgoing_frame_size`](crate::Limits::max_outgoing_frame_size)
+    /// unset a large message is one frame; set it to bound what each call can
+    /// append. Only pull what the socket can take: what is left stays queued and
+    /// counts in [`buffered_amount`](Self::buffered_amount). Allocates only by
+    /// growing `out`.
     #[must_use = "the bytes must be written to the transport"]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
         let start = out.len();

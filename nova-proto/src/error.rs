@@ -183,6 +183,7 @@ pub enum HandshakeError {
 
 /// A refused upgrade: what the server said instead of 101.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rejection {
     /// The HTTP status code.
     pub status: u16,
@@ -193,6 +194,15 @@ pub struct Rejection {
     pub retry_after: Option<Duration>,
     /// All response headers.
     pub headers: crate::Headers,
+}
+
+impl Rejection {
+    /// Where a redirect (3xx) points. Nova does not follow redirects itself: a
+    /// WebSocket endpoint that moved is a configuration change the application
+    /// should see (see [`Client::set_config`](crate::Client::set_config)).
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get_str("location")
+    }
 }
 
 /// How the transport ended or failed, as reported by the driver in

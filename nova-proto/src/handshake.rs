@@ -124,28 +124,41 @@ impl ResponseReader {
     /// time costs one parse per line, not per byte. When the first chunk holds
     /// the whole head nothing is copied. Holds at most `max` bytes plus one chunk.
     pub(crate) fn feed<'a>(&'a mut self, chunk: &'a [u8], max: usize, offer: &Offer<'_>) -> Option<Complete<'a>> {
-        if self.buf.is_empty() {
-            if chunk.contains(&b'\n') {
-                if let Parsed::Done { head_len, result } = parse(chunk, offer) {
-                    return Some(finish(chunk, head_len, result, max));
+        if self.buf.is_empty() && chunk.contains(&b'\n') {
+            match parse(chunk, offer) {
+                Parsed::Done { head_len, result } => return Some(finish(chunk, head_len, result, max)),
+                // An interim response (100 Continue, 103 Early Hints) before the
+                // 101: skipped, as HTTP requires (RFC 9110 §15.2).
+                Parsed::Interim { head_len } => {
+                    self.buf.extend_from_slice(&chunk[head_len..]);
+                    return self.reparse(max, offer);
                 }
+                Parsed::Partial => {}
             }
-            if chunk.len() > max {
-                return Some(too_large(max));
-            }
-            self.buf.extend_from_slice(chunk);
-            return None;
         }
+        let newline = chunk.contains(&b'\n');
         self.buf.extend_from_slice(chunk);
-        if chunk.contains(&b'\n') {
-            if let Parsed::Done { head_len, result } = parse(&self.buf, offer) {
-                return Some(finish(&self.buf, head_len, result, max));
-            }
+        if newline {
+            return self.reparse(max, offer);
         }
         if self.buf.len() > max {
             return Some(too_large(max));
         }
         None
+    }
+
+    /// Parses what is buffered, skipping interim responses.
+    fn reparse(&mut self, max: usize, offer: &Offer<'_>) -> Option<Complete<'_>> {
+        loop {
+            match parse(&self.buf, offer) {
+                Parsed::Interim { head_len } => {
+                    self.buf.drain(..head_len);
+                }
+                Parsed::Done { head_len, result } => return Some(finish(&self.buf, head_len, result, max)),
+                Parsed::Partial if self.buf.len() > max => return Some(too_large(max)),
+                Parsed::Partial => return None,
+            }
+        }
     }
 }
 
@@ -165,14 +178,28 @@ fn too_large<'a>(max: usize) -> Complete<'a> {
 
 enum Parsed {
     Partial,
-    Done { head_len: usize, result: Result<Accepted, HandshakeError> },
+    /// A complete 1xx response other than 101, to skip.
+    Interim {
+        head_len: usize,
+    },
+    Done {
+        head_len: usize,
+        result: Result<Accepted, HandshakeError>,
+    },
 }
 
 fn parse(bytes: &[u8], offer: &Offer<'_>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    match response.parse(bytes) {
+    // RFC 9112 §5.2: a user agent must accept obsolete line folding in responses.
+    let parsed = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .parse_response(&mut response, bytes);
+    match parsed {
         Ok(httparse::Status::Partial) => Parsed::Partial,
+        Ok(httparse::Status::Complete(head_len)) if matches!(response.code, Some(100 | 102..=199)) => {
+            Parsed::Interim { head_len }
+        }
         Ok(httparse::Status::Complete(head_len)) => Parsed::Done { head_len, result: check(&response, offer) },
         Err(e) => Parsed::Done { head_len: 0, result: Err(HandshakeError::Malformed(e.to_string())) },
     }
@@ -183,8 +210,7 @@ fn check(response: &httparse::Response<'_, '_>, offer: &Offer<'_>) -> Result<Acc
     let status = response.code.unwrap_or(0);
     if status != 101 {
         let headers = Headers::from_httparse(response.headers);
-        let retry_after =
-            headers.get_str("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let retry_after = retry_after(&headers);
         return Err(HandshakeError::Rejected(Box::new(Rejection {
             status,
             reason: response.reason.unwrap_or("").to_owned(),
@@ -210,7 +236,10 @@ fn check(response: &httparse::Response<'_, '_>, offer: &Offer<'_>) -> Result<Acc
     if accept.trim_ascii() != offer.accept.as_bytes() {
         return Err(HandshakeError::WrongAccept);
     }
-    let subprotocol = match single(values("sec-websocket-protocol"), "Sec-WebSocket-Protocol")? {
+    // An empty value (some proxies send one) means no subprotocol.
+    let chosen =
+        single(values("sec-websocket-protocol"), "Sec-WebSocket-Protocol")?.filter(|v| !v.trim_ascii().is_empty());
+    let subprotocol = match chosen {
         Some(v) => {
             let chosen = String::from_utf8_lossy(v.trim_ascii()).into_owned();
             if !offer.subprotocols.contains(&chosen) {
@@ -228,6 +257,19 @@ fn check(response: &httparse::Response<'_, '_>, offer: &Offer<'_>) -> Result<Acc
         return Err(HandshakeError::UnofferedExtension(String::from_utf8_lossy(ext.trim_ascii()).into_owned()));
     }
     Ok(Accepted { subprotocol, headers: Headers::from_httparse(response.headers) })
+}
+
+/// `Retry-After` as a delay: seconds, or an HTTP date measured against the
+/// response's own `Date` header (both are the server's clock, so no local clock
+/// is needed; without `Date` a date cannot be used and is ignored).
+fn retry_after(headers: &Headers) -> Option<Duration> {
+    let value = headers.get_str("retry-after")?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let now = httpdate::parse_http_date(headers.get_str("date")?.trim()).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// At most one value; a second is an error.
@@ -362,6 +404,37 @@ mod tests {
         assert_eq!((r.status, r.reason.as_str()), (503, "Service Unavailable"));
         assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
         assert_eq!(r.headers.get_str("content-length"), Some("4"));
+    }
+
+    #[test]
+    fn interim_responses_obs_fold_and_empty_subprotocol_are_tolerated() {
+        let interim =
+            format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n{}", response(""));
+        let mut bytes = interim.into_bytes();
+        bytes.extend_from_slice(&[0x81, 0x00]);
+        for chunk in [1, 7, bytes.len()] {
+            let (result, rest) = feed_all(&bytes, chunk, &offer(&[]));
+            assert!(result.is_ok(), "chunk {chunk}: {result:?}");
+            if chunk == bytes.len() {
+                assert_eq!(rest, [0x81, 0x00]);
+            }
+        }
+        let folded = response("X-Folded: one\r\n two\r\n");
+        assert!(feed_all(folded.as_bytes(), 5, &offer(&[])).0.is_ok());
+        let offered = vec!["chat".to_owned()];
+        let empty = feed_all(response("Sec-WebSocket-Protocol: \r\n").as_bytes(), 5, &offer(&offered)).0.unwrap();
+        assert_eq!(empty.subprotocol, None);
+    }
+
+    #[test]
+    fn retry_after_as_a_date_is_measured_against_the_servers_date() {
+        let text = "HTTP/1.1 503 Busy\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+                    Retry-After: Sun, 06 Nov 1994 08:50:07 GMT\r\n\r\n";
+        let HandshakeError::Rejected(r) = feed_all(text.as_bytes(), 9, &offer(&[])).0.unwrap_err() else { panic!() };
+        assert_eq!(r.retry_after, Some(Duration::from_secs(30)));
+        let no_date = "HTTP/1.1 503 Busy\r\nRetry-After: Sun, 06 Nov 1994 08:50:07 GMT\r\n\r\n";
+        let HandshakeError::Rejected(r) = feed_all(no_date.as_bytes(), 9, &offer(&[])).0.unwrap_err() else { panic!() };
+        assert_eq!(r.retry_after, None);
     }
 
     #[test]
