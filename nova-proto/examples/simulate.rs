@@ -184,13 +184,21 @@ fn main() {
     client.connect(now);
     let mut closing = false;
     loop {
-        // 1. Drain the client: bytes to the server, outputs to the "application".
-        wire.clear();
-        let mut busy = client.poll_transmit(&mut wire, usize::MAX) > 0;
-        if let Some(feed) = server.as_mut() {
-            feed.receive(now, &wire);
-        }
-        while let Some(output) = client.poll_output() {
+        // 1. Drain the client as the crate docs say: bytes out, then one output,
+        //    again and again, until it has nothing more to say.
+        let mut busy = false;
+        loop {
+            wire.clear();
+            let wrote = client.poll_transmit(&mut wire, usize::MAX) > 0;
+            if let Some(feed) = server.as_mut().filter(|_| wrote) {
+                feed.receive(now, &wire);
+            }
+            let Some(output) = client.poll_output() else {
+                if wrote {
+                    continue;
+                }
+                break;
+            };
             busy = true;
             match output {
                 Output::Connect(target) => {
@@ -208,6 +216,12 @@ fn main() {
                     client.handle_input(now, Input::TransportUp);
                 }
                 Output::CloseTransport => {
+                    // The last bytes (a close frame) go out before the socket shuts.
+                    wire.clear();
+                    let _ = client.poll_transmit(&mut wire, usize::MAX);
+                    if let Some(feed) = server.as_mut() {
+                        feed.receive(now, &wire);
+                    }
                     server = None;
                     in_flight.clear();
                 }

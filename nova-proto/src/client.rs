@@ -388,7 +388,11 @@ impl Client {
             self.queue.release();
         }
         if self.outputs.is_empty() {
-            self.decode_next();
+            match self.decode_next() {
+                // The hot path: a message goes straight to the caller.
+                Decoded::Message(message) => return Some(Output::Message(message)),
+                Decoded::Other | Decoded::Nothing => {}
+            }
         }
         self.outputs_peak = self.outputs_peak.max(self.outputs.len());
         let output = self.outputs.pop_front();
@@ -528,22 +532,24 @@ impl Client {
     }
 
     /// Decodes buffered frames until one means something to the application
-    /// (pings are answered on the way); `false` when no complete frame is left.
-    fn decode_next(&mut self) -> bool {
+    /// (pings are answered on the way). A message is returned, not queued;
+    /// anything else is handled and queues its own outputs.
+    #[inline]
+    fn decode_next(&mut self) -> Decoded {
         let Link::Connected(conn) = &mut self.link else {
-            return false;
+            return Decoded::Nothing;
         };
         match conn.next() {
-            Ok(None) => return false,
+            Ok(None) => return Decoded::Nothing,
             Ok(Some(Inbound::Message(message))) => {
                 self.stats.messages_in += 1;
-                self.outputs.push_back(Output::Message(message));
+                return Decoded::Message(message);
             }
             Ok(Some(Inbound::Pong(payload))) => self.on_pong(payload),
             Ok(Some(Inbound::Close(frame))) => self.on_close_frame(frame),
             Err(e) => self.fail(e),
         }
-        true
+        Decoded::Other
     }
 
     /// Bytes received but not decoded yet. A driver whose application is not
@@ -636,8 +642,14 @@ impl Client {
 
     fn on_transport_down(&mut self, why: TransportDown) {
         // What arrived before the end is not lost: the messages (and a close
-        // frame) still buffered are decoded first.
-        while self.decode_next() {}
+        // frame) still buffered are decoded and queued first.
+        loop {
+            match self.decode_next() {
+                Decoded::Message(message) => self.outputs.push_back(Output::Message(message)),
+                Decoded::Other => {}
+                Decoded::Nothing => break,
+            }
+        }
         // Whatever was waiting to be written has nowhere to go.
         self.raw_out.clear();
         match self.state {
@@ -793,6 +805,16 @@ impl Client {
         self.outputs.push_back(Event::Closed(Closed { code, reason, clean, termination }).into());
         self.set_state(State::Closed, cause);
     }
+}
+
+/// What one decoding step produced.
+enum Decoded {
+    /// A message for the application.
+    Message(Message),
+    /// A frame handled inside (a pong, a close, a failure); outputs, if any, queued.
+    Other,
+    /// No complete frame buffered.
+    Nothing,
 }
 
 /// Output-queue capacity kept after it drains.
