@@ -103,10 +103,13 @@ pub(crate) struct Accepted {
     pub(crate) headers: Headers,
 }
 
-/// Collects the response head across reads, bounded by `max` bytes.
+/// Collects the response head across reads, bounded by `max` bytes in all:
+/// interim responses skipped on the way count toward the bound.
 #[derive(Debug, Default)]
 pub(crate) struct ResponseReader {
     buf: Vec<u8>,
+    /// Bytes of interim (1xx) responses already skipped.
+    skipped: usize,
 }
 
 /// A complete response head and where the bytes after it start.
@@ -126,10 +129,13 @@ impl ResponseReader {
     pub(crate) fn feed<'a>(&'a mut self, chunk: &'a [u8], max: usize, offer: &Offer<'_>) -> Option<Complete<'a>> {
         if self.buf.is_empty() && chunk.contains(&b'\n') {
             match parse(chunk, offer) {
-                Parsed::Done { head_len, result } => return Some(finish(chunk, head_len, result, max)),
+                Parsed::Done { head_len, result } => {
+                    return Some(finish(chunk, self.skipped + head_len, head_len, result, max));
+                }
                 // An interim response (100 Continue, 103 Early Hints) before the
                 // 101: skipped, as HTTP requires (RFC 9110 §15.2).
                 Parsed::Interim { head_len } => {
+                    self.skipped += head_len;
                     self.buf.extend_from_slice(&chunk[head_len..]);
                     return self.reparse(max, offer);
                 }
@@ -141,7 +147,7 @@ impl ResponseReader {
         if newline {
             return self.reparse(max, offer);
         }
-        if self.buf.len() > max {
+        if self.skipped + self.buf.len() > max {
             return Some(too_large(max));
         }
         None
@@ -150,20 +156,33 @@ impl ResponseReader {
     /// Parses what is buffered, skipping interim responses.
     fn reparse(&mut self, max: usize, offer: &Offer<'_>) -> Option<Complete<'_>> {
         loop {
+            if self.skipped > max {
+                return Some(too_large(max));
+            }
             match parse(&self.buf, offer) {
                 Parsed::Interim { head_len } => {
+                    self.skipped += head_len;
                     self.buf.drain(..head_len);
                 }
-                Parsed::Done { head_len, result } => return Some(finish(&self.buf, head_len, result, max)),
-                Parsed::Partial if self.buf.len() > max => return Some(too_large(max)),
+                Parsed::Done { head_len, result } => {
+                    return Some(finish(&self.buf, self.skipped + head_len, head_len, result, max));
+                }
+                Parsed::Partial if self.skipped + self.buf.len() > max => return Some(too_large(max)),
                 Parsed::Partial => return None,
             }
         }
     }
 }
 
-fn finish(bytes: &[u8], head_len: usize, result: Result<Accepted, HandshakeError>, max: usize) -> Complete<'_> {
-    if head_len > max {
+/// `total` counts the interim responses skipped before this head.
+fn finish(
+    bytes: &[u8],
+    total: usize,
+    head_len: usize,
+    result: Result<Accepted, HandshakeError>,
+    max: usize,
+) -> Complete<'_> {
+    if total > max {
         return too_large(max);
     }
     match result {
@@ -424,6 +443,20 @@ mod tests {
         let offered = vec!["chat".to_owned()];
         let empty = feed_all(response("Sec-WebSocket-Protocol: \r\n").as_bytes(), 5, &offer(&offered)).0.unwrap();
         assert_eq!(empty.subprotocol, None);
+    }
+
+    #[test]
+    fn interim_responses_count_toward_the_size_bound() {
+        // Endless 100 Continue heads, each small: the total is bounded.
+        let mut reader = ResponseReader::default();
+        let mut outcome = None;
+        for _ in 0..200 {
+            if let Some(done) = reader.feed(b"HTTP/1.1 100 Continue\r\n\r\n", 1024, &offer(&[])) {
+                outcome = Some(done.result.unwrap_err());
+                break;
+            }
+        }
+        assert_eq!(outcome, Some(HandshakeError::ResponseTooLarge { max: 1024 }));
     }
 
     #[test]
