@@ -381,6 +381,7 @@ impl Client {
     /// than piling up messages. Decoding may queue bytes to write (pongs, a close
     /// frame), which is why `poll_transmit` is called between outputs.
     #[must_use = "every output asks the driver to act"]
+    #[inline]
     pub fn poll_output(&mut self) -> Option<Output> {
         if std::mem::take(&mut self.replay_pending) {
             // The application has seen `Opened` and sent what it sends first
