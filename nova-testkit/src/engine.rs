@@ -444,4 +444,10 @@ pub(crate) trait Script: Send {
     /// `Some` once the script is over: `Ok` when it ran to the end.
     fn outcome(&self) -> Option<Result<(), String>>;
     fn recorder(&self) -> &Recorder;
+    /// The failure, with its step, when the script is a failed scenario.
+    fn failure(&self) -> Option<crate::scenario::ScenarioError> {
+        None
+    }
+    /// Ends the script as failed (the runner's own deadline passed).
+    fn abort(&mut self, _now: Instant, _problem: String) {}
 }

@@ -693,4 +693,12 @@ impl Script for ScenarioScript {
     fn recorder(&self) -> &Recorder {
         &self.core.rec
     }
+
+    fn failure(&self) -> Option<ScenarioError> {
+        self.error()
+    }
+
+    fn abort(&mut self, now: Instant, problem: String) {
+        self.fail(now, problem);
+    }
 }
