@@ -87,6 +87,8 @@ impl Faults {
 pub enum Delivery {
     /// Bytes to deliver now.
     Bytes(Vec<u8>),
+    /// The sender's end of stream (a FIN), after every byte it sent before.
+    Fin,
     /// `close_after` was reached: close the connection (both sides).
     Close,
 }
@@ -95,18 +97,33 @@ pub enum Delivery {
 /// trickles out instead of arriving whole after a long pause (like TCP segments).
 const SEGMENT: usize = 1460;
 
+/// Something travelling through a pipe.
+#[derive(Debug, Clone)]
+enum Chunk {
+    Bytes(Vec<u8>),
+    Fin,
+}
+
 /// One direction of a connection, applying [`Faults`].
+///
+/// Bytes and the end of stream travel the same path: a FIN never overtakes the
+/// bytes sent before it, takes the latency, and is held by a stall (or a cut of
+/// this direction) like the bytes are, as a real path would hold it.
 #[derive(Debug, Clone)]
 pub struct Pipe {
     direction: Direction,
     faults: Faults,
     /// Chunks in flight, with the earliest instant each may be delivered.
-    queue: VecDeque<(Instant, Vec<u8>)>,
+    queue: VecDeque<(Instant, Chunk)>,
+    /// Bytes in `queue`.
+    in_flight: usize,
     /// When the bandwidth limit lets the next byte out.
     next_free: Option<Instant>,
     rng: u64,
     delivered: u64,
     dropped: u64,
+    /// The sender finished (a FIN is queued or was delivered).
+    finished: bool,
     close_pending: bool,
     closed: bool,
     /// The `now` of the last poll.
@@ -120,14 +137,21 @@ impl Pipe {
             direction,
             faults,
             queue: VecDeque::new(),
+            in_flight: 0,
             next_free: None,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             delivered: 0,
             dropped: 0,
+            finished: false,
             close_pending: false,
             closed: false,
             last_poll: None,
         }
+    }
+
+    /// The direction this pipe carries.
+    pub fn direction(&self) -> Direction {
+        self.direction
     }
 
     /// Changes the faults from now on (bytes already in flight keep their delay).
@@ -152,7 +176,7 @@ impl Pipe {
 
     /// Bytes still in flight.
     pub fn in_flight(&self) -> usize {
-        self.queue.iter().map(|(_, b)| b.len()).sum()
+        self.in_flight
     }
 
     /// Whether `close_after` was reached and the close handed out.
@@ -160,21 +184,43 @@ impl Pipe {
         self.closed
     }
 
-    /// Bytes sent into the pipe at `now`.
-    pub fn push(&mut self, now: Instant, bytes: &[u8]) {
-        if bytes.is_empty() || self.closed || self.close_pending {
-            return;
+    /// Bytes sent into the pipe at `now`; returns how many the faults dropped.
+    pub fn push(&mut self, now: Instant, bytes: &[u8]) -> usize {
+        if bytes.is_empty() || self.closed || self.close_pending || self.finished {
+            return 0;
         }
         if self.faults.cut == Some(self.direction) {
             self.dropped += bytes.len() as u64;
+            return bytes.len();
+        }
+        let ready = self.ready_at(now);
+        self.in_flight += bytes.len();
+        self.queue.push_back((ready, Chunk::Bytes(bytes.to_vec())));
+        0
+    }
+
+    /// The sender ended its side at `now` (it sent a FIN).
+    pub fn finish(&mut self, now: Instant) {
+        if self.finished || self.closed || self.close_pending {
             return;
         }
+        self.finished = true;
+        let ready = self.ready_at(now);
+        self.queue.push_back((ready, Chunk::Fin));
+    }
+
+    fn ready_at(&mut self, now: Instant) -> Instant {
         let jitter = self.faults.jitter.as_nanos() as u64;
         let extra = if jitter == 0 { 0 } else { self.random() % (jitter + 1) };
         let ready = now + self.faults.latency + Duration::from_nanos(extra);
         // A stream keeps its order, whatever the jitter drew.
-        let ready = self.queue.back().map_or(ready, |(last, _)| ready.max(*last));
-        self.queue.push_back((ready, bytes.to_vec()));
+        self.queue.back().map_or(ready, |(last, _)| ready.max(*last))
+    }
+
+    /// Whether the path is blocked for what is at the front.
+    fn held(&self) -> bool {
+        self.faults.stall
+            || (self.faults.cut == Some(self.direction) && matches!(self.queue.front(), Some((_, Chunk::Fin))))
     }
 
     /// The next delivery due at `now`, if any.
@@ -187,24 +233,30 @@ impl Pipe {
             self.closed = true;
             return Some(Delivery::Close);
         }
-        if self.faults.stall {
+        if self.held() {
             return None;
         }
-        let (ready, _) = self.queue.front()?;
-        let due = self.next_free.map_or(*ready, |free| free.max(*ready));
+        let due = self.poll_timeout()?;
         if due > now {
             return None;
         }
-        let (ready, mut chunk) = self.queue.pop_front()?;
+        let (ready, chunk) = self.queue.pop_front()?;
+        let mut chunk = match chunk {
+            Chunk::Fin => return Some(Delivery::Fin),
+            Chunk::Bytes(bytes) => bytes,
+        };
+        self.in_flight -= chunk.len();
         if self.faults.bandwidth.is_some() && chunk.len() > SEGMENT {
             let rest = chunk.split_off(SEGMENT);
-            self.queue.push_front((ready, rest));
+            self.in_flight += rest.len();
+            self.queue.push_front((ready, Chunk::Bytes(rest)));
         }
         if let Some(limit) = self.faults.close_after {
             let room = limit.saturating_sub(self.delivered);
             if chunk.len() as u64 >= room {
                 chunk.truncate(room as usize);
                 self.queue.clear();
+                self.in_flight = 0;
                 self.close_pending = true;
             }
         }
@@ -219,7 +271,7 @@ impl Pipe {
         Some(Delivery::Bytes(chunk))
     }
 
-    /// When the next delivery can happen; `None` while stalled or empty.
+    /// When the next delivery can happen; `None` while held or empty.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
@@ -228,11 +280,15 @@ impl Pipe {
             // Due at once: the bytes before it were handed out in the last poll.
             return self.last_poll;
         }
-        if self.faults.stall {
+        if self.held() {
             return None;
         }
-        let (ready, _) = self.queue.front()?;
-        Some(self.next_free.map_or(*ready, |free| free.max(*ready)))
+        let (ready, chunk) = self.queue.front()?;
+        Some(match chunk {
+            // A FIN has no size: the bandwidth limit does not hold it.
+            Chunk::Fin => *ready,
+            Chunk::Bytes(_) => self.next_free.map_or(*ready, |free| free.max(*ready)),
+        })
     }
 
     fn random(&mut self) -> u64 {
@@ -279,7 +335,7 @@ mod tests {
             .iter()
             .flat_map(|(_, d)| match d {
                 Delivery::Bytes(b) => b.clone(),
-                Delivery::Close => vec![],
+                Delivery::Fin | Delivery::Close => vec![],
             })
             .collect();
         assert_eq!(bytes, (0..50).collect::<Vec<u8>>());
@@ -329,17 +385,37 @@ mod tests {
     }
 
     #[test]
+    fn a_fin_follows_the_bytes_and_is_held_by_a_stall_or_a_cut() {
+        let t = t0();
+        let mut p = Pipe::new(Direction::ToClient, Faults::latency(ms(10)), 1);
+        p.push(t, b"last");
+        p.finish(t);
+        assert_eq!(p.push(t, b"after the end"), 0);
+        assert_eq!(
+            drain(&mut p, t).into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
+            [Delivery::Bytes(b"last".to_vec()), Delivery::Fin,]
+        );
+        for held in [Faults::none().with_stall(true), Faults::none().with_cut(Direction::ToClient)] {
+            let mut p = Pipe::new(Direction::ToClient, held, 1);
+            p.finish(t);
+            assert_eq!(p.poll(t + ms(500)), None, "{held:?}");
+            assert_eq!(p.poll_timeout(), None);
+            p.set_faults(Faults::none());
+            assert_eq!(p.poll(t + ms(501)), Some(Delivery::Fin));
+        }
+    }
+
+    #[test]
     fn close_after_cuts_the_chunk_at_the_limit_then_closes() {
         let t = t0();
         let mut p = Pipe::new(Direction::ToClient, Faults::none().with_close_after(6), 1);
         p.push(t, b"abcd");
         p.push(t, b"efgh");
         p.push(t, b"never");
-        assert_eq!(drain(&mut p, t).into_iter().map(|(_, d)| d).collect::<Vec<_>>(), [
-            Delivery::Bytes(b"abcd".to_vec()),
-            Delivery::Bytes(b"ef".to_vec()),
-            Delivery::Close,
-        ]);
+        assert_eq!(
+            drain(&mut p, t).into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
+            [Delivery::Bytes(b"abcd".to_vec()), Delivery::Bytes(b"ef".to_vec()), Delivery::Close,]
+        );
         assert!(p.is_closed());
         p.push(t, b"after");
         assert_eq!(p.poll(t), None);

@@ -52,12 +52,9 @@ pub struct SimReport {
 struct Link {
     to_server: Pipe,
     to_client: Pipe,
-    /// The client shut its side: the server sees the end once in-flight bytes land.
-    client_fin_at: Option<Instant>,
-    /// The server shut its side (or reset it): the client sees the end then.
-    server_fin_at: Option<(Instant, TransportDown)>,
-    /// The server has seen the end.
-    server_done: bool,
+    /// The server reset the connection: the client sees it then. (A FIN
+    /// travels through the pipes behind the bytes; a reset overtakes them.)
+    reset_at: Option<Instant>,
 }
 
 struct Sim<A> {
@@ -215,10 +212,7 @@ impl<A: FnMut(&mut Client, Instant, &Output)> Sim<A> {
                 self.next_id += 1;
                 let id = self.next_id;
                 let (to_server, to_client) = self.new_pipes(id);
-                self.links.insert(
-                    id,
-                    Link { to_server, to_client, client_fin_at: None, server_fin_at: None, server_done: false },
-                );
+                self.links.insert(id, Link { to_server, to_client, reset_at: None });
                 self.live = Some(id);
                 self.connecting = Some((id, self.now + self.faults.latency));
             }
@@ -230,7 +224,7 @@ impl<A: FnMut(&mut Client, Instant, &Output)> Sim<A> {
                         self.connecting = None;
                     }
                     if let Some(link) = self.links.get_mut(&id) {
-                        link.client_fin_at = Some(self.now + self.faults.latency);
+                        link.to_server.finish(self.now);
                     }
                 }
             }
@@ -252,9 +246,7 @@ impl<A: FnMut(&mut Client, Instant, &Output)> Sim<A> {
                 }
                 Action::Close(id) => {
                     if let Some(link) = self.links.get_mut(&id) {
-                        if link.server_fin_at.is_none() {
-                            link.server_fin_at = Some((self.now + self.faults.latency, TransportDown::Eof));
-                        }
+                        link.to_client.finish(self.now);
                     }
                 }
                 Action::Reset(id) => {
@@ -263,10 +255,7 @@ impl<A: FnMut(&mut Client, Instant, &Output)> Sim<A> {
                         let (to_server, to_client) = (link.to_server.faults(), link.to_client.faults());
                         link.to_server = Pipe::new(Direction::ToServer, to_server, 0);
                         link.to_client = Pipe::new(Direction::ToClient, to_client, 0);
-                        link.server_fin_at = Some((
-                            self.now + self.faults.latency,
-                            TransportDown::Reset(io::ErrorKind::ConnectionReset),
-                        ));
+                        link.reset_at.get_or_insert(self.now + self.faults.latency);
                     }
                 }
                 Action::Faults(faults) => {
@@ -293,11 +282,7 @@ impl<A: FnMut(&mut Client, Instant, &Output)> Sim<A> {
         for link in self.links.values() {
             consider(link.to_server.poll_timeout());
             consider(link.to_client.poll_timeout());
-            if !link.server_done {
-                // The end reaches the server once what was in flight has landed.
-                consider(link.client_fin_at.filter(|_| link.to_server.in_flight() == 0));
-            }
-            consider(link.server_fin_at.as_ref().map(|(at, _)| *at).filter(|_| link.to_client.in_flight() == 0));
+            consider(link.reset_at);
         }
         next
     }
@@ -326,13 +311,18 @@ impl<A: FnMut(&mut Client, Instant, &Output)> Sim<A> {
     }
 
     fn step_link(&mut self, id: u32, now: Instant) {
+        if self.links.get(&id).and_then(|link| link.reset_at).is_some_and(|at| at <= now) {
+            return self.end(id, now, TransportDown::Reset(io::ErrorKind::ConnectionReset));
+        }
         let live = self.live == Some(id);
         loop {
             let Some(link) = self.links.get_mut(&id) else { return };
             match link.to_server.poll(now) {
-                Some(Delivery::Bytes(bytes)) if !link.server_done => self.script.received(now, id, &bytes),
-                Some(Delivery::Bytes(_)) => {}
-                Some(Delivery::Close) => return self.cut(id, now),
+                Some(Delivery::Bytes(bytes)) => self.script.received(now, id, &bytes),
+                // The client shut the transport (it is no longer `live`): the
+                // server sees the end, and nobody is left to read what it sends.
+                Some(Delivery::Fin) => return self.end(id, now, TransportDown::Eof),
+                Some(Delivery::Close) => return self.end(id, now, TransportDown::Eof),
                 None => break,
             }
         }
@@ -341,46 +331,23 @@ impl<A: FnMut(&mut Client, Instant, &Output)> Sim<A> {
             match link.to_client.poll(now) {
                 Some(Delivery::Bytes(bytes)) if live => self.client.handle_input(now, Input::Received(&bytes)),
                 Some(Delivery::Bytes(_)) => {}
-                Some(Delivery::Close) => return self.cut(id, now),
+                Some(Delivery::Fin) => return self.end(id, now, TransportDown::Eof),
+                Some(Delivery::Close) => return self.end(id, now, TransportDown::Eof),
                 None => break,
-            }
-        }
-        let Some(link) = self.links.get_mut(&id) else { return };
-        if !link.server_done && link.client_fin_at.is_some_and(|at| at <= now) && link.to_server.in_flight() == 0 {
-            link.server_done = true;
-            self.script.disconnected(now, id);
-        }
-        let Some(link) = self.links.get_mut(&id) else { return };
-        if link.to_client.in_flight() == 0 {
-            if let Some((at, why)) = link.server_fin_at.clone() {
-                if at <= now {
-                    link.server_fin_at = None;
-                    if !link.server_done {
-                        link.server_done = true;
-                        self.script.disconnected(now, id);
-                    }
-                    if self.live == Some(id) {
-                        self.live = None;
-                        self.client.handle_input(now, Input::TransportDown(why));
-                    }
-                    self.links.remove(&id);
-                }
             }
         }
     }
 
-    /// `close_after` was reached: the connection dies both ways.
-    fn cut(&mut self, id: u32, now: Instant) {
-        if let Some(link) = self.links.get_mut(&id) {
-            if !link.server_done {
-                link.server_done = true;
-                self.script.disconnected(now, id);
-            }
+    /// The connection is over: the server sees the end, and the client, if it
+    /// still uses the connection, sees `why`.
+    fn end(&mut self, id: u32, now: Instant, why: TransportDown) {
+        if self.links.remove(&id).is_none() {
+            return;
         }
+        self.script.disconnected(now, id);
         if self.live == Some(id) {
             self.live = None;
-            self.client.handle_input(now, Input::TransportDown(TransportDown::Eof));
+            self.client.handle_input(now, Input::TransportDown(why));
         }
-        self.links.remove(&id);
     }
 }
