@@ -383,12 +383,29 @@ impl Client {
     #[must_use = "every output asks the driver to act"]
     #[inline]
     pub fn poll_output(&mut self) -> Option<Output> {
+        self.next_output(true)
+    }
+
+    /// Like [`poll_output`](Self::poll_output), but decodes no new frame: it
+    /// hands out only what is already waiting (events, `Connect` and
+    /// `CloseTransport` requests, messages decoded when a transport went
+    /// down). A driver whose application has stopped taking messages calls
+    /// this instead, so the session's own work (closing a dead transport,
+    /// reconnecting) goes on while unread frames stay undecoded in
+    /// [`buffered_input`](Self::buffered_input).
+    #[must_use = "every output asks the driver to act"]
+    pub fn poll_queued_output(&mut self) -> Option<Output> {
+        self.next_output(false)
+    }
+
+    #[inline]
+    fn next_output(&mut self, decode: bool) -> Option<Output> {
         if std::mem::take(&mut self.replay_pending) {
             // The application has seen `Opened` and sent what it sends first
             // (authentication, say): the messages queued before now follow.
             self.queue.release();
         }
-        if self.outputs.is_empty() {
+        if decode && self.outputs.is_empty() {
             match self.decode_next() {
                 // The hot path: a message goes straight to the caller.
                 Decoded::Message(message) => return Some(Output::Message(message)),
@@ -884,6 +901,45 @@ mod tests {
             capacities.push(c.outputs.capacity());
         }
         assert!(capacities.windows(2).all(|w| w[0] == w[1]), "{capacities:?}");
+    }
+
+    /// A client with an open connection, keepalive off.
+    fn open_client(now: Instant) -> Client {
+        let config = Config::builder("ws://h/").keepalive(None).build().unwrap();
+        let mut c = Client::new(config, [0; 32], now);
+        c.connect(now);
+        assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+        c.handle_input(now, Input::TransportUp);
+        let mut request = Vec::new();
+        let _ = c.poll_transmit(&mut request, usize::MAX);
+        let request = String::from_utf8(request).unwrap();
+        let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            crate::accept_key(key.as_bytes())
+        );
+        c.handle_input(now, Input::Received(response.as_bytes()));
+        assert!(matches!(c.poll_output().and_then(Output::into_event), Some(Event::Opened(_))));
+        c
+    }
+
+    #[test]
+    fn queued_outputs_come_out_without_decoding_a_frame() {
+        let now = Instant::now();
+        let mut c = open_client(now);
+        c.handle_input(now, Input::Received(&[0x81, 0x02, b'h', b'i']));
+        // An application that takes no messages leaves the frame undecoded.
+        assert_eq!(c.poll_queued_output(), None);
+        assert_eq!(c.buffered_input(), 4);
+        c.handle_input(now, Input::TransportDown(TransportDown::Eof));
+        // What arrived before the end is not lost, and the session's own
+        // work (the disconnect, the reconnect it schedules) comes out.
+        assert_eq!(c.poll_queued_output(), Some(Output::Message(Message::text("hi"))));
+        assert!(matches!(
+            c.poll_queued_output().and_then(Output::into_event),
+            Some(Event::Disconnected { reconnect: Some(_), .. })
+        ));
+        assert_eq!(c.poll_queued_output(), None);
     }
 
     #[test]

@@ -231,8 +231,9 @@ pub enum TransportDown {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {detail}", if *.certificate { "server certificate rejected" } else { "TLS failed" })]
 pub struct TlsFailure {
-    /// The server's certificate was rejected (unknown issuer, expired, wrong name).
-    /// The default reconnect policy does not retry these.
+    /// A certificate was rejected: the server's, here (unknown issuer,
+    /// expired, wrong name), or ours, by the server (mutual TLS). Retrying
+    /// cannot fix it: the default reconnect policy does not retry these.
     pub certificate: bool,
     /// What the TLS library said.
     pub detail: String,

@@ -53,9 +53,16 @@ pub(crate) fn write_request(out: &mut Vec<u8>, head: &str, key: &str) {
 }
 
 /// Response headers, in the order the server sent them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     entries: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values as text (lossy for the rare non-UTF-8 byte), not byte lists.
+        f.debug_map().entries(self.entries.iter().map(|(n, v)| (n, String::from_utf8_lossy(v)))).finish()
+    }
 }
 
 impl Headers {

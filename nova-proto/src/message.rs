@@ -72,6 +72,14 @@ impl Message {
             Message::Binary(_) => None,
         }
     }
+
+    /// The payload, if this is a binary message.
+    pub fn as_binary(&self) -> Option<&[u8]> {
+        match self {
+            Message::Text(_) => None,
+            Message::Binary(bytes) => Some(bytes),
+        }
+    }
 }
 
 impl fmt::Debug for Message {

@@ -14,6 +14,50 @@ use crate::record::Recorder;
 
 type Reply = Arc<dyn Fn(&Message) -> Vec<Message> + Send + Sync>;
 type Generator = Arc<dyn Fn(u64) -> Message + Send + Sync>;
+type HandlerFactory = Arc<dyn Fn() -> Box<dyn Handler> + Send + Sync>;
+
+/// A connection's own logic, for a mock server with state: subscriptions,
+/// sessions, a sequence to resume from. [`Behavior::handler`] makes one per
+/// connection; state shared across connections (the market a feed reports)
+/// lives behind an `Arc` the factory clones into each.
+///
+/// Every method appends the messages to send to `out`. `now` is the server's
+/// clock.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use nova_proto::Message;
+/// use nova_testkit::{Behavior, Handler};
+///
+/// /// Counts up every tick once the client said "start".
+/// #[derive(Default)]
+/// struct Counter { started: bool, n: u64 }
+///
+/// impl Handler for Counter {
+///     fn on_message(&mut self, _now: Instant, message: &Message, out: &mut Vec<Message>) {
+///         self.started |= message.as_text() == Some("start");
+///         out.push(Message::text("ok"));
+///     }
+///     fn on_tick(&mut self, _now: Instant, out: &mut Vec<Message>) {
+///         if self.started {
+///             self.n += 1;
+///             out.push(Message::text(self.n.to_string()));
+///         }
+///     }
+/// }
+///
+/// let behavior = Behavior::accept().handler(Some(Duration::from_millis(10)), || Box::new(Counter::default()));
+/// # let _ = behavior;
+/// ```
+pub trait Handler: Send {
+    /// The connection opened (the upgrade was answered with 101).
+    fn on_open(&mut self, _now: Instant, _out: &mut Vec<Message>) {}
+    /// A message from the client.
+    fn on_message(&mut self, now: Instant, message: &Message, out: &mut Vec<Message>);
+    /// Every tick of the interval given to [`Behavior::handler`]. Ticks wait
+    /// while the client is not reading what it was sent.
+    fn on_tick(&mut self, _now: Instant, _out: &mut Vec<Message>) {}
+}
 
 /// What one connection of the mock server does.
 ///
@@ -44,6 +88,7 @@ pub struct Behavior {
     on_open: Vec<Message>,
     raw: Vec<(Duration, Vec<u8>)>,
     push: Option<(Duration, Option<u64>, Generator)>,
+    handler: Option<(Option<Duration>, HandlerFactory)>,
     ping_every: Option<Duration>,
     ignore_pings: bool,
     silent_after: Option<Duration>,
@@ -63,6 +108,7 @@ impl fmt::Debug for Behavior {
             .field("on_open", &self.on_open)
             .field("raw", &self.raw.iter().map(|(d, b)| (d, b.len())).collect::<Vec<_>>())
             .field("push", &self.push.as_ref().map(|(i, n, _)| (i, n)))
+            .field("handler", &self.handler.as_ref().map(|(tick, _)| tick))
             .field("ping_every", &self.ping_every)
             .field("ignore_pings", &self.ignore_pings)
             .field("silent_after", &self.silent_after)
@@ -129,6 +175,19 @@ impl Behavior {
         self
     }
 
+    /// Give each connection its own [`Handler`], made by `factory` when the
+    /// connection opens, and call its `on_tick` every `tick` if set. It runs
+    /// alongside the rest of the behaviour (echo, replies, pushes, faults).
+    pub fn handler(
+        mut self,
+        tick: Option<Duration>,
+        factory: impl Fn() -> Box<dyn Handler> + Send + Sync + 'static,
+    ) -> Behavior {
+        let tick = tick.map(|t| t.max(Duration::from_micros(100)));
+        self.handler = Some((tick, Arc::new(factory)));
+        self
+    }
+
     /// Send a ping every `interval`; the connection log says which got a pong.
     pub fn ping_every(mut self, interval: Duration) -> Behavior {
         self.ping_every = Some(interval.max(Duration::from_micros(100)));
@@ -181,9 +240,10 @@ impl Behavior {
 }
 
 /// Timers and counters of one connection following a [`Behavior`].
-#[derive(Debug)]
 struct Follower {
     behavior: Behavior,
+    handler: Option<Box<dyn Handler>>,
+    tick_at: Option<Instant>,
     answer_at: Option<Instant>,
     push_at: Option<Instant>,
     pushed: u64,
@@ -201,10 +261,19 @@ struct Follower {
 
 impl Follower {
     fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        [self.answer_at, self.push_at, self.ping_at, self.silent_at, self.drop_at, self.reset_at, self.close_at]
-            .into_iter()
-            .flatten()
-            .chain(self.raw.iter().map(|(at, _)| *at))
+        [
+            self.answer_at,
+            self.push_at,
+            self.tick_at,
+            self.ping_at,
+            self.silent_at,
+            self.drop_at,
+            self.reset_at,
+            self.close_at,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.raw.iter().map(|(at, _)| *at))
     }
 }
 
@@ -237,6 +306,18 @@ impl Behaviors {
         }
         for m in &b.on_open {
             self.send(now, id, m);
+        }
+        if let Some((tick, factory)) = &b.handler {
+            let mut handler = factory();
+            let mut out = Vec::new();
+            handler.on_open(now, &mut out);
+            if let Some(f) = self.followers.get_mut(&id) {
+                f.handler = Some(handler);
+                f.tick_at = tick.map(|t| now + t);
+            }
+            for m in &out {
+                self.send(now, id, m);
+            }
         }
     }
 
@@ -280,6 +361,11 @@ impl Behaviors {
             }
         }
         let Some(f) = self.followers.get_mut(&id) else { return };
+        if f.push_at.is_some_and(|t| t <= now) && self.core.is_backlogged(id) {
+            // The client is not reading: the tick slips, as it would on a
+            // server that blocks on a full socket.
+            f.push_at = f.behavior.push.as_ref().map(|(interval, _, _)| now + *interval);
+        }
         if due(&mut f.push_at) {
             if let Some((interval, count, generate)) = f.behavior.push.clone() {
                 let n = f.pushed;
@@ -289,6 +375,21 @@ impl Behaviors {
                 }
                 let message = generate(n);
                 self.send(now, id, &message);
+            }
+        }
+        let Some(f) = self.followers.get_mut(&id) else { return };
+        if f.tick_at.is_some_and(|t| t <= now) {
+            let tick = f.behavior.handler.as_ref().and_then(|(tick, _)| *tick);
+            f.tick_at = tick.map(|t| now + t);
+            // Like a push, a tick slips while the client is not reading.
+            if !self.core.is_backlogged(id) {
+                let mut out = Vec::new();
+                if let Some(handler) = f.handler.as_mut() {
+                    handler.on_tick(now, &mut out);
+                }
+                for m in &out {
+                    self.send(now, id, m);
+                }
             }
         }
         let Some(f) = self.followers.get_mut(&id) else { return };
@@ -320,6 +421,10 @@ impl Behaviors {
 }
 
 impl Script for Behaviors {
+    fn set_backlogged(&mut self, id: u32, backlogged: bool) {
+        self.core.set_backlogged(id, backlogged);
+    }
+
     fn connected(&mut self, now: Instant, id: u32) {
         self.core.connected(now, id);
         let behavior = self.list.get(id as usize - 1).cloned().unwrap_or_else(|| self.default.clone());
@@ -327,6 +432,8 @@ impl Script for Behaviors {
             id,
             Follower {
                 behavior,
+                handler: None,
+                tick_at: None,
                 answer_at: None,
                 push_at: None,
                 pushed: 0,
@@ -361,6 +468,9 @@ impl Script for Behaviors {
                     }
                     if let Some(reply) = &f.behavior.reply {
                         replies.extend(reply(&message));
+                    }
+                    if let Some(handler) = f.handler.as_mut() {
+                        handler.on_message(now, &message, &mut replies);
                     }
                     for r in &replies {
                         self.send(now, id, r);

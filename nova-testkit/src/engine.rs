@@ -155,6 +155,8 @@ struct Conn {
     close_sent: bool,
     /// The TCP connection is gone (or going).
     gone: bool,
+    /// The transport holds too many unwritten bytes.
+    backlogged: bool,
 }
 
 /// What a script gets from the client of one connection.
@@ -202,8 +204,17 @@ impl Core {
     }
 
     pub(crate) fn connected(&mut self, now: Instant, id: u32) {
-        self.conns
-            .insert(id, Conn { peer: Peer::new(), answer_pings: true, request: None, close_sent: false, gone: false });
+        self.conns.insert(
+            id,
+            Conn {
+                peer: Peer::new(),
+                answer_pings: true,
+                request: None,
+                close_sent: false,
+                gone: false,
+                backlogged: false,
+            },
+        );
         self.rec.conn(id);
         self.rec.log(now, Some(id), Logged::Connected);
     }
@@ -346,6 +357,17 @@ impl Core {
         self.end(now, id, Ended::Closed, None);
     }
 
+    pub(crate) fn set_backlogged(&mut self, id: u32, backlogged: bool) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.backlogged = backlogged;
+        }
+    }
+
+    /// Whether connection `id`'s transport holds too many unwritten bytes.
+    pub(crate) fn is_backlogged(&self, id: u32) -> bool {
+        self.conns.get(&id).is_some_and(|c| c.backlogged)
+    }
+
     pub(crate) fn set_answer_pings(&mut self, id: u32, answer: bool) {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.answer_pings = answer;
@@ -450,4 +472,7 @@ pub(crate) trait Script: Send {
     }
     /// Ends the script as failed (the runner's own deadline passed).
     fn abort(&mut self, _now: Instant, _problem: String) {}
+    /// Whether the transport of connection `id` holds too many unwritten
+    /// bytes: pushes wait until it drains.
+    fn set_backlogged(&mut self, _id: u32, _backlogged: bool) {}
 }

@@ -16,10 +16,13 @@
 //!    connection follows a [`Behavior`]: accept or refuse the upgrade (any
 //!    status, a wrong accept key, a slow or silent answer, a required
 //!    subprotocol or header), echo, reply through a closure, push at a rate,
+//!    run a stateful [`Handler`] per connection (subscriptions, sessions),
 //!    ping and check the pongs, ignore pings or go silent (a dead peer), drop,
 //!    reset or close after a delay or N messages, send malformed bytes. TLS with
 //!    a certificate generated at start ([`TestCa`]). Every frame it receives is
-//!    recorded, with its masking checked ([`ConnectionLog`]).
+//!    recorded, with its masking checked ([`ConnectionLog`]). A client that
+//!    stops reading holds the server back (pushes wait) instead of making it
+//!    buffer without bound.
 //! 3. **[`FaultProxy`]**: a TCP proxy between any client and any server on
 //!    loopback: latency and jitter, a bandwidth limit, a stall, a cut in one
 //!    direction, resets, a close after N bytes — changed while it runs.
@@ -154,7 +157,7 @@ mod server;
 mod sim;
 pub mod tls;
 
-pub use behavior::Behavior;
+pub use behavior::{Behavior, Handler};
 pub use engine::Handshake;
 pub use faults::{Delivery, Direction, Faults, Pipe};
 pub use peer::{Frame, Request};

@@ -698,6 +698,10 @@ impl Script for ScenarioScript {
         self.error()
     }
 
+    fn set_backlogged(&mut self, id: u32, backlogged: bool) {
+        self.core.set_backlogged(id, backlogged);
+    }
+
     fn abort(&mut self, now: Instant, problem: String) {
         self.fail(now, problem);
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -131,7 +131,7 @@ pub(crate) struct Shared {
     script: Mutex<Box<dyn Script>>,
     changed: Condvar,
     shutdown: AtomicBool,
-    wires: Mutex<BTreeMap<u32, Sender<Command>>>,
+    wires: Mutex<BTreeMap<u32, WireHandle>>,
     on_faults: Option<Box<dyn Fn(Faults) + Send + Sync>>,
 }
 
@@ -140,6 +140,24 @@ impl Shared {
         // A panicking script thread is a bug in the testkit; the state it left is
         // still the best record of what happened, so it is used anyway.
         self.script.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Bytes handed to a connection's writer thread and not written yet. Past
+/// [`MAX_BACKLOG`] the connection is backlogged: its reader stops reading
+/// (TCP pushes back on the client, as a real server's would) and pushes
+/// wait, so a client that does not read cannot make the server grow.
+const MAX_BACKLOG: usize = 8 << 20;
+
+/// The engine's end of a connection.
+struct WireHandle {
+    commands: Sender<Command>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl WireHandle {
+    fn is_backlogged(&self) -> bool {
+        self.backlog.load(Ordering::SeqCst) > MAX_BACKLOG
     }
 }
 
@@ -152,7 +170,7 @@ enum Command {
 
 /// The events the engine thread handles.
 enum Event {
-    Connected(u32, Sender<Command>),
+    Connected(u32, WireHandle),
     Received(u32, Vec<u8>),
     Disconnected(u32),
 }
@@ -282,7 +300,7 @@ impl MockServer {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         let wires = std::mem::take(&mut *self.shared.wires.lock().unwrap_or_else(PoisonError::into_inner));
         for (_, wire) in wires {
-            let _ = wire.send(Command::Close);
+            let _ = wire.commands.send(Command::Close);
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -319,6 +337,9 @@ fn engine_loop(shared: &Shared, events: &Receiver<Event>, deadline: Instant) {
             Some(Event::Disconnected(id)) => script.disconnected(now, id),
             None => {}
         }
+        for (id, wire) in shared.wires.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            script.set_backlogged(*id, wire.is_backlogged());
+        }
         if script.poll_timeout().is_some_and(|t| t <= now) {
             script.timeout(now);
         }
@@ -337,17 +358,18 @@ fn perform(shared: &Shared, action: Action) {
     match action {
         Action::Send(id, bytes) => {
             if let Some(w) = wires.get(&id) {
-                let _ = w.send(Command::Send(bytes));
+                w.backlog.fetch_add(bytes.len(), Ordering::SeqCst);
+                let _ = w.commands.send(Command::Send(bytes));
             }
         }
         Action::Close(id) => {
             if let Some(w) = wires.get(&id) {
-                let _ = w.send(Command::Close);
+                let _ = w.commands.send(Command::Close);
             }
         }
         Action::Reset(id) => {
             if let Some(w) = wires.get(&id) {
-                let _ = w.send(Command::Reset);
+                let _ = w.commands.send(Command::Reset);
             }
         }
         Action::Faults(faults) => {
@@ -407,8 +429,15 @@ impl Wire {
         match self.tls() {
             None => (&self.tcp).write_all(bytes),
             Some(mut conn) => {
-                conn.writer().write_all(bytes)?;
-                flush_tls(&mut conn, &self.tcp)
+                // rustls takes a bounded amount of plaintext at a time (64 KiB
+                // by default): encrypt and send it piece by piece.
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let taken = conn.writer().write(rest)?;
+                    flush_tls(&mut conn, &self.tcp)?;
+                    rest = &rest[taken..];
+                }
+                Ok(())
             }
         }
     }
@@ -417,6 +446,7 @@ impl Wire {
     fn decrypt(&self, raw: &[u8]) -> io::Result<Vec<u8>> {
         let Some(mut conn) = self.tls() else { return Ok(raw.to_vec()) };
         let mut input = raw;
+        let mut plain = Vec::new();
         while !input.is_empty() {
             conn.read_tls(&mut input)?;
             conn.process_new_packets().map_err(|e| {
@@ -424,12 +454,13 @@ impl Wire {
                 let _ = flush_tls(&mut conn, &self.tcp);
                 io::Error::new(io::ErrorKind::InvalidData, e)
             })?;
-        }
-        let mut plain = Vec::new();
-        match conn.reader().read_to_end(&mut plain) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            // Taken after every record: rustls refuses more input while its
+            // plaintext buffer is full.
+            match conn.reader().read_to_end(&mut plain) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
         flush_tls(&mut conn, &self.tcp)?;
         Ok(plain)
@@ -477,10 +508,12 @@ fn start_connection(
     let reader_tcp = tcp.try_clone()?;
     let wire = Arc::new(Wire { tcp, tls });
     let (commands_tx, commands_rx) = mpsc::channel::<Command>();
-    let _ = events.send(Event::Connected(id, commands_tx));
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let _ = events.send(Event::Connected(id, WireHandle { commands: commands_tx, backlog: Arc::clone(&backlog) }));
 
     let writer = {
         let wire = Arc::clone(&wire);
+        let backlog = Arc::clone(&backlog);
         std::thread::Builder::new().name(format!("nova-testkit conn {id} write")).spawn(move || {
             for command in commands_rx {
                 match command {
@@ -488,6 +521,7 @@ fn start_connection(
                         if wire.write(&bytes).is_err() {
                             break;
                         }
+                        backlog.fetch_sub(bytes.len(), Ordering::SeqCst);
                     }
                     Command::Close => {
                         wire.close();
@@ -508,6 +542,12 @@ fn start_connection(
             if shared.shutdown.load(Ordering::SeqCst) {
                 let _ = tcp.shutdown(Shutdown::Both);
                 break;
+            }
+            if backlog.load(Ordering::SeqCst) > MAX_BACKLOG {
+                // The client does not read what it asked for: stop reading
+                // what it sends until it does.
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
             }
             match tcp.read(&mut buf) {
                 Ok(0) => break,

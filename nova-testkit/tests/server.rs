@@ -147,6 +147,73 @@ fn pushes_at_a_rate_then_drops_after_n_messages() {
 }
 
 #[test]
+fn a_client_that_does_not_read_holds_back_the_pushes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const SIZE: usize = 64 << 10;
+    let generated = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&generated);
+    let server = MockServer::start(Behavior::accept().push(Duration::from_micros(100), None, move |n| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Message::binary(vec![n as u8; SIZE])
+    }))
+    .unwrap();
+    let mut ws = connect(&server.url("/")).unwrap();
+    // 5,000 ticks' worth of time without reading: 300+ MiB if nothing held the pushes back.
+    std::thread::sleep(ms(500));
+    let pushed = generated.load(Ordering::SeqCst) as usize * SIZE;
+    // The server's 8 MiB backlog plus what the loopback socket buffers hold.
+    assert!(pushed < 64 << 20, "{} MiB pushed to a client that reads nothing", pushed >> 20);
+    // Nothing was lost: reading resumes where it stopped, in order.
+    for n in 0..200u32 {
+        match ws.read().unwrap() {
+            tungstenite::Message::Binary(b) => assert_eq!((b.len(), b[0]), (SIZE, n as u8)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_handler_keeps_state_per_connection_and_ticks() {
+    use nova_testkit::Handler;
+
+    /// Counts up every tick once the client said "start"; answers "ok <n>".
+    #[derive(Default)]
+    struct Counter {
+        started: bool,
+        n: u64,
+    }
+    impl Handler for Counter {
+        fn on_open(&mut self, _now: Instant, out: &mut Vec<Message>) {
+            out.push(Message::text("hello"));
+        }
+        fn on_message(&mut self, _now: Instant, message: &Message, out: &mut Vec<Message>) {
+            self.started |= message.as_text() == Some("start");
+            out.push(Message::text(format!("ok {}", self.n)));
+        }
+        fn on_tick(&mut self, _now: Instant, out: &mut Vec<Message>) {
+            if self.started {
+                self.n += 1;
+                out.push(Message::text(self.n.to_string()));
+            }
+        }
+    }
+
+    let server = MockServer::start(Behavior::accept().handler(Some(ms(10)), || Box::new(Counter::default()))).unwrap();
+    for _ in 0..2 {
+        // Each connection has its own counter, from zero.
+        let mut ws = connect(&server.url("/")).unwrap();
+        assert_eq!(read_text(&mut ws), "hello");
+        ws.send(tungstenite::Message::text("start")).unwrap();
+        assert_eq!(read_text(&mut ws), "ok 0");
+        let ticks: Vec<String> = (0..3).map(|_| read_text(&mut ws)).collect();
+        assert_eq!(ticks, ["1", "2", "3"]);
+        ws.close(None).unwrap();
+    }
+}
+
+#[test]
 fn server_pings_are_recorded_with_their_pongs() {
     let server = MockServer::start(Behavior::accept().ping_every(ms(20))).unwrap();
     let mut ws = connect(&server.url("/")).unwrap();
@@ -255,6 +322,15 @@ fn tls_with_the_exported_root() {
     loop {
         if let tungstenite::Message::Text(t) = ws.read().unwrap() {
             assert_eq!(t.as_str(), "over tls");
+            break;
+        }
+    }
+    // Larger than rustls' 64 KiB plaintext buffers, both ways.
+    let large = vec![0x5Au8; 1 << 20];
+    ws.send(tungstenite::Message::binary(large.clone())).unwrap();
+    loop {
+        if let tungstenite::Message::Binary(b) = ws.read().unwrap() {
+            assert!(b[..] == large[..], "{} bytes came back", b.len());
             break;
         }
     }
