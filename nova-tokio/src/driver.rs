@@ -1,0 +1,452 @@
+//! The driver task: one per session. It owns the transport and the timer,
+//! feeds the core and performs its outputs. No WebSocket logic lives here.
+//!
+//! Each turn: under the lock, fire the timer if due, then alternate
+//! `poll_transmit` and `poll_output` until both are empty or the event queue
+//! is full; then, without the lock, wait for the first of: the socket readable
+//! (unless the core already holds enough unread input), the socket writable
+//! (when bytes wait), the connect finishing, the deadline, or a wake from a
+//! handle or the event stream.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use nova_proto::{Input, Output, Target, TransportDown};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::futures::Notified;
+use tokio::time::{Instant, Sleep};
+use tracing::Instrument;
+
+use crate::Event;
+use crate::shared::{Inner, Shared};
+use crate::telemetry::Telemetry;
+use crate::transport::{self, Transport};
+
+/// Most bytes taken from the core per write: one buffer, one syscall when
+/// the socket has room (a vectored write would gain nothing over it).
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// How long a transport being shut may take to write its last bytes and see
+/// the peer's end, before it is dropped anyway.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes read after a write failed, looking for what the peer sent
+/// before it went (its last messages, its close frame).
+const DRAIN_AFTER_WRITE_ERROR: usize = 1 << 20;
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Transport, TransportDown>> + Send>>;
+
+/// Settings the driver needs besides the core's.
+#[derive(Clone)]
+pub(crate) struct DriverSettings {
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) nodelay: bool,
+    pub(crate) read_chunk: usize,
+}
+
+enum Link {
+    None,
+    Connecting(Connecting),
+    Up(Transport),
+}
+
+/// What woke the driver.
+enum Wake {
+    Connected(Result<Transport, TransportDown>),
+    Read(usize),
+    ReadFailed(io::Error),
+    Wrote,
+    /// A write failed; `tail` is what could still be read, `end` how reading ended.
+    WriteFailed {
+        error: io::Error,
+        tail: Vec<u8>,
+        end: Option<TransportDown>,
+    },
+    Deadline,
+    Notified,
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    settings: DriverSettings,
+    telemetry: Telemetry,
+    link: Link,
+    /// Bytes taken from the core, written from `written` on.
+    out: Vec<u8>,
+    written: usize,
+    /// Everything in `out` was written; TLS may still hold records.
+    flush: bool,
+    /// Read buffer; allocated when a transport comes up, freed when it goes.
+    read_buf: Vec<u8>,
+    /// Read from the socket this turn (the core holds little unread input).
+    reading: bool,
+    deadline: Option<Instant>,
+    /// The session is over and everything was handed out.
+    done: bool,
+}
+
+/// Runs the session until it ends. Marks it finished however it stops
+/// (including the runtime dropping the task).
+pub(crate) async fn run(shared: Arc<Shared>, settings: DriverSettings, telemetry: Telemetry) {
+    let _finish = Finish(Arc::clone(&shared));
+    let mut driver = Driver {
+        shared: Arc::clone(&shared),
+        settings,
+        telemetry,
+        link: Link::None,
+        out: Vec::new(),
+        written: 0,
+        flush: false,
+        read_buf: Vec::new(),
+        reading: false,
+        deadline: None,
+        done: false,
+    };
+    let mut sleep = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut notified = pin!(shared.driver.notified());
+    loop {
+        driver.service(sleep.as_mut());
+        if driver.done {
+            break;
+        }
+        let wake = poll_fn(|cx| driver.poll_wake(cx, sleep.as_mut(), notified.as_mut())).await;
+        if matches!(wake, Wake::Notified) {
+            notified.set(shared.driver.notified());
+        }
+        driver.handle(wake);
+    }
+    driver.shut();
+}
+
+/// Marks the session finished and wakes everyone, whatever ended the task.
+struct Finish(Arc<Shared>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.finished = true;
+        inner.wake_all();
+        drop(inner);
+        self.0.status.notify_waiters();
+    }
+}
+
+impl Driver {
+    /// Under the lock: fires the timer, drains the core, re-arms the timer.
+    fn service(&mut self, sleep: Pin<&mut Sleep>) {
+        let shared = Arc::clone(&self.shared);
+        let bounds = shared.bounds;
+        let mut inner = shared.lock();
+        let now = Instant::now();
+        if inner.client.poll_timeout().is_some_and(|deadline| deadline <= now.into_std()) {
+            inner.client.handle_timeout(now.into_std());
+        }
+        let mut status_changed = false;
+        // Decoding inside `poll_output` can queue bytes (a pong, the echo of
+        // a close) without producing an output: done only when neither
+        // poller has anything left.
+        //
+        // With the event queue full, no new frame is decoded (that is the
+        // backpressure), but what the core already decided still happens:
+        // a dead transport is closed, a reconnect starts. The few events
+        // those produce may go past the queue's bound.
+        loop {
+            self.pull_transmit(&mut inner);
+            let output =
+                if inner.has_room(&bounds) { inner.client.poll_output() } else { inner.client.poll_queued_output() };
+            match output {
+                Some(output) => status_changed |= self.perform(&mut inner, output),
+                None if self.pull_transmit(&mut inner) => {}
+                None => break,
+            }
+        }
+        self.telemetry.count(inner.client.stats());
+        self.telemetry.transitions(inner.client.history());
+        inner.unwritten = self.out.len() - self.written + usize::from(self.flush);
+        inner.wake_writers(&bounds);
+        // With room in the event queue, the core decoded every complete
+        // frame it holds: what it buffers is the start of one (bounded by its
+        // own frame and message limits), and only more input completes it.
+        // Without room, the application is behind: stop reading past the
+        // bound, and TCP pushes back on the server.
+        let has_room = inner.has_room(&bounds);
+        self.reading =
+            matches!(self.link, Link::Up(_)) && (has_room || inner.client.buffered_input() < bounds.max_buffered_input);
+        if inner.client.is_closed() && inner.closed.is_some() {
+            // The last output (`Closed`) was handed out.
+            self.done = true;
+        }
+        let deadline = inner.client.poll_timeout().map(Instant::from_std);
+        drop(inner);
+        if status_changed {
+            shared.status.notify_waiters();
+        }
+        if deadline != self.deadline {
+            self.deadline = deadline;
+            if let Some(deadline) = deadline {
+                sleep.reset(deadline);
+            }
+        }
+    }
+
+    /// Appends what the core has to write, up to the batch size. Returns
+    /// whether anything was appended.
+    fn pull_transmit(&mut self, inner: &mut Inner) -> bool {
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            // A large message leaves a large buffer behind: give it back
+            // rather than keep it for the life of an idle connection.
+            if self.out.capacity() > 2 * WRITE_BATCH {
+                self.out = Vec::new();
+            }
+        } else if self.written >= WRITE_BATCH && self.written * 2 >= self.out.len() {
+            // Keep the buffer from creeping forward while the socket lags;
+            // moving at most as much as was written keeps this linear.
+            self.out.drain(..self.written);
+            self.written = 0;
+        }
+        let room = WRITE_BATCH.saturating_sub(self.out.len() - self.written);
+        if room == 0 {
+            return false;
+        }
+        let pulled = inner.client.poll_transmit(&mut self.out, room) > 0;
+        if pulled {
+            self.flush = false;
+        }
+        pulled
+    }
+
+    /// Acts on one output. Returns whether the session's status changed
+    /// (opened or closed), which tasks in `connect` or `closed` wait for.
+    fn perform(&mut self, inner: &mut Inner, output: Output) -> bool {
+        match output {
+            Output::Message(message) => {
+                self.telemetry.message(&message);
+                inner.push_event(Event::Message(message));
+                false
+            }
+            Output::Connect(target) => {
+                self.connect(target);
+                false
+            }
+            Output::CloseTransport => {
+                // The bytes the core handed out before this go out first,
+                // whatever the batch size: a close frame is among them.
+                let _ = inner.client.poll_transmit(&mut self.out, usize::MAX);
+                self.close_transport();
+                false
+            }
+            Output::Event(event) => {
+                let event = *event;
+                self.telemetry.event(&event, inner.client.stats());
+                let changed = match &event {
+                    nova_proto::Event::Opened(_) => {
+                        inner.opened = true;
+                        true
+                    }
+                    nova_proto::Event::Disconnected { cause, .. } => {
+                        inner.last_disconnect = Some(cause.clone());
+                        false
+                    }
+                    nova_proto::Event::Closed(closed) => {
+                        inner.closed = Some(closed.clone());
+                        inner.wake_end();
+                        true
+                    }
+                    _ => false,
+                };
+                if let Some(event) = Event::from_core(event) {
+                    inner.push_event(event);
+                }
+                changed
+            }
+        }
+    }
+
+    fn connect(&mut self, target: Target) {
+        // A core that asks again has given up on the previous transport.
+        self.close_transport();
+        let tls = self.settings.tls.clone();
+        let nodelay = self.settings.nodelay;
+        self.link = Link::Connecting(Box::pin(async move { transport::open(&target, tls, nodelay).await }));
+    }
+
+    /// Hands the transport and its unwritten bytes to a task that writes
+    /// them, shuts the stream and waits (briefly) for the peer's end, so the
+    /// close is a FIN and not a reset. The driver goes on at once.
+    fn close_transport(&mut self) {
+        let link = std::mem::replace(&mut self.link, Link::None);
+        let rest = self.out.split_off(self.written);
+        self.out.clear();
+        self.written = 0;
+        self.flush = false;
+        self.read_buf = Vec::new();
+        if let Link::Up(transport) = link {
+            tokio::spawn(linger(transport, rest).instrument(tracing::Span::current()));
+        }
+    }
+
+    /// Drops the transport after the core was told it went down.
+    fn lose_transport(&mut self) {
+        self.link = Link::None;
+        self.out.clear();
+        self.written = 0;
+        self.flush = false;
+        self.read_buf = Vec::new();
+    }
+
+    fn poll_wake(
+        &mut self,
+        cx: &mut Context<'_>,
+        sleep: Pin<&mut Sleep>,
+        notified: Pin<&mut Notified<'_>>,
+    ) -> Poll<Wake> {
+        let mut wrote = false;
+        match &mut self.link {
+            Link::None => {}
+            Link::Connecting(connecting) => {
+                if let Poll::Ready(result) = connecting.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::Connected(result));
+                }
+            }
+            Link::Up(transport) => {
+                // Both directions every time: a sender that keeps the socket
+                // busy must not keep the server's frames (a pong, a close)
+                // from being read, nor the other way round.
+                if self.written < self.out.len() {
+                    match Pin::new(&mut *transport).poll_write(cx, &self.out[self.written..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(write_failed(transport, cx, io::ErrorKind::WriteZero.into()));
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            self.written += n;
+                            wrote = true;
+                            // TLS may hold the last records until flushed.
+                            self.flush = self.written == self.out.len();
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(write_failed(transport, cx, e)),
+                        Poll::Pending => {}
+                    }
+                }
+                if self.flush {
+                    match Pin::new(&mut *transport).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {
+                            self.flush = false;
+                            // Everything is out now: `service` tells the flushers.
+                            wrote = true;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(write_failed(transport, cx, e)),
+                        Poll::Pending => {}
+                    }
+                }
+                if self.reading {
+                    if self.read_buf.len() != self.settings.read_chunk {
+                        self.read_buf.resize(self.settings.read_chunk, 0);
+                    }
+                    let mut buf = ReadBuf::new(&mut self.read_buf);
+                    match Pin::new(&mut *transport).poll_read(cx, &mut buf) {
+                        Poll::Ready(Ok(())) => return Poll::Ready(Wake::Read(buf.filled().len())),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::ReadFailed(e)),
+                        Poll::Pending => {}
+                    }
+                }
+            }
+        }
+        if wrote {
+            // Room for more: `service` takes the next batch from the core.
+            return Poll::Ready(Wake::Wrote);
+        }
+        if self.deadline.is_some() && sleep.poll(cx).is_ready() {
+            return Poll::Ready(Wake::Deadline);
+        }
+        if notified.poll(cx).is_ready() {
+            return Poll::Ready(Wake::Notified);
+        }
+        Poll::Pending
+    }
+
+    fn handle(&mut self, wake: Wake) {
+        let now = Instant::now().into_std();
+        match wake {
+            Wake::Connected(Ok(transport)) => {
+                self.link = Link::Up(transport);
+                self.shared.lock().client.handle_input(now, Input::TransportUp);
+            }
+            Wake::Connected(Err(down)) => {
+                self.link = Link::None;
+                self.shared.lock().client.handle_input(now, Input::TransportDown(down));
+            }
+            Wake::Read(0) => {
+                self.lose_transport();
+                self.shared.lock().client.handle_input(now, Input::TransportDown(TransportDown::Eof));
+            }
+            Wake::Read(n) => {
+                self.shared.lock().client.handle_input(now, Input::Received(&self.read_buf[..n]));
+            }
+            Wake::ReadFailed(e) => {
+                self.lose_transport();
+                self.shared.lock().client.handle_input(now, Input::TransportDown(transport::down(&e)));
+            }
+            Wake::WriteFailed { error, tail, end } => {
+                self.lose_transport();
+                let mut inner = self.shared.lock();
+                if !tail.is_empty() {
+                    inner.client.handle_input(now, Input::Received(&tail));
+                }
+                let why = end.unwrap_or_else(|| transport::down(&error));
+                inner.client.handle_input(now, Input::TransportDown(why));
+            }
+            // `service` takes more to write, fires the timer, and drains
+            // whatever the wake was for.
+            Wake::Wrote | Wake::Deadline | Wake::Notified => {}
+        }
+    }
+
+    /// The session is over: anything still open is shut in the background.
+    fn shut(&mut self) {
+        self.close_transport();
+    }
+}
+
+/// A write failed: the peer may be gone, but what it sent before going (its
+/// last messages, a close frame saying why) may still be readable, and it
+/// decides how the connection ended. Reads what is there now, up to
+/// [`DRAIN_AFTER_WRITE_ERROR`] bytes.
+fn write_failed(transport: &mut Transport, cx: &mut Context<'_>, error: io::Error) -> Wake {
+    let mut tail = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if tail.len() >= DRAIN_AFTER_WRITE_ERROR {
+            break None;
+        }
+        let mut buf = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut *transport).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => break Some(TransportDown::Eof),
+            Poll::Ready(Ok(())) => tail.extend_from_slice(buf.filled()),
+            Poll::Ready(Err(e)) => break Some(transport::down(&e)),
+            Poll::Pending => break None,
+        }
+    };
+    Wake::WriteFailed { error, tail, end }
+}
+
+/// Writes the last bytes, shuts the stream (FIN, or close_notify then FIN
+/// for TLS) and reads until the peer's end, all within [`LINGER`]. Reading
+/// matters: closing a socket with unread bytes makes the kernel send a reset,
+/// which can destroy the close frame the peer has not read yet.
+async fn linger(mut transport: Transport, rest: Vec<u8>) {
+    let _ = tokio::time::timeout(LINGER, async {
+        transport.write_all(&rest).await?;
+        transport.flush().await?;
+        transport.shutdown().await?;
+        let mut scratch = [0u8; 4096];
+        while transport.read(&mut scratch).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}

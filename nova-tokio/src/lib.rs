@@ -1,0 +1,113 @@
+//! Tokio driver for Nova: a WebSocket session that stays up.
+//!
+//! [`connect`] opens a session and returns a [`Handle`] (send, ping, close;
+//! cheap to clone) and [`Events`], a [`Stream`](futures_core::Stream) of
+//! messages and session changes. The session lives on its own task: it
+//! reconnects with backoff and jitter when the connection drops, detects dead
+//! peers with keepalive pings, and ends only when you close it, when its
+//! reconnect policy gives up, or when the last [`Handle`] is dropped (a
+//! graceful close with 1000).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use nova_tokio::Event;
+//! # let server = nova_testkit::MockServer::start(nova_testkit::Behavior::accept().echo())?;
+//! # let url = server.url("/feed");
+//!
+//! let (handle, mut events) = nova_tokio::connect(url.as_str()).await?;
+//! handle.send(r#"{"op":"subscribe","channel":"trades"}"#).await?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Message(message) => {
+//!             println!("{message:?}");
+//!             handle.close(1000, "done")?;
+//!         }
+//!         Event::Disconnected { cause, reconnect } => eprintln!("lost: {cause}; next: {reconnect:?}"),
+//!         Event::Opened(opened) => eprintln!("reconnected after {} attempts", opened.attempt),
+//!         Event::Closed(closed) => eprintln!("over: {closed:?}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What the driver does, and does not
+//!
+//! All WebSocket logic (handshake, framing, close handshake, keepalive,
+//! reconnect policy, outbound queue) is in [`nova_proto`]; this crate owns
+//! the TCP stream, the TLS session and one timer, feeds the core and
+//! performs its outputs. Its loop, on the session's task:
+//!
+//! 1. Under the session's lock, fire the core's timer if it is due, then
+//!    alternate [`Client::poll_transmit`](nova_proto::Client::poll_transmit)
+//!    (into one write buffer) and
+//!    [`Client::poll_output`](nova_proto::Client::poll_output) until both are
+//!    empty: messages and events go to the event queue, `Connect` starts DNS,
+//!    TCP and TLS, `CloseTransport` hands the transport to a short-lived task
+//!    that writes its last bytes and shuts it.
+//! 2. Without the lock, wait for the first of: the socket readable, the
+//!    socket writable (when bytes wait: one `write` per turn for the whole
+//!    buffer), the connection attempt finishing, the core's deadline, or a
+//!    command from a [`Handle`].
+//!
+//! Commands run the core's method at once under the lock, so [`Handle::send`]
+//! returns the core's typed error ([`SendError`](nova_proto::SendError), with
+//! the message given back) without a round trip to the task.
+//!
+//! # Backpressure
+//!
+//! Both directions are bounded. Incoming: the event queue holds at most
+//! [`Connector::event_capacity`] events and [`Connector::event_bytes`] bytes
+//! of payload, and the core at most [`Connector::max_buffered_input`] bytes
+//! read but not decoded; past those the driver stops reading the socket and
+//! TCP pushes back on the server. Outgoing: [`Handle::send`] waits while more
+//! than [`Connector::send_buffer`] bytes wait to be written;
+//! [`Handle::try_send`] does not wait, and the core's outbound queue bounds
+//! it ([`SendError::QueueFull`](nova_proto::SendError::QueueFull)).
+//!
+//! # TLS
+//!
+//! `wss://` uses rustls with the `ring` provider and Mozilla's roots by
+//! default; [`Tls`] adds roots or takes a full `rustls::ClientConfig`. A
+//! rejected certificate ends the attempt with
+//! [`TransportDown::Tls`](nova_proto::TransportDown::Tls) marked
+//! `certificate: true`, which the default reconnect policy does not retry:
+//! [`connect`] then fails with [`ConnectError::NeverOpened`], saying why.
+//!
+//! # Telemetry
+//!
+//! Each session runs in a `tracing` span named `nova` (with `client`, `host`
+//! and `port`), with an event for every state change (opened, disconnected
+//! with the reason and the reconnect delay, reconnecting, closed). Counters
+//! go through the `metrics` facade under the names in [`metrics_names`],
+//! labelled with the session's `client` name.
+//!
+//! # Cancellation
+//!
+//! [`Handle::send`], [`Handle::closed`] and [`Events::recv`] are cancel-safe:
+//! dropping `send` before it completes means the message was not taken;
+//! dropping `recv` loses no event. [`Connector::connect`] is not a retry
+//! unit: dropping it drops its handle, which closes the session it
+//! started, and calling it again starts another session.
+
+mod connector;
+mod driver;
+mod event;
+mod handle;
+mod shared;
+mod telemetry;
+mod tls;
+mod transport;
+
+pub use connector::{
+    ConnectError, Connector, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT,
+    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, IntoConfig, NeverOpened, connect, start,
+};
+pub use event::Event;
+pub use handle::{Events, Handle, MessageSink};
+pub use nova_proto;
+pub use nova_proto::{CloseCode, Config, Message};
+pub use telemetry::names as metrics_names;
+pub use tls::Tls;
