@@ -221,8 +221,9 @@ pub enum ConfigError {
     /// A header value with control characters (CR, LF, NUL, ...).
     #[error("invalid value for header {0:?}")]
     InvalidHeaderValue(String),
-    /// A header the handshake sets itself.
-    #[error("header {0:?} is set by the handshake and cannot be overridden")]
+    /// A header the handshake sets itself, or one that would give the
+    /// upgrade request a body.
+    #[error("{}", reserved_header_message(.0))]
     ReservedHeader(String),
     /// A subprotocol that is not an HTTP token, or listed twice.
     #[error("invalid or duplicate subprotocol {0:?}")]
@@ -367,7 +368,23 @@ const RESERVED_HEADERS: &[&str] = &[
     "sec-websocket-protocol",
     "sec-websocket-extensions",
     "origin",
+    // The upgrade is a GET without a body; a length or a chunked encoding
+    // would make the server wait for one, or read the frames as one.
+    "content-length",
+    "transfer-encoding",
 ];
+
+/// The message of [`ConfigError::ReservedHeader`], pointing to the setting
+/// that does set the header when there is one.
+fn reserved_header_message(name: &str) -> String {
+    let hint = match name.to_ascii_lowercase().as_str() {
+        "origin" => "; set it with ConfigBuilder::origin",
+        "sec-websocket-protocol" => "; offer subprotocols with ConfigBuilder::subprotocol",
+        "content-length" | "transfer-encoding" => "; the upgrade request has no body",
+        _ => "",
+    };
+    format!("header {name:?} is set by the handshake and cannot be overridden{hint}")
+}
 
 impl ConfigBuilder {
     fn new(url: &str) -> ConfigBuilder {
@@ -773,6 +790,14 @@ mod tests {
             Config::builder("ws://h/").header("sec-websocket-key", "x").build(),
             Err(ConfigError::ReservedHeader("sec-websocket-key".into()))
         );
+        // A body length on the upgrade GET would desynchronise the server.
+        for name in ["Content-Length", "transfer-encoding"] {
+            let e = Config::builder("ws://h/").header(name, "5").build().unwrap_err();
+            assert_eq!(e, ConfigError::ReservedHeader(name.into()));
+            assert!(e.to_string().contains("has no body"), "{e}");
+        }
+        let e = Config::builder("ws://h/").header("Origin", "https://a.example").build().unwrap_err();
+        assert!(e.to_string().ends_with("set it with ConfigBuilder::origin"), "{e}");
         assert_eq!(
             Config::builder("ws://h/").subprotocol("a b").build(),
             Err(ConfigError::InvalidSubprotocol("a b".into()))
