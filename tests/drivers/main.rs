@@ -1,0 +1,73 @@
+//! One behavioural suite for every Nova driver.
+//!
+//! The scenarios live in `suite.rs`, each written once against the
+//! [`suite::Driver`] facade; [`driver_suite!`] makes one `#[test]` per
+//! scenario and driver, so a failure names both (`tokio::backpressure`).
+//! Every test talks to a mock server on 127.0.0.1 and every wait is bounded.
+
+mod suite;
+mod tokio;
+
+/// One test per scenario for a driver, in a module named after it.
+macro_rules! driver_suite {
+    ($module:ident, $driver:ty) => {
+        mod $module {
+            use crate::suite;
+
+            #[test]
+            fn handshake() {
+                suite::handshake::<$driver>();
+            }
+            #[test]
+            fn echo_sizes() {
+                suite::echo_sizes::<$driver>();
+            }
+            #[test]
+            fn fragmented_messages() {
+                suite::fragmented_messages::<$driver>();
+            }
+            #[test]
+            fn ping_pong() {
+                suite::ping_pong::<$driver>();
+            }
+            #[test]
+            fn pong_timeout_reconnects() {
+                suite::pong_timeout_reconnects::<$driver>();
+            }
+            #[test]
+            fn server_drop_reconnects_with_backoff() {
+                suite::server_drop_reconnects_with_backoff::<$driver>();
+            }
+            #[test]
+            fn refused_handshake() {
+                suite::refused_handshake::<$driver>();
+            }
+            #[test]
+            fn tls_with_a_custom_root() {
+                suite::tls_with_a_custom_root::<$driver>();
+            }
+            #[test]
+            fn bad_certificate() {
+                suite::bad_certificate::<$driver>();
+            }
+            #[test]
+            fn graceful_close() {
+                suite::graceful_close::<$driver>();
+            }
+            #[test]
+            fn server_close() {
+                suite::server_close::<$driver>();
+            }
+            #[test]
+            fn backpressure() {
+                suite::backpressure::<$driver>();
+            }
+            #[test]
+            fn concurrent_sessions() {
+                suite::concurrent_sessions::<$driver>();
+            }
+        }
+    };
+}
+
+driver_suite!(tokio_driver, crate::tokio::Tokio);
