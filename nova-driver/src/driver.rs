@@ -88,11 +88,17 @@ struct Driver<R: Runtime> {
     done: bool,
 }
 
-/// Runs the session until it ends. Marks it finished however it stops
-/// (including the runtime dropping the task).
-pub(crate) async fn run<R: Runtime>(shared: Arc<Shared>, settings: DriverSettings, telemetry: Telemetry, runtime: R) {
-    let _finish = Finish(Arc::clone(&shared));
-    let mut driver = Driver {
+/// The session, until it ends. Marks it finished however it stops,
+/// including the runtime dropping the task, even before its first poll (the
+/// guard is made here, outside the future, and owned by it).
+pub(crate) fn run<R: Runtime>(
+    shared: Arc<Shared>,
+    settings: DriverSettings,
+    telemetry: Telemetry,
+    runtime: R,
+) -> impl Future<Output = ()> + Send {
+    let finish = Finish(Arc::clone(&shared));
+    let driver = Driver {
         shared,
         settings,
         telemetry,
@@ -107,15 +113,19 @@ pub(crate) async fn run<R: Runtime>(shared: Arc<Shared>, settings: DriverSetting
         deadline: None,
         done: false,
     };
-    loop {
-        driver.service();
-        if driver.done {
-            break;
+    async move {
+        let _finish = finish;
+        let mut driver = driver;
+        loop {
+            driver.service();
+            if driver.done {
+                break;
+            }
+            let wake = poll_fn(|cx| driver.poll_wake(cx)).await;
+            driver.handle(wake);
         }
-        let wake = poll_fn(|cx| driver.poll_wake(cx)).await;
-        driver.handle(wake);
+        driver.shut();
     }
-    driver.shut();
 }
 
 /// Marks the session finished and wakes everyone, whatever ended the task.

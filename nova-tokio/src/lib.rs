@@ -36,9 +36,10 @@
 //! # What the driver does, and does not
 //!
 //! All WebSocket logic (handshake, framing, close handshake, keepalive,
-//! reconnect policy, outbound queue) is in [`nova_proto`]; this crate owns
-//! the TCP stream, the TLS session and one timer, feeds the core and
-//! performs its outputs. Its loop, on the session's task:
+//! reconnect policy, outbound queue) is in [`nova_proto`]. The session loop
+//! is [`nova_driver`]'s, shared with `nova-async-std`; this crate supplies
+//! its tokio parts ([`Tokio`]: the TCP stream, the TLS session, the timer,
+//! DNS and spawning). The loop, on the session's task:
 //!
 //! 1. Under the session's lock, fire the core's timer if it is due, then
 //!    alternate [`Client::poll_transmit`](nova_proto::Client::poll_transmit)
