@@ -274,3 +274,50 @@ fn wake(list: &mut Vec<Waker>) {
         waker.wake();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::{MAX_WAITERS, Signal, register};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_notify_before_the_wait_is_kept_and_taken_once() {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let signal = Signal::default();
+        signal.notify();
+        assert_eq!(signal.poll(&mut cx), Poll::Ready(()));
+        assert_eq!(signal.poll(&mut cx), Poll::Pending);
+        signal.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waiting task was woken");
+        assert_eq!(signal.poll(&mut cx), Poll::Ready(()));
+    }
+
+    #[test]
+    fn stale_waiters_are_woken_rather_than_kept_without_bound() {
+        let count = Arc::new(Count::default());
+        let mut list = Vec::new();
+        for _ in 0..3 * MAX_WAITERS {
+            // Distinct wakers, as from futures dropped while waiting.
+            register(&mut list, &Waker::from(Arc::new(Count::default())));
+        }
+        assert!(list.len() <= MAX_WAITERS);
+        let waker = Waker::from(Arc::clone(&count));
+        register(&mut list, &waker);
+        register(&mut list, &waker);
+        assert_eq!(list.iter().filter(|w| w.will_wake(&waker)).count(), 1, "a waker is listed once");
+    }
+}
