@@ -1,7 +1,7 @@
 //! Tokio driver for Nova: a WebSocket session that stays up.
 //!
 //! [`connect`] opens a session and returns a [`Handle`] (send, ping, close;
-//! cheap to clone) and [`Events`], a [`Stream`](futures_core::Stream) of
+//! cheap to clone) and [`Events`], a `Stream` (futures-core's trait) of
 //! messages and session changes. The session lives on its own task: it
 //! reconnects with backoff and jitter when the connection drops, detects dead
 //! peers with keepalive pings, and ends only when you close it, when its
@@ -36,9 +36,10 @@
 //! # What the driver does, and does not
 //!
 //! All WebSocket logic (handshake, framing, close handshake, keepalive,
-//! reconnect policy, outbound queue) is in [`nova_proto`]; this crate owns
-//! the TCP stream, the TLS session and one timer, feeds the core and
-//! performs its outputs. Its loop, on the session's task:
+//! reconnect policy, outbound queue) is in [`nova_proto`]. The session loop
+//! is [`nova_driver`]'s, shared with `nova-async-std`; this crate supplies
+//! its tokio parts ([`Tokio`]: the TCP stream, the TLS session, the timer,
+//! DNS and spawning). The loop, on the session's task:
 //!
 //! 1. Under the session's lock, fire the core's timer if it is due, then
 //!    alternate [`Client::poll_transmit`](nova_proto::Client::poll_transmit)
@@ -92,22 +93,92 @@
 //! unit: dropping it drops its handle, which closes the session it
 //! started, and calling it again starts another session.
 
-mod connector;
-mod driver;
-mod event;
-mod handle;
-mod shared;
-mod telemetry;
-mod tls;
+pub mod runtime;
 mod transport;
 
-pub use connector::{
-    ConnectError, Connector, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT,
-    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, IntoConfig, NeverOpened, connect, start,
+pub use nova_driver::{self, nova_proto};
+pub use nova_driver::{
+    ConnectError, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_CHUNK,
+    DEFAULT_SEND_BUFFER, Event, Events, Handle, IntoConfig, MessageSink, NeverOpened, Tls, metrics_names,
 };
-pub use event::Event;
-pub use handle::{Events, Handle, MessageSink};
-pub use nova_proto;
 pub use nova_proto::{CloseCode, Config, Message};
-pub use telemetry::names as metrics_names;
-pub use tls::Tls;
+pub use runtime::Tokio;
+
+/// A session's configuration plus the driver's own settings (TLS, buffer
+/// bounds, a fixed seed), started on tokio: see [`nova_driver::Connector`]
+/// for every setting.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), nova_tokio::ConnectError> {
+/// use nova_proto::{Config, Profile};
+/// use nova_tokio::{Connector, Tls};
+///
+/// let config = Config::builder("wss://stream.example.com/ws")
+///     .profile(Profile::Financial)
+///     .header("Authorization", "Bearer ...");
+/// let (handle, events) = Connector::new(config)
+///     .tls(Tls::webpki_roots())
+///     .event_capacity(4096)
+///     .name("market-data")
+///     .connect()
+///     .await?;
+/// # let _ = (handle, events);
+/// # Ok(())
+/// # }
+/// ```
+pub type Connector = nova_driver::Connector<Tokio>;
+
+/// Connects to `config` (a URL or a [`Config`]) with the default driver
+/// settings and waits until the connection is open.
+///
+/// Failed attempts are retried by the configuration's reconnect policy
+/// before this returns: with a policy that retries forever (the default),
+/// a server that stays down keeps it waiting. Bound it with
+/// `tokio::time::timeout`, a `max_attempts`, or use [`start`] and watch the
+/// events. Every failed attempt is logged through `tracing`.
+///
+/// The session then lives on its own task: it reconnects by the same
+/// policy, and ends when [`Handle::close`] is called, when the policy gives
+/// up, or when every [`Handle`] is dropped.
+///
+/// # Errors
+///
+/// [`ConnectError::Config`] for an invalid URL or setting, at once;
+/// [`ConnectError::NeverOpened`] if the session ended before it opened (with
+/// the last attempt's failure); [`ConnectError::Stopped`] if the runtime shut
+/// down first.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use nova_tokio::Event;
+/// # let server = nova_testkit::MockServer::start(nova_testkit::Behavior::accept().echo())?;
+/// # let url = server.url("/");
+///
+/// let (handle, mut events) = nova_tokio::connect(url.as_str()).await?;
+/// handle.send("hello").await?;
+/// while let Some(event) = events.recv().await {
+///     if let Event::Message(message) = event {
+///         assert_eq!(message.as_text(), Some("hello"));
+///         break;
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect(config: impl IntoConfig) -> Result<(Handle, Events), ConnectError> {
+    Connector::new(config).connect().await
+}
+
+/// Starts a session without waiting for it to open: the first events say
+/// how it goes. Must be called within a tokio runtime.
+///
+/// # Errors
+///
+/// [`ConnectError::Config`] for an invalid URL or setting,
+/// [`ConnectError::NoRuntime`] outside a runtime.
+pub fn start(config: impl IntoConfig) -> Result<(Handle, Events), ConnectError> {
+    Connector::new(config).start()
+}

@@ -8,23 +8,18 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use nova_proto::{Target, TlsFailure, TransportDown};
-use rustls::pki_types::ServerName;
+use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, interleave, no_tls_config, server_name};
+use nova_proto::{Target, TransportDown};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// How long one address may take before the next one is tried alongside it
-/// (RFC 8305's recommended "connection attempt delay").
-const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
-
-/// A connected byte stream, plain or TLS.
+/// A connected byte stream, plain or TLS: what the session reads and writes.
 #[derive(Debug)]
-pub(crate) enum Transport {
+pub enum Transport {
     /// `ws://`.
     Plain(TcpStream),
     /// `wss://`. Boxed: a TLS session is large, and the plain variant should
@@ -50,17 +45,12 @@ pub(crate) async fn open(
         return Ok(Transport::Plain(tcp));
     }
     let Some(config) = tls else {
-        return Err(TransportDown::Tls(TlsFailure {
-            certificate: false,
-            detail: "no TLS configuration for a wss URL".to_owned(),
-        }));
+        return Err(no_tls_config());
     };
-    let name = ServerName::try_from(target.host.to_string()).map_err(|e| {
-        TransportDown::Tls(TlsFailure { certificate: false, detail: format!("invalid server name: {e}") })
-    })?;
+    let name = server_name(&target.host)?;
     match TlsConnector::from(config).connect(name, tcp).await {
         Ok(stream) => Ok(Transport::Tls(Box::new(stream))),
-        Err(e) => Err(tls_failure(&e).map_or_else(|| TransportDown::ConnectFailed(e.kind()), TransportDown::Tls)),
+        Err(e) => Err(handshake_down(&e)),
     }
 }
 
@@ -69,18 +59,7 @@ pub(crate) async fn open(
 async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, TransportDown> {
     let found =
         tokio::net::lookup_host((host, port)).await.map_err(|e| TransportDown::Resolve(format!("{host}: {e}")))?;
-    let (v6, v4): (Vec<_>, Vec<_>) = found.partition(SocketAddr::is_ipv6);
-    if v6.is_empty() && v4.is_empty() {
-        return Err(TransportDown::Resolve(format!("{host}: no addresses")));
-    }
-    let mut addrs = Vec::with_capacity(v6.len() + v4.len());
-    let (mut v6, mut v4) = (v6.into_iter(), v4.into_iter());
-    loop {
-        match (v6.next(), v4.next()) {
-            (None, None) => return Ok(addrs),
-            (a, b) => addrs.extend(a.into_iter().chain(b)),
-        }
-    }
+    interleave(host, found)
 }
 
 /// Connects to the first address that answers: each attempt starts when the
@@ -125,76 +104,32 @@ async fn connect_any(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
     }
 }
 
-/// The TLS failure inside an I/O error from the TLS handshake, if it is one.
-fn tls_failure(error: &io::Error) -> Option<TlsFailure> {
-    let rustls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(classify(rustls_error))
-}
-
-/// Whether the certificate was at fault, and what rustls said.
-///
-/// A certificate problem is one retrying cannot fix: the server's
-/// certificate was rejected here, or ours (mutual TLS) was rejected there,
-/// which the server says with one of the certificate alerts.
-pub(crate) fn classify(error: &rustls::Error) -> TlsFailure {
-    use rustls::AlertDescription as A;
-    use rustls::Error as E;
-    let certificate = match error {
-        E::InvalidCertificate(_) | E::NoCertificatesPresented | E::InvalidCertRevocationList(_) => true,
-        E::AlertReceived(alert) => matches!(
-            alert,
-            A::BadCertificate
-                | A::UnsupportedCertificate
-                | A::CertificateRevoked
-                | A::CertificateExpired
-                | A::CertificateUnknown
-                | A::UnknownCA
-                | A::CertificateRequired
-        ),
-        _ => false,
-    };
-    TlsFailure { certificate, detail: error.to_string() }
-}
-
-/// How a failed read or write ended the transport.
-pub(crate) fn down(error: &io::Error) -> TransportDown {
-    if let Some(failure) = tls_failure(error) {
-        return TransportDown::Tls(failure);
+impl nova_driver::Transport for Transport {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        let polled = match self {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, &mut buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, &mut buf),
+        };
+        polled.map_ok(|()| buf.filled().len())
     }
-    match error.kind() {
-        // A TLS peer that closes without close_notify: most servers do, and the
-        // WebSocket close handshake already says whether the end was clean.
-        io::ErrorKind::UnexpectedEof => TransportDown::Eof,
-        kind => TransportDown::Reset(kind),
-    }
-}
 
-impl AsyncRead for Transport {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
@@ -228,19 +163,5 @@ mod tests {
         assert_eq!(stream.peer_addr().unwrap(), good);
         let error = connect_any(vec![closed]).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
-    }
-
-    #[test]
-    fn certificate_errors_are_told_apart_from_other_tls_errors() {
-        let bad = classify(&rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
-        assert!(bad.certificate);
-        let other = classify(&rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure));
-        assert!(!other.certificate);
-        // The server rejected our client certificate: retrying will not help.
-        let ours = classify(&rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired));
-        assert!(ours.certificate);
-        let eof =
-            io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify");
-        assert_eq!(down(&eof), TransportDown::Eof);
     }
 }

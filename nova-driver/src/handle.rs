@@ -2,14 +2,14 @@
 //! happens, [`MessageSink`] for those who like `Sink`.
 
 use std::future::poll_fn;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_core::Stream;
 use nova_proto::{CloseCode, CloseError, Closed, Config, Message, SendError, SendOptions, State, Stats};
-use tokio::time::Instant;
 
 use crate::Event;
 use crate::shared::Shared;
@@ -35,9 +35,9 @@ impl Drop for Alive {
         let mut inner = self.0.lock();
         if !inner.finished && !inner.client.is_closed() {
             // 1000 and an empty reason are always valid.
-            let _ = inner.client.close(Instant::now().into_std(), CloseCode::NORMAL, "");
+            let _ = inner.client.close(Instant::now(), CloseCode::NORMAL, "");
             drop(inner);
-            self.0.driver.notify_one();
+            self.0.driver.notify();
         }
     }
 }
@@ -119,13 +119,13 @@ impl Handle {
         if inner.finished {
             return Err(SendError::Closed(message));
         }
-        let now = Instant::now().into_std();
+        let now = Instant::now();
         match options {
             Some(options) => inner.client.send_with(now, message, options)?,
             None => inner.client.send(now, message)?,
         }
         drop(inner);
-        self.shared.driver.notify_one();
+        self.shared.driver.notify();
         Ok(())
     }
 
@@ -137,9 +137,9 @@ impl Handle {
     /// [`SendError::PingTooLong`], or [`SendError::PingNotOpen`] when not open.
     pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
         let mut inner = self.shared.lock();
-        inner.client.ping(Instant::now().into_std(), payload)?;
+        inner.client.ping(Instant::now(), payload)?;
         drop(inner);
-        self.shared.driver.notify_one();
+        self.shared.driver.notify();
         Ok(())
     }
 
@@ -153,26 +153,26 @@ impl Handle {
     /// [`CloseError`] for a code that may not be sent or a reason over 123 bytes.
     pub fn close(&self, code: impl Into<CloseCode>, reason: &str) -> Result<(), CloseError> {
         let mut inner = self.shared.lock();
-        inner.client.close(Instant::now().into_std(), code.into(), reason)?;
+        inner.client.close(Instant::now(), code.into(), reason)?;
         drop(inner);
-        self.shared.driver.notify_one();
+        self.shared.driver.notify();
         Ok(())
     }
 
     /// Waits until the session is over, and says how it ended. If the driver
     /// stopped without a close (its runtime shut down), `None`.
     pub async fn closed(&self) -> Option<Closed> {
-        loop {
-            let mut notified = pin!(self.shared.status.notified());
-            notified.as_mut().enable();
-            {
-                let inner = self.shared.lock();
-                if inner.closed.is_some() || inner.finished {
-                    return inner.closed.clone();
-                }
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            if inner.closed.is_some() || inner.finished {
+                return Poll::Ready(inner.closed.clone());
             }
-            notified.await;
-        }
+            // Registered under the lock the end is recorded under: it
+            // cannot slip between the check and the wait.
+            inner.wait_status(cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Replaces the configuration from the next connection attempt on (a new
@@ -207,20 +207,18 @@ impl Handle {
     /// Waits until the session has opened a connection, or has ended. Returns
     /// whether it opened.
     pub(crate) async fn opened(&self) -> bool {
-        loop {
-            let mut notified = pin!(self.shared.status.notified());
-            notified.as_mut().enable();
-            {
-                let inner = self.shared.lock();
-                if inner.opened {
-                    return true;
-                }
-                if inner.closed.is_some() || inner.finished {
-                    return false;
-                }
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            if inner.opened {
+                return Poll::Ready(true);
             }
-            notified.await;
-        }
+            if inner.closed.is_some() || inner.finished {
+                return Poll::Ready(false);
+            }
+            inner.wait_status(cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -268,7 +266,7 @@ impl Events {
             Some((event, made_room)) => {
                 drop(inner);
                 if made_room {
-                    self.shared.driver.notify_one();
+                    self.shared.driver.notify();
                 }
                 Poll::Ready(Some(event))
             }
@@ -293,7 +291,7 @@ impl Drop for Events {
     fn drop(&mut self) {
         self.shared.lock().drop_events();
         // The driver may be waiting for room that will now never be made.
-        self.shared.driver.notify_one();
+        self.shared.driver.notify();
     }
 }
 
@@ -356,9 +354,9 @@ impl futures_sink::Sink<Message> for MessageSink {
         }
         inner.wait_end(cx.waker());
         if !std::mem::replace(&mut this.closing, true) {
-            let _ = inner.client.close(Instant::now().into_std(), CloseCode::NORMAL, "");
+            let _ = inner.client.close(Instant::now(), CloseCode::NORMAL, "");
             drop(inner);
-            shared.driver.notify_one();
+            shared.driver.notify();
         }
         Poll::Pending
     }

@@ -1,5 +1,7 @@
 //! The driver task: one per session. It owns the transport and the timer,
-//! feeds the core and performs its outputs. No WebSocket logic lives here.
+//! feeds the core and performs its outputs. No WebSocket logic lives here,
+//! and nothing of a particular runtime: sockets, TLS, the timer and spawning
+//! come through [`Runtime`], so every async driver runs this same loop.
 //!
 //! Each turn: under the lock, fire the timer if due, then alternate
 //! `poll_transmit` and `poll_output` until both are empty or the event queue
@@ -10,21 +12,18 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nova_proto::{Input, Output, Target, TransportDown};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::futures::Notified;
-use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::Event;
+use crate::runtime::{BoxFuture, Runtime, Timer, Transport, transport_down};
 use crate::shared::{Inner, Shared};
 use crate::telemetry::Telemetry;
-use crate::transport::{self, Transport};
 
 /// Most bytes taken from the core per write: one buffer, one syscall when
 /// the socket has room (a vectored write would gain nothing over it).
@@ -38,8 +37,6 @@ const LINGER: Duration = Duration::from_secs(2);
 /// before it went (its last messages, its close frame).
 const DRAIN_AFTER_WRITE_ERROR: usize = 1 << 20;
 
-type Connecting = Pin<Box<dyn Future<Output = Result<Transport, TransportDown>> + Send>>;
-
 /// Settings the driver needs besides the core's.
 #[derive(Clone)]
 pub(crate) struct DriverSettings {
@@ -48,15 +45,15 @@ pub(crate) struct DriverSettings {
     pub(crate) read_chunk: usize,
 }
 
-enum Link {
+enum Link<T> {
     None,
-    Connecting(Connecting),
-    Up(Transport),
+    Connecting(BoxFuture<Result<T, TransportDown>>),
+    Up(T),
 }
 
 /// What woke the driver.
-enum Wake {
-    Connected(Result<Transport, TransportDown>),
+enum Wake<T> {
+    Connected(Result<T, TransportDown>),
     Read(usize),
     ReadFailed(io::Error),
     Wrote,
@@ -70,11 +67,13 @@ enum Wake {
     Notified,
 }
 
-struct Driver {
+struct Driver<R: Runtime> {
     shared: Arc<Shared>,
     settings: DriverSettings,
     telemetry: Telemetry,
-    link: Link,
+    runtime: R,
+    timer: R::Timer,
+    link: Link<R::Transport>,
     /// Bytes taken from the core, written from `written` on.
     out: Vec<u8>,
     written: usize,
@@ -89,14 +88,22 @@ struct Driver {
     done: bool,
 }
 
-/// Runs the session until it ends. Marks it finished however it stops
-/// (including the runtime dropping the task).
-pub(crate) async fn run(shared: Arc<Shared>, settings: DriverSettings, telemetry: Telemetry) {
-    let _finish = Finish(Arc::clone(&shared));
-    let mut driver = Driver {
-        shared: Arc::clone(&shared),
+/// The session, until it ends. Marks it finished however it stops,
+/// including the runtime dropping the task, even before its first poll (the
+/// guard is made here, outside the future, and owned by it).
+pub(crate) fn run<R: Runtime>(
+    shared: Arc<Shared>,
+    settings: DriverSettings,
+    telemetry: Telemetry,
+    runtime: R,
+) -> impl Future<Output = ()> + Send {
+    let finish = Finish(Arc::clone(&shared));
+    let driver = Driver {
+        shared,
         settings,
         telemetry,
+        timer: runtime.timer(),
+        runtime,
         link: Link::None,
         out: Vec::new(),
         written: 0,
@@ -106,20 +113,19 @@ pub(crate) async fn run(shared: Arc<Shared>, settings: DriverSettings, telemetry
         deadline: None,
         done: false,
     };
-    let mut sleep = pin!(tokio::time::sleep(Duration::ZERO));
-    let mut notified = pin!(shared.driver.notified());
-    loop {
-        driver.service(sleep.as_mut());
-        if driver.done {
-            break;
+    async move {
+        let _finish = finish;
+        let mut driver = driver;
+        loop {
+            driver.service();
+            if driver.done {
+                break;
+            }
+            let wake = poll_fn(|cx| driver.poll_wake(cx)).await;
+            driver.handle(wake);
         }
-        let wake = poll_fn(|cx| driver.poll_wake(cx, sleep.as_mut(), notified.as_mut())).await;
-        if matches!(wake, Wake::Notified) {
-            notified.set(shared.driver.notified());
-        }
-        driver.handle(wake);
+        driver.shut();
     }
-    driver.shut();
 }
 
 /// Marks the session finished and wakes everyone, whatever ended the task.
@@ -130,20 +136,18 @@ impl Drop for Finish {
         let mut inner = self.0.lock();
         inner.finished = true;
         inner.wake_all();
-        drop(inner);
-        self.0.status.notify_waiters();
     }
 }
 
-impl Driver {
+impl<R: Runtime> Driver<R> {
     /// Under the lock: fires the timer, drains the core, re-arms the timer.
-    fn service(&mut self, sleep: Pin<&mut Sleep>) {
+    fn service(&mut self) {
         let shared = Arc::clone(&self.shared);
         let bounds = shared.bounds;
         let mut inner = shared.lock();
         let now = Instant::now();
-        if inner.client.poll_timeout().is_some_and(|deadline| deadline <= now.into_std()) {
-            inner.client.handle_timeout(now.into_std());
+        if inner.client.poll_timeout().is_some_and(|deadline| deadline <= now) {
+            inner.client.handle_timeout(now);
         }
         let mut status_changed = false;
         // Decoding inside `poll_output` can queue bytes (a pong, the echo of
@@ -180,15 +184,15 @@ impl Driver {
             // The last output (`Closed`) was handed out.
             self.done = true;
         }
-        let deadline = inner.client.poll_timeout().map(Instant::from_std);
-        drop(inner);
         if status_changed {
-            shared.status.notify_waiters();
+            inner.wake_status();
         }
+        let deadline = inner.client.poll_timeout();
+        drop(inner);
         if deadline != self.deadline {
             self.deadline = deadline;
             if let Some(deadline) = deadline {
-                sleep.reset(deadline);
+                self.timer.reset(deadline);
             }
         }
     }
@@ -272,8 +276,7 @@ impl Driver {
         // A core that asks again has given up on the previous transport.
         self.close_transport();
         let tls = self.settings.tls.clone();
-        let nodelay = self.settings.nodelay;
-        self.link = Link::Connecting(Box::pin(async move { transport::open(&target, tls, nodelay).await }));
+        self.link = Link::Connecting(self.runtime.connect(target, tls, self.settings.nodelay));
     }
 
     /// Hands the transport and its unwritten bytes to a task that writes
@@ -287,7 +290,8 @@ impl Driver {
         self.flush = false;
         self.read_buf = Vec::new();
         if let Link::Up(transport) = link {
-            tokio::spawn(linger(transport, rest).instrument(tracing::Span::current()));
+            let lingering = linger(transport, rest, self.runtime.timer());
+            self.runtime.spawn(Box::pin(lingering.instrument(tracing::Span::current())));
         }
     }
 
@@ -300,12 +304,7 @@ impl Driver {
         self.read_buf = Vec::new();
     }
 
-    fn poll_wake(
-        &mut self,
-        cx: &mut Context<'_>,
-        sleep: Pin<&mut Sleep>,
-        notified: Pin<&mut Notified<'_>>,
-    ) -> Poll<Wake> {
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake<R::Transport>> {
         let mut wrote = false;
         match &mut self.link {
             Link::None => {}
@@ -319,7 +318,7 @@ impl Driver {
                 // busy must not keep the server's frames (a pong, a close)
                 // from being read, nor the other way round.
                 if self.written < self.out.len() {
-                    match Pin::new(&mut *transport).poll_write(cx, &self.out[self.written..]) {
+                    match transport.poll_write(cx, &self.out[self.written..]) {
                         Poll::Ready(Ok(0)) => {
                             return Poll::Ready(write_failed(transport, cx, io::ErrorKind::WriteZero.into()));
                         }
@@ -334,7 +333,7 @@ impl Driver {
                     }
                 }
                 if self.flush {
-                    match Pin::new(&mut *transport).poll_flush(cx) {
+                    match transport.poll_flush(cx) {
                         Poll::Ready(Ok(())) => {
                             self.flush = false;
                             // Everything is out now: `service` tells the flushers.
@@ -348,9 +347,8 @@ impl Driver {
                     if self.read_buf.len() != self.settings.read_chunk {
                         self.read_buf.resize(self.settings.read_chunk, 0);
                     }
-                    let mut buf = ReadBuf::new(&mut self.read_buf);
-                    match Pin::new(&mut *transport).poll_read(cx, &mut buf) {
-                        Poll::Ready(Ok(())) => return Poll::Ready(Wake::Read(buf.filled().len())),
+                    match transport.poll_read(cx, &mut self.read_buf) {
+                        Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Read(n)),
                         Poll::Ready(Err(e)) => return Poll::Ready(Wake::ReadFailed(e)),
                         Poll::Pending => {}
                     }
@@ -361,17 +359,20 @@ impl Driver {
             // Room for more: `service` takes the next batch from the core.
             return Poll::Ready(Wake::Wrote);
         }
-        if self.deadline.is_some() && sleep.poll(cx).is_ready() {
+        if self.deadline.is_some() && self.timer.poll_expired(cx).is_ready() {
+            // Re-armed by `service` even if the core keeps this deadline: a
+            // timer need not fire twice for one arming.
+            self.deadline = None;
             return Poll::Ready(Wake::Deadline);
         }
-        if notified.poll(cx).is_ready() {
+        if self.shared.driver.poll(cx).is_ready() {
             return Poll::Ready(Wake::Notified);
         }
         Poll::Pending
     }
 
-    fn handle(&mut self, wake: Wake) {
-        let now = Instant::now().into_std();
+    fn handle(&mut self, wake: Wake<R::Transport>) {
+        let now = Instant::now();
         match wake {
             Wake::Connected(Ok(transport)) => {
                 self.link = Link::Up(transport);
@@ -390,7 +391,7 @@ impl Driver {
             }
             Wake::ReadFailed(e) => {
                 self.lose_transport();
-                self.shared.lock().client.handle_input(now, Input::TransportDown(transport::down(&e)));
+                self.shared.lock().client.handle_input(now, Input::TransportDown(transport_down(&e)));
             }
             Wake::WriteFailed { error, tail, end } => {
                 self.lose_transport();
@@ -398,7 +399,7 @@ impl Driver {
                 if !tail.is_empty() {
                     inner.client.handle_input(now, Input::Received(&tail));
                 }
-                let why = end.unwrap_or_else(|| transport::down(&error));
+                let why = end.unwrap_or_else(|| transport_down(&error));
                 inner.client.handle_input(now, Input::TransportDown(why));
             }
             // `service` takes more to write, fires the timer, and drains
@@ -417,18 +418,17 @@ impl Driver {
 /// last messages, a close frame saying why) may still be readable, and it
 /// decides how the connection ended. Reads what is there now, up to
 /// [`DRAIN_AFTER_WRITE_ERROR`] bytes.
-fn write_failed(transport: &mut Transport, cx: &mut Context<'_>, error: io::Error) -> Wake {
+fn write_failed<T: Transport>(transport: &mut T, cx: &mut Context<'_>, error: io::Error) -> Wake<T> {
     let mut tail = Vec::new();
     let mut chunk = [0u8; 4096];
     let end = loop {
         if tail.len() >= DRAIN_AFTER_WRITE_ERROR {
             break None;
         }
-        let mut buf = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut *transport).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => break Some(TransportDown::Eof),
-            Poll::Ready(Ok(())) => tail.extend_from_slice(buf.filled()),
-            Poll::Ready(Err(e)) => break Some(transport::down(&e)),
+        match transport.poll_read(cx, &mut chunk) {
+            Poll::Ready(Ok(0)) => break Some(TransportDown::Eof),
+            Poll::Ready(Ok(n)) => tail.extend_from_slice(&chunk[..n]),
+            Poll::Ready(Err(e)) => break Some(transport_down(&e)),
             Poll::Pending => break None,
         }
     };
@@ -439,14 +439,28 @@ fn write_failed(transport: &mut Transport, cx: &mut Context<'_>, error: io::Erro
 /// for TLS) and reads until the peer's end, all within [`LINGER`]. Reading
 /// matters: closing a socket with unread bytes makes the kernel send a reset,
 /// which can destroy the close frame the peer has not read yet.
-async fn linger(mut transport: Transport, rest: Vec<u8>) {
-    let _ = tokio::time::timeout(LINGER, async {
-        transport.write_all(&rest).await?;
-        transport.flush().await?;
-        transport.shutdown().await?;
+async fn linger<T: Transport, D: Timer>(mut transport: T, rest: Vec<u8>, mut timer: D) {
+    timer.reset(Instant::now() + LINGER);
+    let mut work = pin!(async move {
+        let mut rest = &rest[..];
+        while !rest.is_empty() {
+            match poll_fn(|cx| transport.poll_write(cx, rest)).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => rest = &rest[n..],
+            }
+        }
+        poll_fn(|cx| transport.poll_flush(cx)).await?;
+        poll_fn(|cx| transport.poll_shutdown(cx)).await?;
         let mut scratch = [0u8; 4096];
-        while transport.read(&mut scratch).await? > 0 {}
+        while poll_fn(|cx| transport.poll_read(cx, &mut scratch)).await? > 0 {}
         Ok::<(), io::Error>(())
+    });
+    poll_fn(|cx| {
+        if work.as_mut().poll(cx).is_ready() || timer.poll_expired(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     })
     .await;
 }

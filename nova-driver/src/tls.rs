@@ -16,7 +16,7 @@ use rustls::{ClientConfig, RootCertStore};
 /// [`ClientConfig`] that turns it off yourself.
 ///
 /// ```
-/// use nova_tokio::Tls;
+/// use nova_driver::Tls;
 ///
 /// // Mozilla's roots plus a private CA (DER bytes, e.g. from a PEM file):
 /// # let private_ca_der = nova_testkit::TestCa::generate().unwrap().root_der();

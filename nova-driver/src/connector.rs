@@ -1,14 +1,15 @@
-//! Starting a session: [`connect`], [`start`] and the [`Connector`] that
-//! carries the driver's own settings.
+//! Starting a session: the [`Connector`] that carries the driver's own
+//! settings, on any [`Runtime`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use nova_proto::{Client, Closed, Config, ConfigBuilder, ConfigError, Disconnect};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::driver::{self, DriverSettings};
 use crate::handle::{Events, Handle};
+use crate::runtime::Runtime;
 use crate::shared::{Bounds, Shared};
 use crate::telemetry::Telemetry;
 use crate::tls::Tls;
@@ -83,8 +84,9 @@ pub enum ConnectError {
     /// The TLS settings cannot work (an added root is not a CA certificate).
     #[error("invalid TLS configuration")]
     Tls(#[source] rustls::Error),
-    /// Not called from within a tokio runtime.
-    #[error("no tokio runtime: start the session from within one")]
+    /// No runtime to run the session on: not called from within one, and
+    /// none given with [`Connector::runtime`].
+    #[error("no runtime to run the session on: start it from within one, or give the connector one")]
     NoRuntime,
     /// The session ended before a connection opened: the reconnect policy
     /// gave up, or did not retry (a rejected certificate, say).
@@ -116,73 +118,21 @@ impl std::fmt::Display for NeverOpened {
     }
 }
 
-/// Connects to `config` (a URL or a [`Config`]) with the default driver
-/// settings and waits until the connection is open.
-///
-/// Failed attempts are retried by the configuration's reconnect policy
-/// before this returns: with a policy that retries forever (the default),
-/// a server that stays down keeps it waiting. Bound it with
-/// `tokio::time::timeout`, a `max_attempts`, or use [`start`] and watch the
-/// events. Every failed attempt is logged through `tracing`.
-///
-/// The session then lives on its own task: it reconnects by the same
-/// policy, and ends when [`Handle::close`] is called, when the policy gives
-/// up, or when every [`Handle`] is dropped.
-///
-/// # Errors
-///
-/// [`ConnectError::Config`] for an invalid URL or setting, at once;
-/// [`ConnectError::NeverOpened`] if the session ended before it opened (with
-/// the last attempt's failure); [`ConnectError::Stopped`] if the runtime shut
-/// down first.
-///
-/// # Examples
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use nova_tokio::Event;
-/// # let server = nova_testkit::MockServer::start(nova_testkit::Behavior::accept().echo())?;
-/// # let url = server.url("/");
-///
-/// let (handle, mut events) = nova_tokio::connect(url.as_str()).await?;
-/// handle.send("hello").await?;
-/// while let Some(event) = events.recv().await {
-///     if let Event::Message(message) = event {
-///         assert_eq!(message.as_text(), Some("hello"));
-///         break;
-///     }
-/// }
-/// # Ok(())
-/// # }
-/// ```
-pub async fn connect(config: impl IntoConfig) -> Result<(Handle, Events), ConnectError> {
-    Connector::new(config).connect().await
-}
-
-/// Starts a session without waiting for it to open: the first events say
-/// how it goes. Must be called within a tokio runtime.
-///
-/// # Errors
-///
-/// [`ConnectError::Config`] for an invalid URL or setting,
-/// [`ConnectError::NoRuntime`] outside a runtime.
-pub fn start(config: impl IntoConfig) -> Result<(Handle, Events), ConnectError> {
-    Connector::new(config).start()
-}
-
 /// A session's configuration plus the driver's own settings: TLS, buffer
-/// bounds, a fixed seed.
+/// bounds, a fixed seed; and the runtime it runs on.
+///
+/// Each driver names it for its runtime (`nova_tokio::Connector` is
+/// `Connector<nova_tokio::Tokio>`), so applications write `Connector::new`.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), nova_tokio::ConnectError> {
+/// # async fn run<R: nova_driver::Runtime>() -> Result<(), nova_driver::ConnectError> {
 /// use nova_proto::{Config, Profile};
-/// use nova_tokio::{Connector, Tls};
+/// use nova_driver::Tls;
 ///
 /// let config = Config::builder("wss://stream.example.com/ws")
 ///     .profile(Profile::Financial)
 ///     .header("Authorization", "Bearer ...");
-/// let (handle, events) = Connector::new(config)
+/// let (handle, events) = nova_driver::Connector::<R>::new(config)
 ///     .tls(Tls::webpki_roots())
 ///     .event_capacity(4096)
 ///     .name("market-data")
@@ -193,7 +143,7 @@ pub fn start(config: impl IntoConfig) -> Result<(Handle, Events), ConnectError> 
 /// # }
 /// ```
 #[must_use = "a connector does nothing until `connect` or `start`"]
-pub struct Connector {
+pub struct Connector<R> {
     config: Result<Arc<Config>, ConfigError>,
     tls: Tls,
     bounds: Bounds,
@@ -201,9 +151,12 @@ pub struct Connector {
     nodelay: bool,
     seed: Option<[u8; 32]>,
     name: Arc<str>,
+    /// The runtime given with [`Connector::runtime`]; by default, the
+    /// caller's at start.
+    runtime: Option<R>,
 }
 
-impl std::fmt::Debug for Connector {
+impl<R> std::fmt::Debug for Connector<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
             .field("config", &self.config)
@@ -213,13 +166,14 @@ impl std::fmt::Debug for Connector {
             .field("nodelay", &self.nodelay)
             .field("seed", &self.seed.map(|_| "fixed"))
             .field("name", &self.name)
+            .field("runtime", &if self.runtime.is_some() { "given" } else { "current" })
             .finish()
     }
 }
 
-impl Connector {
+impl<R> Connector<R> {
     /// A connector for `config` with the default driver settings.
-    pub fn new(config: impl IntoConfig) -> Connector {
+    pub fn new(config: impl IntoConfig) -> Connector<R> {
         Connector {
             config: config.into_config(),
             tls: Tls::default(),
@@ -233,76 +187,100 @@ impl Connector {
             nodelay: true,
             seed: None,
             name: Arc::from("nova"),
+            runtime: None,
         }
     }
 
+    /// The runtime to run the session on, instead of the one
+    /// [`start`](Self::start) is called from.
+    pub fn runtime(mut self, runtime: R) -> Connector<R> {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// Which certificates `wss://` trusts (Mozilla's roots by default).
-    pub fn tls(mut self, tls: Tls) -> Connector {
+    pub fn tls(mut self, tls: Tls) -> Connector<R> {
         self.tls = tls;
         self
     }
 
     /// Most events waiting for the application (at least 1; 1024 by default).
     /// A full queue pauses reading from the socket.
-    pub fn event_capacity(mut self, events: usize) -> Connector {
+    pub fn event_capacity(mut self, events: usize) -> Connector<R> {
         self.bounds.event_capacity = events.max(1);
         self
     }
 
     /// Most message payload bytes waiting for the application (4 MiB by
     /// default); one message is always let through, however large.
-    pub fn event_bytes(mut self, bytes: usize) -> Connector {
+    pub fn event_bytes(mut self, bytes: usize) -> Connector<R> {
         self.bounds.event_bytes = bytes;
         self
     }
 
     /// Most bytes read but not decoded yet (1 MiB by default); beyond it the
     /// driver stops reading the socket until the application catches up.
-    pub fn max_buffered_input(mut self, bytes: usize) -> Connector {
+    pub fn max_buffered_input(mut self, bytes: usize) -> Connector<R> {
         self.bounds.max_buffered_input = bytes.max(1);
         self
     }
 
     /// How many payload bytes may wait to be written before
     /// [`Handle::send`] waits (1 MiB by default).
-    pub fn send_buffer(mut self, bytes: usize) -> Connector {
+    pub fn send_buffer(mut self, bytes: usize) -> Connector<R> {
         self.bounds.send_buffer = bytes.max(1);
         self
     }
 
     /// Bytes read from the socket at once (16 KiB by default; from 512 bytes
     /// to 1 MiB). The buffer exists only while a connection is up.
-    pub fn read_chunk(mut self, bytes: usize) -> Connector {
+    pub fn read_chunk(mut self, bytes: usize) -> Connector<R> {
         self.read_chunk = bytes.clamp(512, MAX_READ_CHUNK);
         self
     }
 
     /// Whether to disable Nagle's algorithm (on by default: a small message
     /// must not wait for the previous one's acknowledgement).
-    pub fn nodelay(mut self, nodelay: bool) -> Connector {
+    pub fn nodelay(mut self, nodelay: bool) -> Connector<R> {
         self.nodelay = nodelay;
         self
     }
 
     /// A fixed seed for masks, keys and jitter, for reproducible runs. By
     /// default each session draws one from the operating system.
-    pub fn seed(mut self, seed: [u8; 32]) -> Connector {
+    pub fn seed(mut self, seed: [u8; 32]) -> Connector<R> {
         self.seed = Some(seed);
         self
     }
 
     /// The `client` label of the metrics and the tracing span (`"nova"` by
     /// default), to tell sessions apart.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Connector {
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Connector<R> {
         self.name = name.into();
         self
     }
+}
 
+impl<R: Runtime> Connector<R> {
     /// Starts the session and waits until its first connection opens.
+    ///
+    /// Failed attempts are retried by the configuration's reconnect policy
+    /// before this returns: with a policy that retries forever (the default),
+    /// a server that stays down keeps it waiting. Bound it with a timeout, a
+    /// `max_attempts`, or use [`start`](Self::start) and watch the events.
+    /// Every failed attempt is logged through `tracing`.
+    ///
+    /// The session then lives on its own task: it reconnects by the same
+    /// policy, and ends when [`Handle::close`] is called, when the policy
+    /// gives up, or when every [`Handle`] is dropped.
     ///
     /// # Errors
     ///
-    /// As [`connect`].
+    /// [`ConnectError::Config`] for an invalid URL or setting and
+    /// [`ConnectError::NoRuntime`] without a runtime, at once;
+    /// [`ConnectError::NeverOpened`] if the session ended before it opened
+    /// (with the last attempt's failure); [`ConnectError::Stopped`] if the
+    /// runtime shut down first.
     pub async fn connect(self) -> Result<(Handle, Events), ConnectError> {
         let (handle, events) = self.start()?;
         if handle.opened().await {
@@ -316,17 +294,20 @@ impl Connector {
         Err(ConnectError::NeverOpened(Box::new(never)))
     }
 
-    /// Starts the session without waiting.
+    /// Starts the session without waiting for it to open: the first events
+    /// say how it goes.
     ///
     /// # Errors
     ///
-    /// As [`start`].
+    /// [`ConnectError::Config`] for an invalid URL or setting,
+    /// [`ConnectError::Tls`] for TLS settings that cannot work,
+    /// [`ConnectError::NoRuntime`] outside a runtime when none was given.
     pub fn start(self) -> Result<(Handle, Events), ConnectError> {
         let config = self.config?;
         let tls = self.tls.build().map_err(ConnectError::Tls)?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConnectError::NoRuntime)?;
+        let runtime = self.runtime.or_else(R::current).ok_or(ConnectError::NoRuntime)?;
         let seed = self.seed.unwrap_or_else(os_seed);
-        let now = Instant::now().into_std();
+        let now = Instant::now();
         let endpoint = config.endpoint();
         let span = tracing::info_span!("nova", client = %self.name, host = %endpoint.host, port = endpoint.port);
         let telemetry = Telemetry::new(*config.telemetry(), Arc::clone(&self.name));
@@ -334,7 +315,8 @@ impl Connector {
         client.connect(now);
         let shared = Arc::new(Shared::new(client, self.bounds));
         let settings = DriverSettings { tls: Some(tls), nodelay: self.nodelay, read_chunk: self.read_chunk };
-        runtime.spawn(driver::run(Arc::clone(&shared), settings, telemetry).instrument(span));
+        let session = driver::run(Arc::clone(&shared), settings, telemetry, runtime.clone());
+        runtime.spawn(Box::pin(session.instrument(span)));
         Ok((Handle::new(Arc::clone(&shared)), Events::new(shared)))
     }
 }

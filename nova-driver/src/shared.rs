@@ -4,13 +4,17 @@
 //! Commands run the core's method at once under the lock (so a send returns
 //! its typed error right away) and wake the driver, which writes. The lock is
 //! never held across an await.
+//!
+//! Nothing here belongs to a runtime: wake-ups are plain [`Waker`]s, kept in
+//! lists under the same lock as the state they wait on, so a change and the
+//! wake-up it causes can never cross.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
 use nova_proto::{Client, Closed, Disconnect};
-use tokio::sync::Notify;
 
 use crate::Event;
 
@@ -27,9 +31,7 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// Wakes the driver: a command gave it bytes to write, the application
     /// made room in the event queue, or the session must end.
-    pub(crate) driver: Notify,
-    /// Wakes tasks waiting for the session to open or to end.
-    pub(crate) status: Notify,
+    pub(crate) driver: Signal,
     pub(crate) bounds: Bounds,
 }
 
@@ -48,6 +50,8 @@ pub(crate) struct Inner {
     flush_wakers: Vec<Waker>,
     /// Tasks waiting for the session to end.
     end_wakers: Vec<Waker>,
+    /// Tasks waiting for the session to open or to end.
+    status_wakers: Vec<Waker>,
     /// Bytes the driver took from the core and has not written yet (one
     /// more while TLS holds records back): part of what a sender waits on.
     pub(crate) unwritten: usize,
@@ -73,14 +77,14 @@ impl Shared {
                 write_wakers: Vec::new(),
                 flush_wakers: Vec::new(),
                 end_wakers: Vec::new(),
+                status_wakers: Vec::new(),
                 unwritten: 0,
                 opened: false,
                 last_disconnect: None,
                 closed: None,
                 finished: false,
             }),
-            driver: Notify::new(),
-            status: Notify::new(),
+            driver: Signal::default(),
             bounds,
         }
     }
@@ -190,6 +194,16 @@ impl Inner {
         wake(&mut self.end_wakers);
     }
 
+    /// Waits (with `waker`) for the session to open or to end.
+    pub(crate) fn wait_status(&mut self, waker: &Waker) {
+        register(&mut self.status_wakers, waker);
+    }
+
+    /// Wakes the tasks waiting for the session to open or to end.
+    pub(crate) fn wake_status(&mut self) {
+        wake(&mut self.status_wakers);
+    }
+
     /// Wakes everyone: the session is over.
     pub(crate) fn wake_all(&mut self) {
         if let Some(waker) = self.events_waker.take() {
@@ -198,6 +212,45 @@ impl Inner {
         wake(&mut self.write_wakers);
         wake(&mut self.flush_wakers);
         wake(&mut self.end_wakers);
+        wake(&mut self.status_wakers);
+    }
+}
+
+/// A wake-up for the one driver task that is kept when the task is not
+/// waiting yet (a permit, as tokio's `Notify::notify_one` keeps one), so a
+/// command that lands between two polls is never missed.
+#[derive(Default)]
+pub(crate) struct Signal {
+    set: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Signal {
+    /// Wakes the driver, or leaves it a permit.
+    pub(crate) fn notify(&self) {
+        self.set.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Ready (taking the permit) once [`notify`](Self::notify) was called
+    /// since the last time it was ready.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.set.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        {
+            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*slot {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+        }
+        // A notify between the first check and the registration found no
+        // waker to wake: it left the permit, taken here.
+        if self.set.swap(false, Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -219,5 +272,52 @@ fn register(list: &mut Vec<Waker>, waker: &Waker) {
 fn wake(list: &mut Vec<Waker>) {
     for waker in list.drain(..) {
         waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::{MAX_WAITERS, Signal, register};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_notify_before_the_wait_is_kept_and_taken_once() {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let signal = Signal::default();
+        signal.notify();
+        assert_eq!(signal.poll(&mut cx), Poll::Ready(()));
+        assert_eq!(signal.poll(&mut cx), Poll::Pending);
+        signal.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waiting task was woken");
+        assert_eq!(signal.poll(&mut cx), Poll::Ready(()));
+    }
+
+    #[test]
+    fn stale_waiters_are_woken_rather_than_kept_without_bound() {
+        let count = Arc::new(Count::default());
+        let mut list = Vec::new();
+        for _ in 0..3 * MAX_WAITERS {
+            // Distinct wakers, as from futures dropped while waiting.
+            register(&mut list, &Waker::from(Arc::new(Count::default())));
+        }
+        assert!(list.len() <= MAX_WAITERS);
+        let waker = Waker::from(Arc::clone(&count));
+        register(&mut list, &waker);
+        register(&mut list, &waker);
+        assert_eq!(list.iter().filter(|w| w.will_wake(&waker)).count(), 1, "a waker is listed once");
     }
 }

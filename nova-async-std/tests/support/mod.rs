@@ -1,0 +1,177 @@
+//! Runs one async test body under each runtime the driver supports, and
+//! the runtime-neutral helpers the bodies use (timeouts and sleeps on
+//! async-io's timer, which both runtimes share).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use nova_async_std::{AsyncIo, Connector, IntoConfig};
+
+/// Every wait in a test is bounded by this; a test that hangs fails instead.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// The runtime a test body runs under.
+#[derive(Debug, Clone, Copy)]
+pub enum Rt {
+    /// `async_std::task::block_on`, sessions on the default spawner
+    /// (async-global-executor, which is async-std's own).
+    AsyncStd,
+    /// `smol::block_on`, sessions spawned with `smol::spawn`.
+    Smol,
+}
+
+impl Rt {
+    pub fn block_on<T>(self, future: impl Future<Output = T>) -> T {
+        match self {
+            Rt::AsyncStd => async_std::task::block_on(future),
+            Rt::Smol => smol::block_on(future),
+        }
+    }
+
+    /// A connector whose session runs on this runtime's executor.
+    pub fn connector(self, config: impl IntoConfig) -> Connector {
+        match self {
+            Rt::AsyncStd => Connector::new(config),
+            Rt::Smol => Connector::new(config).runtime(AsyncIo::with_spawner(|f| smol::spawn(f).detach())),
+        }
+    }
+
+    /// Runs `future` on this runtime's executor; the returned future waits for it.
+    pub fn spawn<T: Send + 'static>(
+        self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> {
+        match self {
+            Rt::AsyncStd => Box::pin(async_std::task::spawn(future)),
+            Rt::Smol => Box::pin(smol::spawn(future)),
+        }
+    }
+}
+
+/// Runs each named `async fn(Rt)` as two tests, `async_std::NAME` and
+/// `smol::NAME`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($name:ident),* $(,)?) => {
+        mod async_std {
+            $(#[test] fn $name() { $crate::support::Rt::AsyncStd.block_on(super::$name($crate::support::Rt::AsyncStd)) })*
+        }
+        mod smol {
+            $(#[test] fn $name() { $crate::support::Rt::Smol.block_on(super::$name($crate::support::Rt::Smol)) })*
+        }
+    };
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+pub async fn sleep(duration: Duration) {
+    async_io::Timer::after(duration).await;
+}
+
+/// `future`'s output, or `None` after `limit`.
+pub async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let mut future = pin!(future);
+    let mut timer = async_io::Timer::after(limit);
+    poll_fn(|cx| {
+        if let Poll::Ready(value) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(value));
+        }
+        if std::pin::Pin::new(&mut timer).poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Fails the test instead of hanging it.
+pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    timeout(BOUND, future).await.unwrap_or_else(|| panic!("timed out: {what}"))
+}
+
+// ---- a raw server side, on std threads, for tests that control every byte ----
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+/// A listener on `127.0.0.1:0` and its address.
+pub fn listener() -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// Reads the upgrade request and answers 101.
+pub fn upgrade(tcp: &mut TcpStream) {
+    tcp.set_read_timeout(Some(BOUND)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_owned())
+        })
+        .unwrap();
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        nova_proto::accept_key(key.as_bytes())
+    );
+    tcp.write_all(answer.as_bytes()).unwrap();
+}
+
+/// An unmasked server frame with FIN set.
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let n = payload.len();
+    if n < 126 {
+        f.push(n as u8);
+    } else if n < 65536 {
+        f.push(126);
+        f.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        f.push(127);
+        f.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one client frame (unmasking it), slowly: `chunk` bytes per `pause`.
+/// Returns the opcode and payload; `None` once the connection ends.
+pub fn read_frame_slowly(tcp: &mut TcpStream, chunk: usize, pause: Duration) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).ok()?;
+    let mut len = u64::from(head[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        tcp.read_exact(&mut b).ok()?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        tcp.read_exact(&mut b).ok()?;
+        len = u64::from_be_bytes(b);
+    }
+    let mut mask = [0u8; 4];
+    tcp.read_exact(&mut mask).ok()?;
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    for part in payload.chunks_mut(chunk) {
+        tcp.read_exact(part).ok()?;
+        std::thread::sleep(pause);
+    }
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    Some((head[0] & 0x0f, payload))
+}
