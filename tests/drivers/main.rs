@@ -5,6 +5,7 @@
 //! scenario and driver, so a failure names both (`tokio::backpressure`).
 //! Every test talks to a mock server on 127.0.0.1 and every wait is bounded.
 
+mod async_io;
 mod suite;
 mod tokio;
 
@@ -71,3 +72,5 @@ macro_rules! driver_suite {
 }
 
 driver_suite!(tokio_driver, crate::tokio::Tokio);
+driver_suite!(async_std_driver, crate::async_io::AsyncIoDriver<crate::async_io::AsyncStd>);
+driver_suite!(smol_driver, crate::async_io::AsyncIoDriver<crate::async_io::Smol>);
