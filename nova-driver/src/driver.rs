@@ -33,9 +33,12 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// the peer's end, before it is dropped anyway.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Most bytes read after a write failed, looking for what the peer sent
-/// before it went (its last messages, its close frame).
-const DRAIN_AFTER_WRITE_ERROR: usize = 1 << 20;
+/// How long the transport is still read after a write failed, looking for
+/// what the peer sent before it went (its last messages, its close frame).
+/// The reactor may not have reported that data readable yet when the write
+/// fails, so reading once at that moment is not enough; a dead peer's socket
+/// reports its end quickly, so this is rarely waited out.
+const DRAIN_AFTER_WRITE_ERROR: Duration = Duration::from_millis(250);
 
 /// Settings the driver needs besides the core's.
 #[derive(Clone)]
@@ -57,12 +60,8 @@ enum Wake<T> {
     Read(usize),
     ReadFailed(io::Error),
     Wrote,
-    /// A write failed; `tail` is what could still be read, `end` how reading ended.
-    WriteFailed {
-        error: io::Error,
-        tail: Vec<u8>,
-        end: Option<TransportDown>,
-    },
+    /// A write failed; what the peer sent before may still be readable.
+    WriteFailed(io::Error),
     Deadline,
     Notified,
 }
@@ -83,6 +82,9 @@ struct Driver<R: Runtime> {
     read_buf: Vec<u8>,
     /// Read from the socket this turn (the core holds little unread input).
     reading: bool,
+    /// A write failed: nothing more is written, the transport is read until
+    /// it ends or the instant passes, then the error is reported.
+    write_failed: Option<(io::Error, Instant)>,
     deadline: Option<Instant>,
     /// The session is over and everything was handed out.
     done: bool,
@@ -110,6 +112,7 @@ pub(crate) fn run<R: Runtime>(
         flush: false,
         read_buf: Vec::new(),
         reading: false,
+        write_failed: None,
         deadline: None,
         done: false,
     };
@@ -187,7 +190,11 @@ impl<R: Runtime> Driver<R> {
         if status_changed {
             inner.wake_status();
         }
-        let deadline = inner.client.poll_timeout();
+        let drained_by = self.write_failed.as_ref().map(|(_, until)| *until);
+        let deadline = match (inner.client.poll_timeout(), drained_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         drop(inner);
         if deadline != self.deadline {
             self.deadline = deadline;
@@ -283,6 +290,7 @@ impl<R: Runtime> Driver<R> {
     /// them, shuts the stream and waits (briefly) for the peer's end, so the
     /// close is a FIN and not a reset. The driver goes on at once.
     fn close_transport(&mut self) {
+        self.write_failed = None;
         let link = std::mem::replace(&mut self.link, Link::None);
         let rest = self.out.split_off(self.written);
         self.out.clear();
@@ -297,6 +305,7 @@ impl<R: Runtime> Driver<R> {
 
     /// Drops the transport after the core was told it went down.
     fn lose_transport(&mut self) {
+        self.write_failed = None;
         self.link = Link::None;
         self.out.clear();
         self.written = 0;
@@ -317,29 +326,28 @@ impl<R: Runtime> Driver<R> {
                 // Both directions every time: a sender that keeps the socket
                 // busy must not keep the server's frames (a pong, a close)
                 // from being read, nor the other way round.
-                if self.written < self.out.len() {
+                let writable = self.write_failed.is_none();
+                if writable && self.written < self.out.len() {
                     match transport.poll_write(cx, &self.out[self.written..]) {
-                        Poll::Ready(Ok(0)) => {
-                            return Poll::Ready(write_failed(transport, cx, io::ErrorKind::WriteZero.into()));
-                        }
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Wake::WriteFailed(io::ErrorKind::WriteZero.into())),
                         Poll::Ready(Ok(n)) => {
                             self.written += n;
                             wrote = true;
                             // TLS may hold the last records until flushed.
                             self.flush = self.written == self.out.len();
                         }
-                        Poll::Ready(Err(e)) => return Poll::Ready(write_failed(transport, cx, e)),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::WriteFailed(e)),
                         Poll::Pending => {}
                     }
                 }
-                if self.flush {
+                if writable && self.flush {
                     match transport.poll_flush(cx) {
                         Poll::Ready(Ok(())) => {
                             self.flush = false;
                             // Everything is out now: `service` tells the flushers.
                             wrote = true;
                         }
-                        Poll::Ready(Err(e)) => return Poll::Ready(write_failed(transport, cx, e)),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::WriteFailed(e)),
                         Poll::Pending => {}
                     }
                 }
@@ -393,18 +401,27 @@ impl<R: Runtime> Driver<R> {
                 self.lose_transport();
                 self.shared.lock().client.handle_input(now, Input::TransportDown(transport_down(&e)));
             }
-            Wake::WriteFailed { error, tail, end } => {
-                self.lose_transport();
-                let mut inner = self.shared.lock();
-                if !tail.is_empty() {
-                    inner.client.handle_input(now, Input::Received(&tail));
-                }
-                let why = end.unwrap_or_else(|| transport_down(&error));
-                inner.client.handle_input(now, Input::TransportDown(why));
+            Wake::WriteFailed(error) => {
+                // The peer may be gone, but what it sent before going (its
+                // last messages, a close frame saying why) decides how the
+                // connection ended: read on until the transport ends (that
+                // end is reported, as for any read) or the drain time passes.
+                self.out.clear();
+                self.written = 0;
+                self.flush = false;
+                self.write_failed = Some((error, now + DRAIN_AFTER_WRITE_ERROR));
             }
-            // `service` takes more to write, fires the timer, and drains
-            // whatever the wake was for.
-            Wake::Wrote | Wake::Deadline | Wake::Notified => {}
+            Wake::Deadline => {
+                if self.write_failed.as_ref().is_some_and(|(_, until)| *until <= now)
+                    && let Some((error, _)) = self.write_failed.take()
+                {
+                    self.lose_transport();
+                    self.shared.lock().client.handle_input(now, Input::TransportDown(transport_down(&error)));
+                }
+                // Otherwise `service` fires the core's timer.
+            }
+            // `service` takes more to write and drains whatever the wake was for.
+            Wake::Wrote | Wake::Notified => {}
         }
     }
 
@@ -412,27 +429,6 @@ impl<R: Runtime> Driver<R> {
     fn shut(&mut self) {
         self.close_transport();
     }
-}
-
-/// A write failed: the peer may be gone, but what it sent before going (its
-/// last messages, a close frame saying why) may still be readable, and it
-/// decides how the connection ended. Reads what is there now, up to
-/// [`DRAIN_AFTER_WRITE_ERROR`] bytes.
-fn write_failed<T: Transport>(transport: &mut T, cx: &mut Context<'_>, error: io::Error) -> Wake<T> {
-    let mut tail = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if tail.len() >= DRAIN_AFTER_WRITE_ERROR {
-            break None;
-        }
-        match transport.poll_read(cx, &mut chunk) {
-            Poll::Ready(Ok(0)) => break Some(TransportDown::Eof),
-            Poll::Ready(Ok(n)) => tail.extend_from_slice(&chunk[..n]),
-            Poll::Ready(Err(e)) => break Some(transport_down(&e)),
-            Poll::Pending => break None,
-        }
-    };
-    Wake::WriteFailed { error, tail, end }
 }
 
 /// Writes the last bytes, shuts the stream (FIN, or close_notify then FIN

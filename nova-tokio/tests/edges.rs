@@ -131,8 +131,12 @@ async fn a_close_frame_before_a_reset_is_not_lost_to_a_failed_write() {
         });
         let config = Config::builder(format!("ws://{addr}/")).keepalive(None).no_reconnect();
         let (handle, mut events) = Connector::new(config).connect().await.unwrap();
+        // The sender stops at its first failed send; the test keeps a handle,
+        // so that does not close the session (dropping the last handle is a
+        // close of its own, racing the server's).
+        let sender = handle.clone();
         let sending =
-            tokio::spawn(async move { while handle.send(Message::binary(vec![1u8; 16 << 10])).await.is_ok() {} });
+            tokio::spawn(async move { while sender.send(Message::binary(vec![1u8; 16 << 10])).await.is_ok() {} });
         let mut last = false;
         let mut cause = None;
         while let Ok(Some(event)) = tokio::time::timeout(BOUND, events.recv()).await {
@@ -143,11 +147,12 @@ async fn a_close_frame_before_a_reset_is_not_lost_to_a_failed_write() {
             }
         }
         sending.abort();
-        assert!(last, "round {round}: the last message was lost");
+        assert!(last, "round {round}: the last message was lost; cause {cause:?}");
         assert!(
             matches!(&cause, Some(Disconnect::ServerClosed { code, .. }) if code.0 == 1001),
             "round {round}: {cause:?}"
         );
+        drop(handle);
     }
 }
 
