@@ -88,7 +88,8 @@ pub enum RecvError {
     /// Nothing happened within the timeout.
     #[error("no event within the timeout")]
     Timeout,
-    /// The session is over and [`Event::Closed`] was handed out.
+    /// The session is over, [`Event::Closed`] was handed out and the last
+    /// socket is shut.
     #[error("the session is over")]
     Ended,
     /// Polling the OS failed.
@@ -231,7 +232,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Ended`] after [`Event::Closed`] was handed out,
+    /// [`RecvError::Ended`] after [`Event::Closed`] was handed out (once
+    /// the last socket is shut, which takes at most two seconds),
     /// [`RecvError::Poll`] if polling failed.
     pub fn next_event(&mut self) -> Result<Event, RecvError> {
         self.wait(None)
@@ -266,7 +268,9 @@ impl Client {
                 }
                 return Ok(event);
             }
-            if self.ended {
+            // After the end, the last socket may still be shutting (its
+            // final bytes going out): drive it until it is done.
+            if self.ended && self.connection.is_finished() {
                 return Err(RecvError::Ended);
             }
             if until.is_some_and(|until| Instant::now() >= until) {
