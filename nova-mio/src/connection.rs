@@ -191,8 +191,8 @@ impl Connection {
         resolver: Box<dyn Resolve>,
         telemetry: Telemetry,
         span: tracing::Span,
+        now: Instant,
     ) -> Connection {
-        let now = std::time::Instant::now();
         Connection {
             client,
             token,
@@ -218,7 +218,6 @@ impl Connection {
     }
 
     pub(crate) fn start(&mut self, registry: &Registry, now: Instant) {
-        self.now = now;
         self.client.connect(now);
         self.drive(registry, now);
     }

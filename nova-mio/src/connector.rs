@@ -304,7 +304,7 @@ impl Connector {
             read_budget: self.read_budget.max(self.read_chunk),
             bounds: self.bounds,
         };
-        let mut connection = Connection::new(client, token, settings, self.resolver, telemetry, span);
+        let mut connection = Connection::new(client, token, settings, self.resolver, telemetry, span, now);
         connection.start(registry, now);
         Ok(connection)
     }

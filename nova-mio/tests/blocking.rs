@@ -406,3 +406,19 @@ fn latency_delays_but_keeps_order() {
         assert_eq!(next_message(&mut client).as_text(), Some(n.to_string().as_str()));
     }
 }
+
+#[test]
+fn a_refused_or_silent_address_is_passed_over_for_one_that_listens() {
+    let server = echo_server();
+    // A port that was just free (refuses at once), and an address from
+    // TEST-NET-1 that never answers (or is unreachable at once, offline):
+    // the next address starts when one fails or after 250 ms.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let silent: std::net::SocketAddr = "192.0.2.1:9".parse().unwrap();
+    for addrs in [[closed, server.addr()], [silent, server.addr()]] {
+        let url = format!("ws://nova-test.invalid:{}/", server.addr().port());
+        let mut client = blocking::connect_with(Connector::new(config(&url)).addrs(addrs)).unwrap();
+        client.send("found").unwrap();
+        assert_eq!(next_message(&mut client).as_text(), Some("found"), "{addrs:?}");
+    }
+}

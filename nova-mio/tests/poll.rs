@@ -62,6 +62,14 @@ impl Loop {
 }
 
 #[test]
+fn connections_and_clients_can_move_to_another_thread() {
+    fn send<T: Send + std::fmt::Debug>() {}
+    send::<Connection>();
+    send::<nova_mio::blocking::Client>();
+    send::<Event>();
+}
+
+#[test]
 fn sixty_four_connections_share_one_poll() {
     const N: usize = 64;
     const MESSAGES: usize = 20;
