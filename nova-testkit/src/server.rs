@@ -350,6 +350,13 @@ fn engine_loop(shared: &Shared, events: &Receiver<Event>, deadline: Instant) {
         shared.changed.notify_all();
     }
     shared.shutdown.store(true, Ordering::SeqCst);
+    // A connection this loop registered after `stop` took the wires (or any
+    // left when the lifetime ran out) would keep its writer thread waiting
+    // for commands forever, and `stop` joining the threads with it.
+    let wires = std::mem::take(&mut *shared.wires.lock().unwrap_or_else(PoisonError::into_inner));
+    for (_, wire) in wires {
+        let _ = wire.commands.send(Command::Close);
+    }
     shared.changed.notify_all();
 }
 

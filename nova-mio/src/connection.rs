@@ -1,0 +1,948 @@
+//! The driver: one [`Connection`] per session, driven from the caller's
+//! `mio::Poll` loop. It owns the sockets, the TLS session and the read and
+//! write buffers, feeds the core and performs its outputs. No WebSocket
+//! logic lives here.
+//!
+//! Each driving call ([`Connection::on_event`], [`Connection::on_timeout`],
+//! [`Connection::flush`]) runs one turn: fire the core's timer if due, move
+//! connection attempts along, then alternate draining the core (bytes to
+//! write, outputs) with writing and reading the socket until the socket
+//! would block, the read budget is spent or the event queue is full; then
+//! settle which readiness the socket is registered for.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use nova_proto::{
+    Client, CloseCode, CloseError, Closed, Config, Disconnect, Input, Message, Output, SendError, SendOptions, State,
+    Stats, Target, TransportDown,
+};
+
+use crate::Event;
+use crate::connector::Resolve;
+use crate::telemetry::Telemetry;
+use crate::transport::{self, Transport};
+
+/// Most bytes taken from the core per write: one buffer, one syscall when
+/// the socket has room.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// How long a transport being shut may take to write its last bytes and see
+/// the peer's end, before it is dropped anyway.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes read (and discarded) from a transport being shut, or read
+/// after a write failed looking for what the peer sent before it went.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// How long one address may take before the next one is tried alongside it
+/// (RFC 8305's recommended "connection attempt delay").
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Event-queue capacity kept once it drains after a burst.
+const EVENTS_KEPT: usize = 16;
+
+/// Bounds of the driver's buffers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) event_capacity: usize,
+    pub(crate) event_bytes: usize,
+    pub(crate) max_buffered_input: usize,
+}
+
+/// Settings the driver needs besides the core's.
+pub(crate) struct Settings {
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) nodelay: bool,
+    pub(crate) read_chunk: usize,
+    pub(crate) read_budget: usize,
+    pub(crate) bounds: Bounds,
+}
+
+/// One WebSocket session (reconnecting by its policy), embedded in the
+/// caller's `mio::Poll` loop.
+///
+/// Made by [`Connector::start`](crate::Connector::start) or
+/// [`start`](crate::start). The caller owns the `Poll`; the connection
+/// registers each socket of the session with the caller's [`Registry`]
+/// under one [`Token`]. The [crate docs](crate) give the loop and its rules.
+///
+/// - **drive** it: [`on_event`](Self::on_event) for every `mio` event with
+///   its token, [`on_timeout`](Self::on_timeout) once
+///   [`poll_timeout`](Self::poll_timeout) has passed, [`flush`](Self::flush)
+///   to write what commands queued without waiting for the next turn;
+/// - **take** what happened with [`poll_event`](Self::poll_event);
+/// - **command** it: [`send`](Self::send), [`ping`](Self::ping),
+///   [`close`](Self::close). Commands only queue: the next driving call
+///   writes (and `poll_timeout` says so by returning a time already passed).
+pub struct Connection {
+    client: Client,
+    token: Token,
+    settings: Settings,
+    resolver: Box<dyn Resolve>,
+    telemetry: Telemetry,
+    span: tracing::Span,
+    link: Link,
+    /// A transport being shut: its last bytes written, its end awaited.
+    linger: Option<Linger>,
+    /// Bytes taken from the core, written from `written` on.
+    out: Vec<u8>,
+    written: usize,
+    /// Read buffer; allocated when a transport comes up, freed when it goes.
+    read_buf: Vec<u8>,
+    /// The live socket may have bytes to read: set by a readable event,
+    /// cleared when a read would block. Readiness is edge-triggered, so this
+    /// is the only memory of it.
+    readable: bool,
+    events: VecDeque<Event>,
+    /// Payload bytes held in `events`.
+    event_bytes: usize,
+    /// The longest `events` got since it was last empty.
+    events_peak: usize,
+    /// The last turn ended with the event queue full: the core may hold
+    /// undecoded frames, to decode once the application makes room.
+    held_back: bool,
+    /// A command queued work that no turn has done yet.
+    dirty: bool,
+    /// The latest time a driving call was given.
+    now: Instant,
+    /// A connection opened at least once.
+    opened: bool,
+    /// The last disconnect, for an error when the session ends before opening.
+    last_disconnect: Option<Disconnect>,
+}
+
+enum Link {
+    None,
+    Connecting(Connecting),
+    Up {
+        transport: Transport,
+        /// `Input::TransportUp` was given (for TLS: after its handshake).
+        up: bool,
+        /// The readiness the socket is registered for.
+        interest: Interest,
+    },
+}
+
+/// TCP attempts in flight (Happy Eyeballs, RFC 8305): each starts when the
+/// previous one failed or after [`ATTEMPT_DELAY`], whichever comes first.
+struct Connecting {
+    target: Target,
+    waiting: VecDeque<SocketAddr>,
+    attempts: Vec<TcpStream>,
+    /// When the next waiting address starts anyway.
+    next_at: Option<Instant>,
+    last_error: Option<io::ErrorKind>,
+}
+
+/// A transport handed back by the core: write what it still had to say,
+/// shut our side, read until the peer's end, all within [`LINGER`]. Reading
+/// matters: closing a socket with unread bytes makes the kernel send a reset,
+/// which can destroy the close frame the peer has not read yet.
+struct Linger {
+    transport: Transport,
+    rest: Vec<u8>,
+    written: usize,
+    shut: bool,
+    drained: usize,
+    deadline: Instant,
+    interest: Interest,
+}
+
+enum Attempt {
+    Pending,
+    Connected,
+    Failed(io::ErrorKind),
+}
+
+/// How a write went.
+enum Wrote {
+    /// The socket took everything: the core may have more.
+    All,
+    /// The socket is full (or there was nothing to write).
+    Blocked,
+    /// The transport failed; the core was told.
+    Failed,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("token", &self.token)
+            .field("state", &self.client.state())
+            .field("events", &self.events.len())
+            .field("buffered_amount", &self.buffered_amount())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        client: Client,
+        token: Token,
+        settings: Settings,
+        resolver: Box<dyn Resolve>,
+        telemetry: Telemetry,
+        span: tracing::Span,
+        now: Instant,
+    ) -> Connection {
+        Connection {
+            client,
+            token,
+            settings,
+            resolver,
+            telemetry,
+            span,
+            link: Link::None,
+            linger: None,
+            out: Vec::new(),
+            written: 0,
+            read_buf: Vec::new(),
+            readable: false,
+            events: VecDeque::new(),
+            event_bytes: 0,
+            events_peak: 0,
+            held_back: false,
+            dirty: false,
+            now,
+            opened: false,
+            last_disconnect: None,
+        }
+    }
+
+    pub(crate) fn start(&mut self, registry: &Registry, now: Instant) {
+        self.client.connect(now);
+        self.drive(registry, now);
+    }
+
+    // ---- driving ----
+
+    /// Handles a readiness event from the caller's `Poll`. Events for other
+    /// tokens are ignored, so the caller may pass every event to every
+    /// connection, though routing by [`token`](Self::token) is cheaper.
+    ///
+    /// Runs one turn: reads until the socket would block, the
+    /// [read budget](crate::Connector::read_budget) is spent or the event
+    /// queue is full; writes what waits; performs what the core decides.
+    pub fn on_event(&mut self, registry: &Registry, event: &mio::event::Event, now: Instant) {
+        if event.token() != self.token {
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.readable = true;
+        }
+        self.drive(registry, now);
+    }
+
+    /// Fires the session's timers that are due at `now` (keepalive pings,
+    /// pong, connect, handshake and close timeouts, the reconnect backoff),
+    /// then runs one turn like [`on_event`](Self::on_event). Call it once
+    /// [`poll_timeout`](Self::poll_timeout) has passed; calling it early or
+    /// twice is harmless.
+    pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
+        self.drive(registry, now);
+    }
+
+    /// Writes what commands queued ([`send`](Self::send), [`ping`](Self::ping),
+    /// [`close`](Self::close)) now, in as few syscalls as the socket allows,
+    /// rather than on the next turn of the loop. The same turn as
+    /// [`on_timeout`](Self::on_timeout): call it after a burst of sends.
+    pub fn flush(&mut self, registry: &Registry, now: Instant) {
+        self.drive(registry, now);
+    }
+
+    /// The next event, in the order it happened; `None` when there is none
+    /// now. Nothing follows [`Event::Closed`].
+    ///
+    /// Taking events makes room: when the queue was full, the socket was
+    /// left unread, and [`poll_timeout`](Self::poll_timeout) now returns a
+    /// time already passed so the loop drives the connection again at once.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let Some(event) = self.events.pop_front() else {
+            // Release memory only when the last batch used a small part of
+            // it: steady traffic keeps its buffer, a past burst is let go.
+            let want = (self.events_peak * 2).max(EVENTS_KEPT);
+            if self.events.capacity() > want * 2 {
+                self.events.shrink_to(want);
+            }
+            self.events_peak = 0;
+            return None;
+        };
+        self.event_bytes -= event.weight();
+        Some(event)
+    }
+
+    /// When to drive the connection next with [`on_timeout`](Self::on_timeout),
+    /// if no readiness event comes first; `None` when only an event can give
+    /// it work. A time already passed (the last time it was given) means work
+    /// is waiting now: commands to write, a read stopped by the budget, room
+    /// made in the event queue. With many connections in one loop, poll with
+    /// the earliest of their deadlines.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.has_work() {
+            return Some(self.now);
+        }
+        let mut deadline = self.client.poll_timeout();
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at {
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
+        };
+        if let Link::Connecting(connecting) = &self.link {
+            consider(connecting.next_at);
+        }
+        consider(self.linger.as_ref().map(|l| l.deadline));
+        deadline
+    }
+
+    // ---- commands ----
+
+    /// Queues a message with the configured [`SendOptions`]; the next driving
+    /// call writes it. Reads the clock (for the message's time to live).
+    ///
+    /// # Errors
+    ///
+    /// The core's, each giving the message back: [`SendError::NotOpen`]
+    /// while disconnected (unless the configuration queues messages offline),
+    /// [`SendError::Closed`] once the session is ending,
+    /// [`SendError::TooLarge`], [`SendError::QueueFull`].
+    pub fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.dirty = true;
+        self.client.send(Instant::now(), message)
+    }
+
+    /// Like [`send`](Self::send), with per-message [`SendOptions`] (offline
+    /// queueing, time to live) instead of the configured defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_with(&mut self, message: impl Into<Message>, options: SendOptions) -> Result<(), SendError> {
+        self.dirty = true;
+        self.client.send_with(Instant::now(), message, options)
+    }
+
+    /// Queues a ping (at most 125 bytes of payload); its pong comes out as
+    /// [`Event::Pong`]. Keepalive pings are sent by the session itself.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::PingTooLong`], or [`SendError::PingNotOpen`] when not open.
+    pub fn ping(&mut self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.dirty = true;
+        self.client.ping(Instant::now(), payload)
+    }
+
+    /// Ends the session gracefully: what was queued is written, then a
+    /// close frame with `code` and `reason`; the session waits (up to the
+    /// close timeout) for the server's answer, and [`Event::Closed`] ends
+    /// it. Calling it again, or after the end, does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CloseError`] for a code that may not be sent or a reason over 123 bytes.
+    pub fn close(&mut self, code: impl Into<CloseCode>, reason: &str) -> Result<(), CloseError> {
+        self.dirty = true;
+        self.client.close(Instant::now(), code.into(), reason)
+    }
+
+    /// Replaces the configuration from the next connection attempt on (a
+    /// resume URL, a refreshed token). The current connection is not touched.
+    pub fn set_config(&mut self, config: impl Into<Arc<Config>>) {
+        self.client.set_config(config);
+    }
+
+    /// Stops driving the session: deregisters and closes every socket at
+    /// once, without a close handshake. Use [`close`](Self::close) and drive
+    /// until [`is_finished`](Self::is_finished) for a graceful end.
+    pub fn deregister(mut self, registry: &Registry) {
+        self.drop_link(registry);
+        if let Some(mut linger) = self.linger.take() {
+            let _ = registry.deregister(linger.transport.tcp());
+        }
+    }
+
+    // ---- getters ----
+
+    /// The token the connection's sockets are registered under.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The session's state.
+    pub fn state(&self) -> State {
+        self.client.state()
+    }
+
+    /// Counters across the whole session.
+    pub fn stats(&self) -> &Stats {
+        self.client.stats()
+    }
+
+    /// The core, for its getters (history, configuration, queue lengths).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Payload bytes sent and not written to the socket yet: the core's
+    /// queue plus the driver's write buffer. A producer that must not run
+    /// ahead of the network waits while this is large.
+    pub fn buffered_amount(&self) -> usize {
+        self.client.buffered_amount() + (self.out.len() - self.written)
+    }
+
+    /// Events waiting in [`poll_event`](Self::poll_event).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the session is over ([`Event::Closed`] was queued).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Whether nothing is left to do: the session is over, every event was
+    /// taken, and the last transport has been shut. The connection may be
+    /// dropped before this (its sockets are closed at once); driving it until
+    /// then lets the last close frame reach the server.
+    pub fn is_finished(&self) -> bool {
+        self.client.is_closed() && self.events.is_empty() && self.linger.is_none()
+    }
+
+    /// Whether a connection opened at least once in this session.
+    pub(crate) fn has_opened(&self) -> bool {
+        self.opened
+    }
+
+    /// Why the last connection or attempt ended, if one did.
+    pub(crate) fn last_disconnect(&self) -> Option<&Disconnect> {
+        self.last_disconnect.as_ref()
+    }
+
+    /// The `Closed` event waiting in the queue, if any.
+    pub(crate) fn queued_closed(&self) -> Option<&Closed> {
+        self.events.iter().rev().find_map(|e| match e {
+            Event::Closed(closed) => Some(closed),
+            _ => None,
+        })
+    }
+
+    // ---- the turn ----
+
+    fn has_room(&self) -> bool {
+        let bounds = &self.settings.bounds;
+        self.events.is_empty() || (self.events.len() < bounds.event_capacity && self.event_bytes < bounds.event_bytes)
+    }
+
+    /// Whether the socket may be read: the application is keeping up, or the
+    /// core holds little unread input. With room in the event queue, the core
+    /// decoded every complete frame it holds, so what it buffers is the start
+    /// of one (bounded by its own frame and message limits) and only more
+    /// input completes it. Without room, reading stops past the bound and TCP
+    /// pushes back on the server.
+    fn may_read(&self) -> bool {
+        self.has_room() || self.client.buffered_input() < self.settings.bounds.max_buffered_input
+    }
+
+    fn has_work(&self) -> bool {
+        self.dirty
+            || (self.held_back && self.has_room())
+            || (self.readable && matches!(self.link, Link::Up { .. }) && self.may_read())
+    }
+
+    fn drive(&mut self, registry: &Registry, now: Instant) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        if now > self.now {
+            self.now = now;
+        }
+        let now = self.now;
+        self.dirty = false;
+        if self.client.poll_timeout().is_some_and(|deadline| deadline <= now) {
+            self.client.handle_timeout(now);
+        }
+        self.progress_connect(registry, now);
+        let mut budget = self.settings.read_budget;
+        loop {
+            self.service(registry, now);
+            match self.write_out(registry, now) {
+                Wrote::Failed => continue,
+                // The socket took the whole batch: take the next one.
+                Wrote::All if self.pull_transmit() => continue,
+                Wrote::All | Wrote::Blocked => {}
+            }
+            if !self.read_once(registry, now, &mut budget) {
+                break;
+            }
+        }
+        self.progress_linger(registry, now);
+        self.settle_interest(registry);
+        self.telemetry.count(self.client.stats());
+        self.telemetry.transitions(self.client.history());
+    }
+
+    /// Drains the core: bytes to write into `out` (up to a batch), outputs
+    /// performed, until neither poller has anything. Decoding inside
+    /// `poll_output` can queue bytes (a pong, a close echo) without an
+    /// output, hence the last `pull_transmit`.
+    ///
+    /// With the event queue full no new frame is decoded (that is the
+    /// backpressure), but what the core already decided still happens: a
+    /// dead transport is closed, a reconnect starts. The few events those
+    /// produce may go past the queue's bound.
+    fn service(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            self.pull_transmit();
+            let output = if self.has_room() { self.client.poll_output() } else { self.client.poll_queued_output() };
+            match output {
+                Some(output) => self.perform(registry, now, output),
+                None if self.pull_transmit() => {}
+                None => break,
+            }
+        }
+        self.held_back = !self.has_room();
+    }
+
+    /// Appends what the core has to write, up to the batch size. Returns
+    /// whether anything was appended.
+    fn pull_transmit(&mut self) -> bool {
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            // A large message leaves a large buffer behind: give it back
+            // rather than keep it for the life of an idle connection.
+            if self.out.capacity() > 2 * WRITE_BATCH {
+                self.out = Vec::new();
+            }
+        } else if self.written >= WRITE_BATCH && self.written * 2 >= self.out.len() {
+            // Keep the buffer from creeping forward while the socket lags;
+            // moving at most as much as was written keeps this linear.
+            self.out.drain(..self.written);
+            self.written = 0;
+        }
+        let room = WRITE_BATCH.saturating_sub(self.out.len() - self.written);
+        if room == 0 {
+            return false;
+        }
+        self.client.poll_transmit(&mut self.out, room) > 0
+    }
+
+    fn perform(&mut self, registry: &Registry, now: Instant, output: Output) {
+        match output {
+            Output::Message(message) => {
+                self.telemetry.message(&message);
+                self.push_event(Event::Message(message));
+            }
+            Output::Connect(target) => {
+                // A core that asks again has given up on the previous transport.
+                self.close_transport(registry, now);
+                self.begin_connect(registry, now, target);
+            }
+            Output::CloseTransport => {
+                // The bytes the core handed out before this go out first,
+                // whatever the batch size: a close frame is among them.
+                let _ = self.client.poll_transmit(&mut self.out, usize::MAX);
+                self.close_transport(registry, now);
+            }
+            Output::Event(event) => {
+                let event = *event;
+                self.telemetry.event(&event, self.client.stats());
+                match &event {
+                    nova_proto::Event::Opened(_) => self.opened = true,
+                    nova_proto::Event::Disconnected { cause, .. } => self.last_disconnect = Some(cause.clone()),
+                    _ => {}
+                }
+                if let Some(event) = Event::from_core(event) {
+                    self.push_event(event);
+                }
+            }
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.event_bytes += event.weight();
+        self.events.push_back(event);
+        self.events_peak = self.events_peak.max(self.events.len());
+    }
+
+    // ---- connecting ----
+
+    fn begin_connect(&mut self, registry: &Registry, now: Instant, target: Target) {
+        match transport::addresses(&target.host, target.port, &mut *self.resolver) {
+            Err(down) => self.client.handle_input(now, Input::TransportDown(down)),
+            Ok(addrs) => {
+                tracing::debug!(attempt = target.attempt, addresses = addrs.len(), "connecting");
+                self.link = Link::Connecting(Connecting {
+                    target,
+                    waiting: addrs.into(),
+                    attempts: Vec::new(),
+                    next_at: None,
+                    last_error: None,
+                });
+                self.start_attempt(registry, now);
+                self.check_exhausted(now);
+            }
+        }
+    }
+
+    /// Starts the next waiting address (skipping those that fail at once).
+    fn start_attempt(&mut self, registry: &Registry, now: Instant) {
+        let Link::Connecting(c) = &mut self.link else {
+            return;
+        };
+        while let Some(addr) = c.waiting.pop_front() {
+            let started = TcpStream::connect(addr).and_then(|mut tcp| {
+                registry.register(&mut tcp, self.token, Interest::READABLE | Interest::WRITABLE)?;
+                Ok(tcp)
+            });
+            match started {
+                Ok(tcp) => {
+                    c.attempts.push(tcp);
+                    break;
+                }
+                Err(e) => c.last_error = Some(e.kind()),
+            }
+        }
+        c.next_at = (!c.waiting.is_empty()).then(|| now + ATTEMPT_DELAY);
+    }
+
+    /// Every address failed: the attempt is over.
+    fn check_exhausted(&mut self, now: Instant) {
+        let Link::Connecting(c) = &self.link else {
+            return;
+        };
+        if c.attempts.is_empty() && c.waiting.is_empty() {
+            let kind = c.last_error.unwrap_or(io::ErrorKind::NotFound);
+            self.link = Link::None;
+            self.client.handle_input(now, Input::TransportDown(TransportDown::ConnectFailed(kind)));
+        }
+    }
+
+    fn progress_connect(&mut self, registry: &Registry, now: Instant) {
+        let Link::Connecting(c) = &mut self.link else {
+            return;
+        };
+        let mut i = 0;
+        let mut failed = false;
+        while i < c.attempts.len() {
+            match check(&c.attempts[i]) {
+                Attempt::Pending => i += 1,
+                Attempt::Failed(kind) => {
+                    let mut tcp = c.attempts.swap_remove(i);
+                    let _ = registry.deregister(&mut tcp);
+                    c.last_error = Some(kind);
+                    failed = true;
+                }
+                Attempt::Connected => {
+                    let tcp = c.attempts.swap_remove(i);
+                    for mut loser in c.attempts.drain(..) {
+                        let _ = registry.deregister(&mut loser);
+                    }
+                    let target = c.target.clone();
+                    self.link = Link::None;
+                    self.establish(registry, now, tcp, &target);
+                    return;
+                }
+            }
+        }
+        // A failure starts the next address at once; otherwise it starts
+        // when its delay is up.
+        if failed || c.next_at.is_some_and(|at| at <= now) {
+            self.start_attempt(registry, now);
+        }
+        self.check_exhausted(now);
+    }
+
+    /// TCP is up: TLS starts over it, or the transport is up already.
+    fn establish(&mut self, registry: &Registry, now: Instant, mut tcp: TcpStream, target: &Target) {
+        // Without it, a small message can wait for the previous one's ACK
+        // (Nagle), tens of milliseconds for a latency-sensitive feed.
+        if self.settings.nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+        let transport = if target.tls {
+            match Transport::tls_session(&self.settings.tls, &target.host) {
+                Ok(session) => Transport::tls(tcp, session),
+                Err(down) => {
+                    let _ = registry.deregister(&mut tcp);
+                    self.client.handle_input(now, Input::TransportDown(down));
+                    return;
+                }
+            }
+        } else {
+            Transport::Plain(tcp)
+        };
+        let up = !target.tls;
+        self.link = Link::Up { transport, up, interest: Interest::READABLE | Interest::WRITABLE };
+        // Bytes may have arrived before this turn looked: try once.
+        self.readable = true;
+        self.read_buf = vec![0; self.settings.read_chunk];
+        if up {
+            self.client.handle_input(now, Input::TransportUp);
+        }
+    }
+
+    // ---- reading and writing ----
+
+    /// Writes what waits. One `write` (or one vectored TLS write) per call
+    /// when the socket has room.
+    fn write_out(&mut self, registry: &Registry, now: Instant) -> Wrote {
+        let Link::Up { transport, .. } = &mut self.link else {
+            return Wrote::Blocked;
+        };
+        loop {
+            if self.written == self.out.len() && !transport.has_pending() {
+                return Wrote::All;
+            }
+            match transport.write(&self.out[self.written..]) {
+                Ok(n) => {
+                    self.written += n;
+                    if self.written < self.out.len() || transport.has_pending() {
+                        return Wrote::Blocked;
+                    }
+                    return Wrote::All;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.write_failed(registry, now, &e);
+                    return Wrote::Failed;
+                }
+            }
+        }
+    }
+
+    /// A write failed: the peer may be gone, but what it sent before going
+    /// (its last messages, a close frame saying why) may still be readable,
+    /// and it decides how the connection ended. Reads what is there now, up
+    /// to [`DRAIN_LIMIT`] bytes.
+    fn write_failed(&mut self, registry: &Registry, now: Instant, error: &io::Error) {
+        let mut end = None;
+        if let Link::Up { transport, up, .. } = &mut self.link {
+            if !*up {
+                end = Some(transport::handshake_down(error));
+            } else {
+                let mut drained = 0;
+                while drained < DRAIN_LIMIT && end.is_none() {
+                    match transport.read(&mut self.read_buf) {
+                        Ok(0) => end = Some(TransportDown::Eof),
+                        Ok(n) => {
+                            drained += n;
+                            self.client.handle_input(now, Input::Received(&self.read_buf[..n]));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => end = Some(transport::down(&e)),
+                    }
+                }
+            }
+        }
+        self.drop_link(registry);
+        let why = end.unwrap_or_else(|| transport::down(error));
+        self.client.handle_input(now, Input::TransportDown(why));
+    }
+
+    /// Reads once from the live transport, if it may have bytes, the budget
+    /// allows and the application keeps up. Returns whether it fed the core.
+    fn read_once(&mut self, registry: &Registry, now: Instant, budget: &mut usize) -> bool {
+        if !self.readable || *budget == 0 || !self.may_read() {
+            return false;
+        }
+        let Link::Up { transport, up, .. } = &mut self.link else {
+            return false;
+        };
+        let was_up = *up;
+        let result = transport.read(&mut self.read_buf);
+        let handshake_done = !*up && !transport.is_handshaking();
+        if handshake_done {
+            *up = true;
+            tracing::debug!("TLS established");
+            self.client.handle_input(now, Input::TransportUp);
+        }
+        match result {
+            Ok(0) => {
+                self.drop_link(registry);
+                let why = if was_up {
+                    TransportDown::Eof
+                } else {
+                    TransportDown::ConnectFailed(io::ErrorKind::UnexpectedEof)
+                };
+                self.client.handle_input(now, Input::TransportDown(why));
+                true
+            }
+            Ok(n) => {
+                *budget = budget.saturating_sub(n);
+                self.client.handle_input(now, Input::Received(&self.read_buf[..n]));
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                handshake_done
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(e) => {
+                self.drop_link(registry);
+                let why = if was_up && !handshake_done { transport::down(&e) } else { transport::handshake_down(&e) };
+                self.client.handle_input(now, Input::TransportDown(why));
+                true
+            }
+        }
+    }
+
+    /// Registers the live socket for what it needs: always readable, and
+    /// writable only while bytes wait for room.
+    fn settle_interest(&mut self, registry: &Registry) {
+        let pending = self.written < self.out.len();
+        let Link::Up { transport, interest, .. } = &mut self.link else {
+            return;
+        };
+        let want = if pending || transport.has_pending() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if *interest != want {
+            match registry.reregister(transport.tcp(), self.token, want) {
+                Ok(()) => *interest = want,
+                Err(e) => tracing::warn!(error = %e, "could not change the socket's registration"),
+            }
+        }
+    }
+
+    // ---- shutting transports ----
+
+    /// Drops the live transport (or the attempts in flight) after the core
+    /// was told it went down.
+    fn drop_link(&mut self, registry: &Registry) {
+        match std::mem::replace(&mut self.link, Link::None) {
+            Link::None => {}
+            Link::Connecting(mut c) => {
+                for mut tcp in c.attempts.drain(..) {
+                    let _ = registry.deregister(&mut tcp);
+                }
+            }
+            Link::Up { mut transport, .. } => {
+                let _ = registry.deregister(transport.tcp());
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        self.read_buf = Vec::new();
+        self.readable = false;
+    }
+
+    /// Hands the live transport and its unwritten bytes to a [`Linger`] that
+    /// writes them, shuts the stream and waits (briefly) for the peer's end,
+    /// so the close is a FIN and not a reset. At most one transport lingers:
+    /// an older one is dropped.
+    fn close_transport(&mut self, registry: &Registry, now: Instant) {
+        let rest = self.out.split_off(self.written);
+        let link = std::mem::replace(&mut self.link, Link::None);
+        self.drop_link(registry);
+        match link {
+            Link::Up { transport, interest, .. } => {
+                if let Some(mut old) = self.linger.take() {
+                    let _ = registry.deregister(old.transport.tcp());
+                }
+                self.linger = Some(Linger {
+                    transport,
+                    rest,
+                    written: 0,
+                    shut: false,
+                    drained: 0,
+                    deadline: now + LINGER,
+                    interest,
+                });
+                // Everything it needs happens now or on a later event.
+                self.progress_linger(registry, now);
+            }
+            Link::Connecting(mut c) => {
+                for mut tcp in c.attempts.drain(..) {
+                    let _ = registry.deregister(&mut tcp);
+                }
+            }
+            Link::None => {}
+        }
+    }
+
+    fn progress_linger(&mut self, registry: &Registry, now: Instant) {
+        let Some(linger) = &mut self.linger else {
+            return;
+        };
+        let done = now >= linger.deadline || linger.progress();
+        if done {
+            let _ = registry.deregister(linger.transport.tcp());
+            self.linger = None;
+            return;
+        }
+        let want = if linger.written < linger.rest.len() || linger.transport.has_pending() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if want != linger.interest && registry.reregister(linger.transport.tcp(), self.token, want).is_ok() {
+            linger.interest = want;
+        }
+    }
+}
+
+impl Linger {
+    /// Moves the shutdown along without blocking. Returns whether it is over.
+    fn progress(&mut self) -> bool {
+        while self.written < self.rest.len() || (self.transport.has_pending() && !self.shut) {
+            match self.transport.write(&self.rest[self.written..]) {
+                Ok(n) => {
+                    self.written += n;
+                    if self.written < self.rest.len() || self.transport.has_pending() {
+                        // The socket is full: wait for room.
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        if !self.shut {
+            self.shut = true;
+            self.rest = Vec::new();
+            self.transport.shutdown();
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            match self.transport.read(&mut scratch) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.drained += n;
+                    if self.drained >= DRAIN_LIMIT {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Where a non-blocking connect stands: an error on the socket means it
+/// failed; a peer address means it completed; "not connected" means it is
+/// still under way (a spurious wake-up).
+fn check(tcp: &TcpStream) -> Attempt {
+    match tcp.take_error() {
+        Ok(Some(e)) | Err(e) => return Attempt::Failed(e.kind()),
+        Ok(None) => {}
+    }
+    match tcp.peer_addr() {
+        Ok(_) => Attempt::Connected,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected || e.kind() == io::ErrorKind::WouldBlock => Attempt::Pending,
+        Err(e) => Attempt::Failed(e.kind()),
+    }
+}
