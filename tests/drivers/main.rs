@@ -36,6 +36,18 @@ macro_rules! driver_suite {
                 suite::pong_timeout_reconnects::<$driver>();
             }
             #[test]
+            fn latency_keeps_order() {
+                suite::latency_keeps_order::<$driver>();
+            }
+            #[test]
+            fn half_closed_connection_is_replaced() {
+                suite::half_closed_connection_is_replaced::<$driver>();
+            }
+            #[test]
+            fn one_way_cut_is_dead() {
+                suite::one_way_cut_is_dead::<$driver>();
+            }
+            #[test]
             fn server_drop_reconnects_with_backoff() {
                 suite::server_drop_reconnects_with_backoff::<$driver>();
             }

@@ -17,7 +17,7 @@ use nova_proto::{
     Backoff, CloseCode, CloseError, Closed, Config, ConfigBuilder, Disconnect, Error, Message, Opened, Reconnect,
     SendError, Termination, Timeout, TransportDown, UnsentReason,
 };
-use nova_testkit::{Behavior, FaultProxy, Handshake, MockServer, TestCa};
+use nova_testkit::{Behavior, Direction, FaultProxy, Faults, Handshake, MockServer, TestCa};
 use rustls::pki_types::CertificateDer;
 
 /// How long any single wait may take before the scenario fails: generous,
@@ -257,7 +257,7 @@ pub(crate) fn ping_pong<D: Driver>() {
 /// session reconnects once the path is back.
 pub(crate) fn pong_timeout_reconnects<D: Driver>() {
     let server = echo_server();
-    let proxy = FaultProxy::builder(server.addr()).lifetime(Duration::from_secs(60)).start().unwrap();
+    let proxy = proxied(&server, Faults::none());
     let runtime = D::runtime();
     let config = config(&format!("ws://{}/", proxy.addr())).ping(ms(100), ms(200));
     let mut session = D::start(&runtime, build(config), Trust::Default);
@@ -272,6 +272,69 @@ pub(crate) fn pong_timeout_reconnects<D: Driver>() {
     expect_opened(&mut session, 1);
     session.send(Message::text("alive again")).unwrap();
     assert_eq!(next_message(&mut session).as_text(), Some("alive again"));
+}
+
+fn proxied(server: &MockServer, faults: Faults) -> FaultProxy {
+    FaultProxy::builder(server.addr()).faults(faults).lifetime(Duration::from_secs(60)).start().unwrap()
+}
+
+/// Latency with jitter delays messages but keeps their order.
+pub(crate) fn latency_keeps_order<D: Driver>() {
+    let server = echo_server();
+    let proxy = proxied(&server, Faults::latency(ms(50)).with_jitter(ms(10)));
+    let runtime = D::runtime();
+    let mut session = D::start(&runtime, build(config(&format!("ws://{}/", proxy.addr()))), Trust::Default);
+    expect_opened(&mut session, 0);
+    for n in 0..20 {
+        session.send(Message::text(n.to_string())).unwrap();
+    }
+    for n in 0..20 {
+        assert_eq!(next_message(&mut session).as_text(), Some(n.to_string().as_str()));
+    }
+}
+
+/// The server's side ends (FIN) without a close frame while the client's
+/// side stays writable: the client must not wait on it, and reconnects.
+pub(crate) fn half_closed_connection_is_replaced<D: Driver>() {
+    let server = MockServer::builder()
+        .connection(Behavior::accept().drop_after(ms(50)))
+        .otherwise(Behavior::accept().echo())
+        .start()
+        .unwrap();
+    let proxy = proxied(&server, Faults::latency(ms(20)));
+    let runtime = D::runtime();
+    let mut session = D::start(&runtime, build(config(&format!("ws://{}/", proxy.addr()))), Trust::Default);
+    expect_opened(&mut session, 0);
+    match next_change(&mut session) {
+        Observed::Disconnected {
+            cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)),
+            reconnect: Some(_),
+        } => {}
+        other => panic!("expected the end of the stream, got {other:?}"),
+    }
+    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 1 });
+    expect_opened(&mut session, 1);
+    session.send(Message::text("whole again")).unwrap();
+    assert_eq!(next_message(&mut session).as_text(), Some("whole again"));
+}
+
+/// A path cut toward the server only: the client's pings go nowhere,
+/// nothing comes back, and the connection is declared dead.
+pub(crate) fn one_way_cut_is_dead<D: Driver>() {
+    let server = echo_server();
+    let proxy = proxied(&server, Faults::none());
+    let runtime = D::runtime();
+    let config = config(&format!("ws://{}/", proxy.addr())).ping(ms(100), ms(200));
+    let mut session = D::start(&runtime, build(config), Trust::Default);
+    expect_opened(&mut session, 0);
+    proxy.update(|faults| faults.cut = Some(Direction::ToServer));
+    match next_change(&mut session) {
+        Observed::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Pong)), reconnect: Some(_) } => {}
+        other => panic!("expected a pong timeout, got {other:?}"),
+    }
+    proxy.update(|faults| faults.cut = None);
+    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 1 });
+    expect_opened(&mut session, 1);
 }
 
 /// A dropped connection is reported with its cause and the backoff delay;

@@ -4,8 +4,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::time::Duration;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -60,32 +58,4 @@ pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(reason.as_bytes());
     frame(8, &payload)
-}
-
-/// Reads one client frame (unmasking it), slowly: `chunk` bytes per `pause`.
-/// Returns the opcode and payload; `None` once the connection ends.
-pub async fn read_frame_slowly(tcp: &mut TcpStream, chunk: usize, pause: Duration) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).await.ok()?;
-    let mut len = u64::from(head[1] & 0x7f);
-    if len == 126 {
-        let mut b = [0u8; 2];
-        tcp.read_exact(&mut b).await.ok()?;
-        len = u64::from(u16::from_be_bytes(b));
-    } else if len == 127 {
-        let mut b = [0u8; 8];
-        tcp.read_exact(&mut b).await.ok()?;
-        len = u64::from_be_bytes(b);
-    }
-    let mut mask = [0u8; 4];
-    tcp.read_exact(&mut mask).await.ok()?;
-    let mut payload = vec![0u8; usize::try_from(len).ok()?];
-    for part in payload.chunks_mut(chunk) {
-        tcp.read_exact(part).await.ok()?;
-        tokio::time::sleep(pause).await;
-    }
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    Some((head[0] & 0x0f, payload))
 }

@@ -1,9 +1,7 @@
-//! The driver at its edges, against a raw server that controls every byte,
-//! under async-std and smol: an application that stops reading while the
+//! The session loop at its edges, against a raw server that controls every
+//! byte, under every async runtime: an application that stops reading while the
 //! session must still act, a protocol error behind megabytes of writes, a
 //! sink closed against a peer that never answers.
-
-mod support;
 
 use std::future::Future;
 use std::io::Write;
@@ -12,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::support::{BOUND, Rt, frame, listener, ms, read_frame_slowly, sleep, timeout, upgrade};
 use futures_util::SinkExt;
-use nova_async_std::Event;
+use nova_driver::Event;
 use nova_proto::{Backoff, Config, Disconnect, Error, Message, Termination, Timeout};
-use support::{BOUND, Rt, frame, listener, ms, read_frame_slowly, sleep, timeout, upgrade};
 
-on_both_runtimes!(
+on_every_runtime!(
     a_session_reconnects_while_the_application_is_not_reading,
     a_protocol_error_behind_megabytes_of_writes_still_sends_its_close_frame,
     closing_the_sink_waits_without_spinning,

@@ -1,6 +1,6 @@
-//! Runs one async test body under each runtime the driver supports, and
+//! Runs one async test body under each async runtime Nova supports, and
 //! the runtime-neutral helpers the bodies use (timeouts and sleeps on
-//! async-io's timer, which both runtimes share).
+//! async-io's timer, which works under every runtime).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use nova_async_std::{AsyncIo, Connector, IntoConfig};
+use nova_driver::{ConnectError, Events, Handle, IntoConfig, Tls};
 
 /// Every wait in a test is bounded by this; a test that hangs fails instead.
 pub const BOUND: Duration = Duration::from_secs(10);
@@ -17,26 +17,36 @@ pub const BOUND: Duration = Duration::from_secs(10);
 /// The runtime a test body runs under.
 #[derive(Debug, Clone, Copy)]
 pub enum Rt {
-    /// `async_std::task::block_on`, sessions on the default spawner
-    /// (async-global-executor, which is async-std's own).
+    /// nova-tokio on a multi-thread tokio runtime.
+    Tokio,
+    /// nova-async-std under `async_std::task::block_on`, sessions on the
+    /// default spawner (async-global-executor, which is async-std's own).
     AsyncStd,
-    /// `smol::block_on`, sessions spawned with `smol::spawn`.
+    /// nova-async-std under `smol::block_on`, sessions spawned with `smol::spawn`.
     Smol,
 }
 
 impl Rt {
     pub fn block_on<T>(self, future: impl Future<Output = T>) -> T {
         match self {
+            Rt::Tokio => {
+                let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+                runtime.expect("a tokio runtime").block_on(future)
+            }
             Rt::AsyncStd => async_std::task::block_on(future),
             Rt::Smol => smol::block_on(future),
         }
     }
 
-    /// A connector whose session runs on this runtime's executor.
-    pub fn connector(self, config: impl IntoConfig) -> Connector {
+    /// A connector whose session runs on this runtime.
+    pub fn connector(self, config: impl IntoConfig) -> AnyConnector {
         match self {
-            Rt::AsyncStd => Connector::new(config),
-            Rt::Smol => Connector::new(config).runtime(AsyncIo::with_spawner(|f| smol::spawn(f).detach())),
+            Rt::Tokio => AnyConnector::Tokio(nova_tokio::Connector::new(config)),
+            Rt::AsyncStd => AnyConnector::AsyncIo(nova_async_std::Connector::new(config)),
+            Rt::Smol => AnyConnector::AsyncIo(
+                nova_async_std::Connector::new(config)
+                    .runtime(nova_async_std::AsyncIo::with_spawner(|f| smol::spawn(f).detach())),
+            ),
         }
     }
 
@@ -46,17 +56,77 @@ impl Rt {
         future: impl Future<Output = T> + Send + 'static,
     ) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> {
         match self {
+            Rt::Tokio => {
+                let task = tokio::spawn(future);
+                Box::pin(async move { task.await.expect("the task ran to its end") })
+            }
             Rt::AsyncStd => Box::pin(async_std::task::spawn(future)),
             Rt::Smol => Box::pin(smol::spawn(future)),
         }
     }
 }
 
-/// Runs each named `async fn(Rt)` as two tests, `async_std::NAME` and
-/// `smol::NAME`.
+/// `nova_driver::Connector` for one of the runtimes: the same builder, a
+/// different `Runtime` parameter.
+pub enum AnyConnector {
+    Tokio(nova_tokio::Connector),
+    AsyncIo(nova_async_std::Connector),
+}
+
+/// Applies one builder method to whichever connector it is.
+macro_rules! each {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            AnyConnector::Tokio($c) => AnyConnector::Tokio($e),
+            AnyConnector::AsyncIo($c) => AnyConnector::AsyncIo($e),
+        }
+    };
+}
+
+impl AnyConnector {
+    pub fn tls(self, tls: Tls) -> AnyConnector {
+        each!(self, c => c.tls(tls))
+    }
+
+    pub fn event_capacity(self, events: usize) -> AnyConnector {
+        each!(self, c => c.event_capacity(events))
+    }
+
+    pub fn event_bytes(self, bytes: usize) -> AnyConnector {
+        each!(self, c => c.event_bytes(bytes))
+    }
+
+    pub fn send_buffer(self, bytes: usize) -> AnyConnector {
+        each!(self, c => c.send_buffer(bytes))
+    }
+
+    pub fn read_chunk(self, bytes: usize) -> AnyConnector {
+        each!(self, c => c.read_chunk(bytes))
+    }
+
+    pub async fn connect(self) -> Result<(Handle, Events), ConnectError> {
+        match self {
+            AnyConnector::Tokio(c) => c.connect().await,
+            AnyConnector::AsyncIo(c) => c.connect().await,
+        }
+    }
+
+    pub fn start(self) -> Result<(Handle, Events), ConnectError> {
+        match self {
+            AnyConnector::Tokio(c) => c.start(),
+            AnyConnector::AsyncIo(c) => c.start(),
+        }
+    }
+}
+
+/// Runs each named `async fn(Rt)` as one test per runtime:
+/// `tokio::NAME`, `async_std::NAME` and `smol::NAME`.
 #[macro_export]
-macro_rules! on_both_runtimes {
+macro_rules! on_every_runtime {
     ($($name:ident),* $(,)?) => {
+        mod tokio {
+            $(#[test] fn $name() { $crate::support::Rt::Tokio.block_on(super::$name($crate::support::Rt::Tokio)) })*
+        }
         mod async_std {
             $(#[test] fn $name() { $crate::support::Rt::AsyncStd.block_on(super::$name($crate::support::Rt::AsyncStd)) })*
         }

@@ -1,23 +1,23 @@
-//! The driver against the testkit's mock server and fault proxy, on
-//! loopback, each test under async-std and under smol (see
-//! `support::on_both_runtimes`). Every wait is bounded; a test that hangs
-//! fails instead.
-
-mod support;
+//! The `Handle`/`Events`/`MessageSink` contract of nova-driver, against the
+//! testkit's mock server on loopback, under every async runtime (see
+//! `support::on_every_runtime`): connecting, sending and its errors,
+//! closing, dropping handles, the sink, connect errors, name resolution.
+//! Behaviours every driver shares (echo sizes, reconnects, backpressure,
+//! TLS, faults) are in the driver suite (`tests/drivers`). Every wait is
+//! bounded; a test that hangs fails instead.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::{BOUND, Rt, bounded, ms, sleep, timeout};
 use futures_util::{SinkExt, StreamExt};
-use nova_async_std::{ConnectError, Event, Events, Handle, MessageSink, Tls};
+use nova_driver::{ConnectError, Event, Events, MessageSink, Tls};
 use nova_proto::{
-    Backoff, CloseCode, Config, ConfigBuilder, Disconnect, Error, Message, SendError, State, Termination, Timeout,
-    TransportDown,
+    Backoff, CloseCode, Config, ConfigBuilder, Disconnect, Error, Message, SendError, State, Termination, TransportDown,
 };
-use nova_testkit::{Behavior, FaultProxy, Faults, Handshake, MockServer, TestCa};
-use support::{BOUND, Rt, bounded, ms, sleep, timeout};
+use nova_testkit::{Behavior, Handshake, MockServer, TestCa};
 
 /// A configuration that reconnects fast and does not ping unless asked.
 fn config(url: &str) -> ConfigBuilder {
@@ -67,67 +67,22 @@ fn echo_server() -> MockServer {
     MockServer::start(Behavior::accept().echo()).unwrap()
 }
 
-on_both_runtimes!(
-    echoes_text_and_binary_of_every_size_including_16_mib,
-    reconnects_after_a_drop_and_reports_every_step,
+on_every_runtime!(
     a_refused_upgrade_waits_for_retry_after,
     dropping_every_handle_closes_gracefully_with_1000,
     close_sends_the_code_and_reason_and_closed_reports_the_end,
     send_errors_are_typed_and_give_the_message_back,
-    a_reader_that_stops_holds_the_server_back_and_loses_nothing,
     send_waits_for_a_socket_that_does_not_drain,
     the_sink_sends_flushes_and_closes,
     dropping_the_events_keeps_the_session_going,
     a_refused_connection_with_no_retries_is_an_error_that_says_why,
-    wss_with_a_trusted_root_echoes,
     an_untrusted_certificate_is_rejected_once_and_named,
     a_certificate_for_another_name_is_rejected,
     localhost_falls_back_to_the_family_that_listens,
     ipv6_literals_connect,
-    a_stalled_path_is_caught_by_the_pong_timeout_and_replaced,
-    a_reset_is_reported_and_followed_by_a_reconnect,
     start_returns_at_once_and_the_events_tell_the_story,
-    a_close_from_the_server_is_answered_and_ends_cleanly,
     a_scenario_of_pings_drops_and_resubscription_passes,
 );
-
-async fn echoes_text_and_binary_of_every_size_including_16_mib(rt: Rt) {
-    let server = echo_server();
-    let (handle, mut events) = rt.connector(config(&server.url("/echo"))).connect().await.unwrap();
-    for len in [0, 1, 125, 126, 65_535, 65_536, 16 << 20] {
-        let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
-        handle.send(Message::text(text.clone())).await.unwrap();
-        assert_eq!(next_message(&mut events).await.as_text(), Some(text.as_str()), "text of {len} bytes");
-        let binary: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        handle.send(Message::binary(binary.clone())).await.unwrap();
-        assert_eq!(next_message(&mut events).await.as_binary(), Some(&binary[..]), "binary of {len} bytes");
-    }
-    let stats = handle.stats();
-    assert_eq!((stats.messages_out, stats.messages_in), (14, 14));
-    // Every frame the server got was masked, as RFC 6455 requires of a client.
-    assert!(server.connections()[0].all_masked());
-}
-
-async fn reconnects_after_a_drop_and_reports_every_step(rt: Rt) {
-    let server = MockServer::builder()
-        .connection(Behavior::accept().drop_after(ms(50)))
-        .otherwise(Behavior::accept().echo())
-        .start()
-        .unwrap();
-    let (handle, mut events) = rt.connector(config(&server.url("/"))).connect().await.unwrap();
-    assert!(matches!(next_change(&mut events).await, Event::Opened(o) if o.attempt == 0));
-    match next_change(&mut events).await {
-        Event::Disconnected { cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)), reconnect: Some(r) } => {
-            assert_eq!((r.attempt, r.delay), (1, ms(20)));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(next_change(&mut events).await, Event::Reconnecting { attempt: 1 });
-    assert!(matches!(next_change(&mut events).await, Event::Opened(o) if o.attempt == 1));
-    handle.send("after the reconnect").await.unwrap();
-    assert_eq!(next_message(&mut events).await.as_text(), Some("after the reconnect"));
-    assert_eq!(server.connections().len(), 2);
-}
 
 async fn a_refused_upgrade_waits_for_retry_after(rt: Rt) {
     let server = MockServer::builder()
@@ -193,32 +148,6 @@ async fn send_errors_are_typed_and_give_the_message_back(rt: Rt) {
         other => panic!("{other:?}"),
     }
     assert!(matches!(handle.close(999, ""), Err(nova_proto::CloseError::InvalidCode(999))));
-}
-
-async fn a_reader_that_stops_holds_the_server_back_and_loses_nothing(rt: Rt) {
-    const SIZE: usize = 64 << 10;
-    let generated = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&generated);
-    let server = MockServer::start(Behavior::accept().push(Duration::from_micros(100), None, move |n| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        let mut payload = vec![0; SIZE];
-        payload[..8].copy_from_slice(&n.to_be_bytes());
-        Message::binary(payload)
-    }))
-    .unwrap();
-    let connector = rt.connector(config(&server.url("/"))).event_capacity(16).event_bytes(1 << 20);
-    let (_handle, mut events) = connector.connect().await.unwrap();
-    // 5,000 messages' worth of time (300+ MiB) without reading.
-    sleep(ms(500)).await;
-    let pushed = generated.load(Ordering::SeqCst) as usize * SIZE;
-    // The driver's bounds (1 MiB of events, 1 MiB undecoded), the socket
-    // buffers and the mock server's own 8 MiB backlog: nothing near 300 MiB.
-    assert!(pushed < 64 << 20, "{} MiB pushed to a client that reads nothing", pushed >> 20);
-    for n in 0..300u64 {
-        let message = next_message(&mut events).await;
-        let payload = message.as_binary().unwrap();
-        assert_eq!((payload.len(), u64::from_be_bytes(payload[..8].try_into().unwrap())), (SIZE, n));
-    }
 }
 
 /// A server that completes the upgrade and then never reads, on a thread of
@@ -320,22 +249,7 @@ async fn a_refused_connection_with_no_retries_is_an_error_that_says_why(rt: Rt) 
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(nova_async_std::connect("http://example.com").await, Err(ConnectError::Config(_))));
-}
-
-async fn wss_with_a_trusted_root_echoes(rt: Rt) {
-    let ca = TestCa::generate().unwrap();
-    let server = MockServer::builder().otherwise(Behavior::accept().echo()).tls(ca.server_config()).start().unwrap();
-    let url = format!("wss://localhost:{}/secure", server.addr().port());
-    let connector = rt.connector(config(&url)).tls(Tls::no_roots().with_root(ca.root_der()));
-    let (handle, mut events) = connector.connect().await.unwrap();
-    for len in [0, 125, 64 << 10, 1 << 20] {
-        let payload = vec![0xA5u8; len];
-        handle.send(Message::binary(payload.clone())).await.unwrap();
-        assert_eq!(next_message(&mut events).await.as_binary(), Some(&payload[..]));
-    }
-    handle.close(1000, "").unwrap();
-    assert!(until_closed(&mut events).await.clean);
+    assert!(matches!(rt.connector("http://example.com").connect().await, Err(ConnectError::Config(_))));
 }
 
 async fn an_untrusted_certificate_is_rejected_once_and_named(rt: Rt) {
@@ -404,48 +318,6 @@ async fn ipv6_literals_connect(rt: Rt) {
     server.join().unwrap();
 }
 
-// ---- faults through the testkit proxy ----
-
-fn proxied(server: &MockServer, faults: Faults) -> FaultProxy {
-    FaultProxy::builder(server.addr()).faults(faults).lifetime(Duration::from_secs(60)).start().unwrap()
-}
-
-async fn a_stalled_path_is_caught_by_the_pong_timeout_and_replaced(rt: Rt) {
-    let server = echo_server();
-    let proxy = proxied(&server, Faults::none());
-    let config = config(&format!("ws://{}/", proxy.addr())).ping(ms(100), ms(200));
-    let (handle, mut events) = rt.connector(config).connect().await.unwrap();
-    assert!(matches!(next_change(&mut events).await, Event::Opened(_)));
-    proxy.update(|f| f.stall = true);
-    match next_change(&mut events).await {
-        Event::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Pong)), reconnect: Some(_) } => {}
-        other => panic!("{other:?}"),
-    }
-    proxy.update(|f| f.stall = false);
-    assert_eq!(next_change(&mut events).await, Event::Reconnecting { attempt: 1 });
-    assert!(matches!(next_change(&mut events).await, Event::Opened(o) if o.attempt == 1));
-    handle.send("alive again").await.unwrap();
-    assert_eq!(next_message(&mut events).await.as_text(), Some("alive again"));
-}
-
-async fn a_reset_is_reported_and_followed_by_a_reconnect(rt: Rt) {
-    let server = echo_server();
-    let proxy = proxied(&server, Faults::none());
-    let (handle, mut events) = rt.connector(config(&format!("ws://{}/", proxy.addr()))).connect().await.unwrap();
-    assert!(matches!(next_change(&mut events).await, Event::Opened(_)));
-    assert_eq!(proxy.reset_all(), 1);
-    match next_change(&mut events).await {
-        Event::Disconnected { cause: Disconnect::Failed(Error::Transport(down)), reconnect: Some(_) } => {
-            assert!(matches!(down, TransportDown::Reset(_) | TransportDown::Eof), "{down:?}");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(next_change(&mut events).await, Event::Reconnecting { .. }));
-    assert!(matches!(next_change(&mut events).await, Event::Opened(_)));
-    handle.send("after the reset").await.unwrap();
-    assert_eq!(next_message(&mut events).await.as_text(), Some("after the reset"));
-}
-
 async fn start_returns_at_once_and_the_events_tell_the_story(rt: Rt) {
     let server = MockServer::builder()
         .connection(Behavior::refuse(502))
@@ -462,23 +334,6 @@ async fn start_returns_at_once_and_the_events_tell_the_story(rt: Rt) {
     assert_eq!(next_message(&mut events).await.as_text(), Some("welcome"));
     // `Events` is a `Stream` (this line is a compile-time check).
     let _: Option<Event> = timeout(ms(10), events.next()).await.flatten();
-}
-
-async fn a_close_from_the_server_is_answered_and_ends_cleanly(rt: Rt) {
-    let server = MockServer::start(Behavior::accept().close_after(ms(50), 4000, "bye")).unwrap();
-    let config = config(&server.url("/")).no_reconnect();
-    let (_handle, mut events) = rt.connector(config).connect().await.unwrap();
-    assert!(matches!(next_change(&mut events).await, Event::Opened(_)));
-    match next_change(&mut events).await {
-        Event::Disconnected { cause: Disconnect::ServerClosed { code, reason }, reconnect: None } => {
-            assert_eq!((code.0, reason.as_str()), (4000, "bye"));
-        }
-        other => panic!("{other:?}"),
-    }
-    let closed = until_closed(&mut events).await;
-    assert_eq!((closed.code.0, closed.reason.as_str(), closed.clean), (4000, "bye", true));
-    // The client answered with the same code (RFC 6455 §5.5.1).
-    assert!(server.wait_for(BOUND, |c| c[0].close == Some(Some((4000, String::new())))), "{:?}", server.connections());
 }
 
 async fn a_scenario_of_pings_drops_and_resubscription_passes(rt: Rt) {
@@ -516,40 +371,4 @@ async fn a_scenario_of_pings_drops_and_resubscription_passes(rt: Rt) {
     }
     handle.close(1000, "").unwrap();
     bounded("the app", app).await;
-}
-
-#[test]
-fn handles_and_sinks_are_send_sync_clone_and_events_are_send() {
-    fn shared<T: Send + Sync + Clone + std::fmt::Debug>() {}
-    fn owned<T: Send + Unpin + std::fmt::Debug>() {}
-    shared::<Handle>();
-    shared::<MessageSink>();
-    owned::<Events>();
-}
-
-#[test]
-fn start_needs_no_runtime_around_it_with_the_global_executor() {
-    // Unlike tokio's, the default spawner is always there; the session runs
-    // on async-global-executor while this thread blocks on async-io alone.
-    let server = echo_server();
-    let (handle, mut events) = nova_async_std::start(config(&server.url("/"))).unwrap();
-    async_io::block_on(async {
-        loop {
-            match bounded("an event", events.recv()).await.expect("the stream ended early") {
-                Event::Opened(_) => handle.send("no runtime here").await.unwrap(),
-                Event::Message(m) => break assert_eq!(m.as_text(), Some("no runtime here")),
-                other => panic!("{other:?}"),
-            }
-        }
-    });
-}
-
-#[test]
-fn a_spawner_that_drops_the_session_is_reported_as_stopped() {
-    // A spawner whose executor refuses the task: the session never runs,
-    // and connect says so instead of hanging.
-    let connector = nova_async_std::Connector::new(config("ws://127.0.0.1:9/"))
-        .runtime(nova_async_std::AsyncIo::with_spawner(drop));
-    let result = async_io::block_on(bounded("connect", connector.connect()));
-    assert!(matches!(result, Err(ConnectError::Stopped)), "{result:?}");
 }

@@ -1,0 +1,9 @@
+//! nova-driver's application-facing API (`Handle`, `Events`,
+//! `MessageSink`, `Connector`) under every async runtime: each test body is
+//! written once and runs under tokio (nova-tokio), async-std and smol
+//! (nova-async-std).
+
+#[macro_use]
+mod support;
+mod driver;
+mod edges;
