@@ -6,12 +6,11 @@
 //! TLS, faults) are in the driver suite (`tests/drivers`). Every wait is
 //! bounded; a test that hangs fails instead.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{BOUND, Rt, bounded, ms, sleep, timeout};
+use crate::support::{BOUND, Rt, bounded, listener, ms, sleep, timeout, upgrade};
 use futures_util::{SinkExt, StreamExt};
 use nova_driver::{ConnectError, Event, Events, MessageSink, Tls};
 use nova_proto::{
@@ -154,29 +153,10 @@ async fn send_errors_are_typed_and_give_the_message_back(rt: Rt) {
 /// its own: the client's socket buffers fill and its writes stop. It lets
 /// go when `done` is set, or after [`BOUND`].
 fn server_that_never_reads(done: Arc<AtomicBool>) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listener();
     std::thread::spawn(move || {
         let (mut tcp, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            tcp.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_owned())
-            })
-            .unwrap();
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            nova_proto::accept_key(key.as_bytes())
-        );
-        tcp.write_all(answer.as_bytes()).unwrap();
+        upgrade(&mut tcp);
         // Hold the connection open, reading nothing.
         let until = std::time::Instant::now() + BOUND;
         while !done.load(Ordering::SeqCst) && std::time::Instant::now() < until {
