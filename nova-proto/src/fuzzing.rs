@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::config::{Config, Keepalive, Outbound, Overflow};
 use crate::connection::Connection;
+use crate::deflate::DeflateConfig;
 use crate::error::{TlsFailure, TransportDown};
 use crate::frame::{Header, Opcode};
 use crate::handshake::{Offer, ResponseReader, accept_key};
@@ -96,10 +97,13 @@ pub fn handshake_response(data: &[u8]) {
     };
     let chunk = usize::from(first % 32) + 1;
     let subprotocols = ["chat".to_owned(), "v2".to_owned()];
+    let deflate =
+        DeflateConfig { server_max_window_bits: Some(12), client_max_window_bits: true, ..DeflateConfig::default() };
     let offer = Offer {
         accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
         subprotocols: &subprotocols,
         require_subprotocol: first & 0x80 != 0,
+        deflate: (first & 0x40 != 0).then_some(&deflate),
     };
     let mut reader = ResponseReader::default();
     let mut fed = 0;

@@ -132,6 +132,7 @@ mod backoff;
 mod client;
 mod config;
 mod connection;
+mod deflate;
 mod error;
 pub mod frame;
 mod handshake;
@@ -154,8 +155,10 @@ pub use config::{
     Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, MAX_DURATION, Outbound, Overflow, Telemetry,
     TelemetryLevel, Timeouts,
 };
+pub use deflate::{DEFAULT_THRESHOLD, DeflateConfig, DeflateParams};
 pub use error::{
-    CloseError, Error, HandshakeError, ProtocolError, Rejection, SendError, Timeout, TlsFailure, TransportDown,
+    CloseError, Error, HandshakeError, NegotiationError, ProtocolError, Rejection, SendError, Timeout, TlsFailure,
+    TransportDown,
 };
 pub use handshake::{Headers, accept_key};
 pub use history::{Cause, History, Stats, Transition};

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use crate::backoff::{Backoff, ReconnectPolicy};
 use crate::config::{Keepalive, Outbound, Telemetry, TelemetryLevel, Timeouts};
+use crate::deflate::DeflateConfig;
 
 /// A named preset. Start a [`ConfigBuilder`](crate::ConfigBuilder) from one with
 /// [`profile`](crate::ConfigBuilder::profile) and override any field after.
@@ -52,6 +53,7 @@ pub(crate) struct Preset {
     pub(crate) reconnect: ReconnectPolicy,
     pub(crate) outbound: Outbound,
     pub(crate) telemetry: Telemetry,
+    pub(crate) deflate: Option<DeflateConfig>,
 }
 
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,6 +126,7 @@ impl Profile {
             reconnect: ReconnectPolicy { max_attempts, ..ReconnectPolicy::new(backoff) },
             outbound,
             telemetry,
+            deflate: None,
         }
     }
 }
