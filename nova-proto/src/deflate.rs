@@ -46,9 +46,11 @@ const INFLATE_MIN_STEP: usize = 4096;
 /// ```
 /// use nova_proto::{Config, DeflateConfig};
 ///
-/// let mut deflate = DeflateConfig::default();
-/// deflate.server_max_window_bits = Some(10); // ask the server for a 1 KiB window
-/// deflate.server_no_context_takeover = true; // and a fresh one for each message
+/// let deflate = DeflateConfig {
+///     server_max_window_bits: Some(10), // ask the server for a 1 KiB window
+///     server_no_context_takeover: true, // and a fresh one for each message
+///     ..DeflateConfig::default()
+/// };
 /// let config = Config::builder("wss://h.example/").deflate(Some(deflate)).build()?;
 /// assert!(config.request_head().contains(
 ///     "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10; server_no_context_takeover\r\n"
@@ -56,7 +58,6 @@ const INFLATE_MIN_STEP: usize = 4096;
 /// # Ok::<(), nova_proto::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct DeflateConfig {
     /// Ask the server to compress with a window of at most 2^n bytes (9–15).
     /// The server must then answer with a value no larger, or the handshake
@@ -338,15 +339,22 @@ impl Codec {
 
     /// The message compressed (trailing `00 00 ff ff` removed), or `None` when
     /// it goes out as it is: below the threshold, a window we cannot compress
-    /// with, or no gain.
+    /// with, or, without context takeover, no gain. With context takeover a
+    /// message that did not shrink still goes out compressed: it is in both
+    /// windows now and makes the next ones smaller (sending it plain would
+    /// mean resetting our window and losing that).
     pub(crate) fn compress(&mut self, data: &[u8]) -> Option<Bytes> {
         if data.len() < self.threshold || !self.params.compresses_outgoing() {
             return None;
         }
-        let compressed = self.deflate_message(data).filter(|c| c.len() < data.len());
+        let compressed = self.deflate_message(data);
+        let compressed = match compressed {
+            Some(c) if self.params.client_no_context_takeover && c.len() >= data.len() => None,
+            other => other,
+        };
         if compressed.is_none() {
-            // Without a gain the message goes out plain, so the server's window
-            // never sees it: ours must forget it too.
+            // Sent plain, so the server's window never sees it: ours must
+            // forget it too (a no-op without context takeover).
             if let Some(c) = self.compress.as_mut() {
                 c.reset();
             }
@@ -639,7 +647,9 @@ mod tests {
         let mut c = codec(DeflateParams { client_no_context_takeover: true, ..params() });
         assert_eq!(c.deflate_message(b"Hello").as_deref(), Some(&hello[..]));
         assert_eq!(c.deflate_message(b"Hello").as_deref(), Some(&hello[..]), "no takeover: the same bytes again");
-        assert_eq!(codec(params()).compress(b"Hello"), None, "no gain: sent plain");
+        let no_takeover = DeflateParams { client_no_context_takeover: true, ..params() };
+        assert_eq!(codec(no_takeover).compress(b"Hello"), None, "no gain and no window to build: sent plain");
+        assert!(codec(params()).compress(b"Hello").is_some(), "it builds the shared window");
 
         let mut d = codec(params());
         assert_eq!(inflate_all(&mut d, &[&hello], 100).unwrap(), b"Hello");
@@ -708,7 +718,9 @@ mod tests {
                 x as u8
             })
             .collect();
-        assert_eq!(c.compress(&noise), None, "no gain");
+        assert!(c.compress(&noise).is_some(), "with takeover, even noise goes into the window");
+        let mut c = codec(DeflateParams { client_no_context_takeover: true, ..params() });
+        assert_eq!(c.compress(&noise), None, "no gain, no window: plain");
         let mut limited = codec(DeflateParams { client_max_window_bits: 12, ..params() });
         assert_eq!(limited.compress(&[b'a'; 1000]), None, "a window we cannot compress with");
         assert!(limited.compress.is_none(), "no compressor allocated for nothing");
