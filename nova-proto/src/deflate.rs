@@ -150,6 +150,19 @@ pub struct DeflateParams {
     pub client_max_window_bits: u8,
 }
 
+/// What a bare `permessage-deflate` answer agrees to: both windows 15 bits,
+/// context takeover on both sides.
+impl Default for DeflateParams {
+    fn default() -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+}
+
 impl DeflateParams {
     /// Whether our messages can be compressed at all under these parameters.
     pub fn compresses_outgoing(&self) -> bool {
