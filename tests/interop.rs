@@ -215,15 +215,10 @@ fn market_json(len: usize, seed: u64) -> String {
 /// compressed, not only negotiated).
 async fn deflate_echo(peer: &Peer, ours: DeflateConfig, expected: Option<DeflateParams>) {
     let (handle, mut events) = connector(peer, "/echo", |c| c.deflate(Some(ours))).connect().await.unwrap();
-    let opened = bounded("opened", async {
-        loop {
-            match events.recv().await.expect("the session ended early") {
-                Event::Opened(opened) => return opened,
-                other => panic!("{}: expected Opened, got {other:?}", peer.kind()),
-            }
-        }
-    })
-    .await;
+    let opened = match bounded("opened", events.recv()).await.expect("the session ended early") {
+        Event::Opened(opened) => opened,
+        other => panic!("{}: expected Opened, got {other:?}", peer.kind()),
+    };
     assert_eq!(opened.deflate, expected, "{}: negotiated {:?}", peer.kind(), opened.headers);
     let before = handle.stats();
     let mut payload = 0;
