@@ -843,7 +843,11 @@ mod tests {
         assert!(Config::new("ws://h/").unwrap().deflate().is_none());
         assert!(!head(&Config::new("ws://h/").unwrap()).contains("Extensions"));
         let c = Config::builder("ws://h/").deflate(Some(DeflateConfig::default())).build().unwrap();
-        assert!(head(&c).contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"), "{}", head(&c));
+        assert!(
+            head(&c).contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"),
+            "{}",
+            head(&c)
+        );
         let bad = DeflateConfig { server_max_window_bits: Some(8), ..DeflateConfig::default() };
         assert!(matches!(
             Config::builder("ws://h/").deflate(Some(bad)).build(),

@@ -109,6 +109,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Compression
+//!
+//! permessage-deflate (RFC 7692) is off by default. Offer it with
+//! [`ConfigBuilder::deflate`] and a [`DeflateConfig`] (window sizes, context
+//! takeover, the size below which messages go out plain, the level); the
+//! server's answer is checked against the offer, and what it agreed to is in
+//! [`Opened::deflate`]. Compressed messages count against
+//! [`Limits::max_message_size`] while they are inflated: a decompression bomb
+//! fails with close 1009 before the buffer passes the limit. Invalid compressed
+//! data fails with 1007. The codec belongs to the connection and is dropped on
+//! every disconnect.
+//!
 //! # Bounded by construction
 //!
 //! Every buffer has a limit in [`Config`]: the handshake head

@@ -198,7 +198,7 @@ fn an_unacceptable_answer_fails_the_handshake_with_a_typed_error() {
     let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
     let reply = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=9\r\n\r\n",
+         Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=16\r\n\r\n",
         accept_key(key.as_bytes())
     );
     client.handle_input(now, Input::Received(reply.as_bytes()));
@@ -209,7 +209,9 @@ fn an_unacceptable_answer_fails_the_handshake_with_a_typed_error() {
         })
         .unwrap();
     let Disconnect::Failed(Error::Handshake(e)) = cause else { panic!("{cause:?}") };
-    assert_eq!(e, nova_proto::HandshakeError::Extension(nova_proto::NegotiationError::UnofferedClientMaxWindowBits));
+    let expected =
+        nova_proto::NegotiationError::InvalidValue { param: "server_max_window_bits".into(), value: "16".into() };
+    assert_eq!(e, nova_proto::HandshakeError::Extension(expected));
 }
 
 #[test]
