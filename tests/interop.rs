@@ -10,8 +10,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use nova_interop::{FRAGMENTED_BINARY, FRAGMENTED_TEXT, PONG_CONFIRMATION, Peer, PeerKind, PeerOptions};
-use nova_tokio::nova_proto::{Backoff, Config, ConfigBuilder, Disconnect, Error, Message, Termination};
+use nova_interop::{FRAGMENTED_BINARY, FRAGMENTED_TEXT, PONG_CONFIRMATION, Peer, PeerDeflate, PeerKind, PeerOptions};
+use nova_tokio::nova_proto::{
+    Backoff, Config, ConfigBuilder, DeflateConfig, DeflateParams, Disconnect, Error, Message, Termination,
+};
 use nova_tokio::{Connector, Event, Events, Tls};
 
 /// The longest any one wait may take: generous for a loaded 2-core machine
@@ -183,6 +185,83 @@ async fn a_killed_server_is_reconnected_once_it_is_back(peer: &mut Peer) {
     assert!(handle.stats().reconnects >= 1);
 }
 
+// ---- permessage-deflate ----
+
+/// Message sizes for the compressed echo.
+const DEFLATE_SIZES: [usize; 4] = [0, 125, 64 << 10, 1 << 20];
+
+/// JSON market data of exactly `len` bytes: order-book updates whose
+/// numbers vary (a small LCG), compressible the way real feeds are.
+fn market_json(len: usize, seed: u64) -> String {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut out = String::with_capacity(len + 200);
+    while out.len() < len {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let (price, size, seq) = (60_000 + (x >> 40) % 5000, (x >> 20) % 10_000, x >> 48);
+        out.push_str(&format!(
+            r#"{{"channel":"book.BTC-PERP.raw","seq":{seq},"bids":[[{price}.5,{}.{size}]],"asks":[[{}.0,0.{size}]]}}"#,
+            size % 7,
+            price + 1
+        ));
+    }
+    out.truncate(len);
+    out
+}
+
+/// Echoes compressible JSON at every size with deflate offered as `ours`;
+/// checks the parameters `Opened` reports against `expected` (`None`: the
+/// server declined) and, when agreed, that the bytes on the wire in both
+/// directions are far fewer than the payloads (so frames really were
+/// compressed, not only negotiated).
+async fn deflate_echo(peer: &Peer, ours: DeflateConfig, expected: Option<DeflateParams>) {
+    let (handle, mut events) = connector(peer, "/echo", |c| c.deflate(Some(ours))).connect().await.unwrap();
+    let opened = match bounded("opened", events.recv()).await.expect("the session ended early") {
+        Event::Opened(opened) => opened,
+        other => panic!("{}: expected Opened, got {other:?}", peer.kind()),
+    };
+    assert_eq!(opened.deflate, expected, "{}: negotiated {:?}", peer.kind(), opened.headers);
+    let before = handle.stats();
+    let mut payload = 0;
+    for (i, len) in DEFLATE_SIZES.into_iter().enumerate() {
+        for repeat in 0..2 {
+            let text = market_json(len, (i * 2 + repeat) as u64);
+            handle.send(Message::text(text.clone())).await.unwrap();
+            let echoed = next_message(&mut events).await;
+            assert!(echoed.as_text() == Some(text.as_str()), "{} text of {len} bytes", peer.kind());
+            payload += len as u64;
+        }
+    }
+    let binary = market_json(64 << 10, 99).into_bytes();
+    handle.send(Message::binary(binary.clone())).await.unwrap();
+    assert!(next_message(&mut events).await.as_binary() == Some(&binary[..]), "{} binary", peer.kind());
+    payload += binary.len() as u64;
+    let after = handle.stats();
+    let (sent, received) = (after.bytes_out - before.bytes_out, after.bytes_in - before.bytes_in);
+    eprintln!(
+        "{}: {ours:?} → {expected:?}: {payload} B of payload each way, {sent} B sent, {received} B received",
+        peer.kind()
+    );
+    if expected.is_some() {
+        // JSON like this deflates to well under a third, with or without takeover.
+        assert!(sent * 3 < payload, "{}: {sent} bytes sent for {payload} of payload", peer.kind());
+        assert!(received * 3 < payload, "{}: {received} bytes received for {payload} of payload", peer.kind());
+    } else {
+        assert!(sent > payload && received > payload, "{}: uncompressed, yet {sent}/{received}", peer.kind());
+    }
+    handle.close(1000, "").unwrap();
+    let closed = bounded("closed", handle.closed()).await.unwrap();
+    assert!(closed.clean, "{} {closed:?}", peer.kind());
+}
+
+/// What a peer started with `peer` answers to our default offer.
+fn agreed(peer: PeerDeflate) -> DeflateParams {
+    let mut p = DeflateParams::default();
+    p.server_no_context_takeover = peer.server_no_context_takeover;
+    p.client_no_context_takeover = peer.client_no_context_takeover;
+    p.server_max_window_bits = peer.server_max_window_bits.unwrap_or(15);
+    p
+}
+
 // ---- the matrix ----
 
 /// Starts `kind` (or skips, loudly) and runs `test` against it.
@@ -263,6 +342,105 @@ macro_rules! interop_matrix {
             }
         }
     )*};
+}
+
+/// A deflate peer of `kind` with `peer` settings, echoing with our default offer.
+fn deflate_case(kind: PeerKind, options: PeerOptions, peer: PeerDeflate) {
+    with_peer(kind, options.with_deflate(peer), |p| async move {
+        deflate_echo(&p, DeflateConfig::default(), Some(agreed(peer))).await
+    });
+}
+
+macro_rules! deflate_matrix {
+    ($($module:ident => $kind:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn deflate_echo() {
+                deflate_case($kind, PeerOptions::plain(), PeerDeflate::default());
+            }
+
+            #[test]
+            fn deflate_echo_over_tls() {
+                deflate_case($kind, PeerOptions::tls(), PeerDeflate::default());
+            }
+
+            #[test]
+            fn deflate_server_no_context_takeover() {
+                let peer = PeerDeflate { server_no_context_takeover: true, ..PeerDeflate::default() };
+                deflate_case($kind, PeerOptions::plain(), peer);
+            }
+
+            #[test]
+            fn deflate_client_no_context_takeover() {
+                let peer = PeerDeflate { client_no_context_takeover: true, ..PeerDeflate::default() };
+                deflate_case($kind, PeerOptions::plain(), peer);
+            }
+
+            #[test]
+            fn deflate_both_no_context_takeover_asked_by_us() {
+                let ours = DeflateConfig {
+                    server_no_context_takeover: true,
+                    client_no_context_takeover: true,
+                    ..DeflateConfig::default()
+                };
+                let mut expected = DeflateParams::default();
+                expected.server_no_context_takeover = true;
+                expected.client_no_context_takeover = true;
+                with_peer($kind, PeerOptions::plain().with_deflate(PeerDeflate::default()), |p| async move {
+                    super::deflate_echo(&p, ours, Some(expected)).await
+                });
+            }
+
+            #[test]
+            fn deflate_server_window_9() {
+                let peer = PeerDeflate { server_max_window_bits: Some(9), ..PeerDeflate::default() };
+                deflate_case($kind, PeerOptions::plain(), peer);
+            }
+
+            #[test]
+            fn deflate_server_window_15() {
+                let peer = PeerDeflate { server_max_window_bits: Some(15), ..PeerDeflate::default() };
+                deflate_case($kind, PeerOptions::plain(), peer);
+            }
+
+            /// Every window we can ask for, 9 to 15, against one peer.
+            #[test]
+            fn deflate_server_window_asked_by_us_9_to_15() {
+                with_peer($kind, PeerOptions::plain().with_deflate(PeerDeflate::default()), |p| async move {
+                    for bits in 9..=15 {
+                        let ours = DeflateConfig { server_max_window_bits: Some(bits), ..DeflateConfig::default() };
+                        let mut expected = DeflateParams::default();
+                        expected.server_max_window_bits = bits;
+                        super::deflate_echo(&p, ours, Some(expected)).await;
+                    }
+                });
+            }
+        }
+    )*};
+}
+
+deflate_matrix! {
+    python_websockets_deflate => PeerKind::Python,
+    node_ws_deflate => PeerKind::Node,
+}
+
+/// tokio-tungstenite has no permessage-deflate: it declines the offer, and
+/// everything flows uncompressed.
+#[test]
+fn tokio_tungstenite_declines_deflate() {
+    with_peer(PeerKind::Tungstenite, PeerOptions::plain(), |p| async move {
+        deflate_echo(&p, DeflateConfig::default(), None).await
+    });
+}
+
+/// A peer with deflate off declines too, and the session works as without it.
+#[test]
+fn python_websockets_without_deflate_declines() {
+    with_peer(PeerKind::Python, PeerOptions::plain(), |p| async move {
+        deflate_echo(&p, DeflateConfig::default(), None).await
+    });
 }
 
 interop_matrix! {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::connection::{Connection, Inbound, Transmit};
+use crate::deflate::Codec;
 use crate::error::{CloseError, Error, ProtocolError, SendError, Timeout, TransportDown};
 use crate::handshake::{self, Offer, ResponseReader};
 use crate::history::{Cause, History, Stats, Transition};
@@ -496,6 +497,7 @@ impl Client {
                     accept,
                     subprotocols: self.config.subprotocols(),
                     require_subprotocol: self.config.require_subprotocol(),
+                    deflate: self.config.deflate(),
                 };
                 let Some(done) = reader.feed(bytes, self.config.limits().max_handshake_size, &offer) else {
                     return;
@@ -504,13 +506,23 @@ impl Client {
                     Ok(accepted) => {
                         // The rest of the chunk is frames: copy it before `link` changes.
                         let limits = self.config.limits();
+                        // A fresh codec for every connection: no compression
+                        // window survives a reconnect.
+                        let codec = accepted.deflate.zip(self.config.deflate()).map(|(p, c)| Codec::new(p, c));
                         let mut conn = Connection::new(
                             limits.max_frame_size,
                             limits.max_message_size,
                             limits.max_outgoing_frame_size,
-                        );
+                        )
+                        .with_deflate(codec);
                         conn.receive(done.rest);
-                        self.open(conn, accepted.subprotocol, accepted.headers);
+                        let opened = Opened {
+                            subprotocol: accepted.subprotocol,
+                            headers: accepted.headers,
+                            attempt: self.attempt,
+                            deflate: accepted.deflate,
+                        };
+                        self.open(conn, opened);
                     }
                     Err(e) => {
                         self.outputs.push_back(Output::CloseTransport);
@@ -530,7 +542,7 @@ impl Client {
         }
     }
 
-    fn open(&mut self, conn: Connection, subprotocol: Option<String>, headers: crate::Headers) {
+    fn open(&mut self, conn: Connection, opened: Opened) {
         self.link = Link::Connected(Box::new(conn));
         // Messages queued while disconnected wait until the application has
         // seen `Opened` and sent what must go first.
@@ -545,7 +557,7 @@ impl Client {
         self.after_close = None;
         self.failed_attempts = 0;
         self.stats.opened(self.now);
-        self.outputs.push_back(Event::Opened(Opened { subprotocol, headers, attempt: self.attempt }).into());
+        self.outputs.push_back(Event::Opened(opened).into());
         self.set_state(State::Open, Cause::Upgraded);
     }
 

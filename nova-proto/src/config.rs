@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::backoff::{Backoff, Decision, Match, ReconnectPolicy};
+use crate::deflate::DeflateConfig;
 use crate::profile::Profile;
 
 /// Everything a [`Client`](crate::Client) needs to know, validated.
@@ -44,6 +45,7 @@ pub struct Config {
     history_len: usize,
     profile: Profile,
     telemetry: Telemetry,
+    deflate: Option<DeflateConfig>,
 }
 
 /// Header values (tokens, API keys, Basic credentials) never appear in `Debug`
@@ -65,6 +67,7 @@ impl fmt::Debug for Config {
             .field("history_len", &self.history_len)
             .field("profile", &self.profile)
             .field("telemetry", &self.telemetry)
+            .field("deflate", &self.deflate)
             .finish()
     }
 }
@@ -312,6 +315,11 @@ impl Config {
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }
+
+    /// The permessage-deflate offer; `None` when compression is off (the default).
+    pub fn deflate(&self) -> Option<&DeflateConfig> {
+        self.deflate.as_ref()
+    }
 }
 
 /// Builds a [`Config`]. Every setter can be called in any order; [`profile`]
@@ -334,6 +342,7 @@ pub struct ConfigBuilder {
     history_len: usize,
     profile: Profile,
     telemetry: Telemetry,
+    deflate: Option<DeflateConfig>,
 }
 
 /// Like [`Config`]'s, without header values or URL credentials.
@@ -354,6 +363,7 @@ impl fmt::Debug for ConfigBuilder {
             .field("headers", &header_names)
             .field("subprotocols", &self.subprotocols)
             .field("profile", &self.profile)
+            .field("deflate", &self.deflate)
             .finish_non_exhaustive()
     }
 }
@@ -380,6 +390,7 @@ fn reserved_header_message(name: &str) -> String {
     let hint = match name.to_ascii_lowercase().as_str() {
         "origin" => "; set it with ConfigBuilder::origin",
         "sec-websocket-protocol" => "; offer subprotocols with ConfigBuilder::subprotocol",
+        "sec-websocket-extensions" => "; offer permessage-deflate with ConfigBuilder::deflate",
         "content-length" | "transfer-encoding" => "; the upgrade request has no body",
         _ => "",
     };
@@ -403,6 +414,7 @@ impl ConfigBuilder {
             history_len: 64,
             profile: Profile::Standard,
             telemetry: preset.telemetry,
+            deflate: preset.deflate,
         }
     }
 
@@ -415,6 +427,7 @@ impl ConfigBuilder {
         self.reconnect = preset.reconnect;
         self.outbound = preset.outbound;
         self.telemetry = preset.telemetry;
+        self.deflate = preset.deflate;
         self
     }
 
@@ -561,6 +574,16 @@ impl ConfigBuilder {
         self
     }
 
+    /// Offers permessage-deflate (RFC 7692) with these parameters; `None`
+    /// turns compression off, which is the default. Whether the server
+    /// accepted, and with what, is in [`Opened::deflate`](crate::Opened::deflate).
+    /// Inflated messages are bounded by [`Limits::max_message_size`], checked
+    /// while inflating (close 1009).
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> ConfigBuilder {
+        self.deflate = deflate;
+        self
+    }
+
     /// Validates everything and prepares the upgrade request head.
     ///
     /// # Errors
@@ -631,6 +654,9 @@ impl ConfigBuilder {
         if !self.subprotocols.is_empty() {
             let _ = write!(head, "Sec-WebSocket-Protocol: {}\r\n", self.subprotocols.join(", "));
         }
+        if let Some(deflate) = &self.deflate {
+            let _ = write!(head, "Sec-WebSocket-Extensions: {}\r\n", deflate.offer());
+        }
         if !url.username().is_empty() && !has("authorization") {
             let user = percent_encoding::percent_decode_str(url.username()).collect::<Vec<u8>>();
             let pass = percent_encoding::percent_decode_str(url.password().unwrap_or("")).collect::<Vec<u8>>();
@@ -654,6 +680,7 @@ impl ConfigBuilder {
             history_len: self.history_len,
             profile: self.profile,
             telemetry: self.telemetry,
+            deflate: self.deflate,
         })
     }
 
@@ -691,6 +718,9 @@ impl ConfigBuilder {
         }
         if let Err(reason) = self.reconnect.validate() {
             return invalid("backoff", reason);
+        }
+        if let Some(Err(reason)) = self.deflate.as_ref().map(DeflateConfig::validate) {
+            return invalid("deflate", reason);
         }
         let o = &self.outbound;
         if o.max_messages == 0 {
@@ -806,6 +836,25 @@ mod tests {
             Config::builder("ws://h/").subprotocol("a").subprotocol("a").build(),
             Err(ConfigError::InvalidSubprotocol("a".into()))
         );
+    }
+
+    #[test]
+    fn deflate_is_off_by_default_and_offered_when_set() {
+        assert!(Config::new("ws://h/").unwrap().deflate().is_none());
+        assert!(!head(&Config::new("ws://h/").unwrap()).contains("Extensions"));
+        let c = Config::builder("ws://h/").deflate(Some(DeflateConfig::default())).build().unwrap();
+        assert!(
+            head(&c).contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"),
+            "{}",
+            head(&c)
+        );
+        let bad = DeflateConfig { server_max_window_bits: Some(8), ..DeflateConfig::default() };
+        assert!(matches!(
+            Config::builder("ws://h/").deflate(Some(bad)).build(),
+            Err(ConfigError::Invalid { field: "deflate", .. })
+        ));
+        let e = Config::builder("ws://h/").header("Sec-WebSocket-Extensions", "x").build().unwrap_err();
+        assert!(e.to_string().ends_with("offer permessage-deflate with ConfigBuilder::deflate"), "{e}");
     }
 
     #[test]

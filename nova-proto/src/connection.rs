@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::{Buf as _, Bytes, BytesMut};
 
 use crate::assemble::Utf8Validator;
+use crate::deflate::Codec;
 use crate::error::ProtocolError;
 use crate::frame::{Header, Opcode, extend_masked};
 use crate::history::Stats;
@@ -42,11 +43,16 @@ pub(crate) enum Inbound {
     Close(Option<CloseFrame>),
 }
 
+/// RSV1: set on the first frame of a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
 /// A fragmented message being reassembled.
 #[derive(Debug)]
 struct Fragmented {
     text: bool,
-    buf: BytesMut,
+    /// Its frames are compressed: `buf` holds what was inflated so far.
+    compressed: bool,
+    buf: Vec<u8>,
 }
 
 /// A message being written frame by frame.
@@ -54,6 +60,9 @@ struct Fragmented {
 struct Sending {
     pending: Pending,
     offset: usize,
+    /// The message compressed, when it goes out compressed: the frames carry
+    /// these bytes instead of the message's.
+    compressed: Option<Bytes>,
 }
 
 /// How the close frame is to be sent.
@@ -88,6 +97,9 @@ pub(crate) struct Connection {
     close_out: CloseOut,
     sending: Option<Sending>,
     max_outgoing_frame_size: usize,
+    /// permessage-deflate, when negotiated. Owned by this connection and
+    /// dropped with it: no window outlives a transport.
+    deflate: Option<Codec>,
 }
 
 impl Connection {
@@ -110,7 +122,14 @@ impl Connection {
             close_out: CloseOut::None,
             sending: None,
             max_outgoing_frame_size: max_outgoing_frame_size.unwrap_or(usize::MAX),
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the codec of the agreed parameters.
+    pub(crate) fn with_deflate(mut self, codec: Option<Codec>) -> Connection {
+        self.deflate = codec;
+        self
     }
 
     /// Appends received bytes. The buffer holds at most one incomplete frame
@@ -182,7 +201,10 @@ impl Connection {
     /// The rules a server frame must follow, judged from its header alone so a
     /// violation fails before its payload arrives.
     fn check(&self, header: &Header) -> Result<(), ProtocolError> {
-        if header.rsv != 0 {
+        // RSV1 means "compressed" once permessage-deflate is agreed; RSV2 and
+        // RSV3 have no extension that could define them.
+        let rsv1 = header.rsv & RSV1 != 0;
+        if header.rsv & !RSV1 != 0 || (rsv1 && self.deflate.is_none()) {
             return Err(ProtocolError::ReservedBits(header.rsv));
         }
         if header.mask.is_some() {
@@ -190,6 +212,10 @@ impl Connection {
         }
         match header.opcode {
             Opcode::Reserved(bits) => return Err(ProtocolError::ReservedOpcode(bits)),
+            Opcode::Close | Opcode::Ping | Opcode::Pong if rsv1 => {
+                return Err(ProtocolError::MisplacedRsv1(header.opcode.bits()));
+            }
+            Opcode::Continuation if rsv1 => return Err(ProtocolError::MisplacedRsv1(0)),
             Opcode::Close | Opcode::Ping | Opcode::Pong => {
                 if !header.fin {
                     return Err(ProtocolError::FragmentedControl);
@@ -210,6 +236,11 @@ impl Connection {
         if header.payload_len > self.max_frame_size as u64 {
             return Err(ProtocolError::FrameTooLarge { len: header.payload_len, max: self.max_frame_size });
         }
+        if self.is_compressed(header) {
+            // What a compressed frame inflates to is unknown until it is
+            // inflated; the limit is enforced then, while inflating.
+            return Ok(());
+        }
         let so_far = self.fragmented.as_ref().map_or(0, |f| f.buf.len() as u64);
         if so_far + header.payload_len > self.max_message_size as u64 {
             return Err(ProtocolError::MessageTooLarge {
@@ -220,9 +251,22 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether the data frame `header` belongs to a compressed message.
+    fn is_compressed(&self, header: &Header) -> bool {
+        match header.opcode {
+            Opcode::Text | Opcode::Binary => header.rsv & RSV1 != 0,
+            Opcode::Continuation => self.fragmented.as_ref().is_some_and(|f| f.compressed),
+            _ => false,
+        }
+    }
+
     /// Validates what has arrived of an incomplete text frame, so invalid UTF-8
-    /// fails at once rather than after the rest of a large frame.
+    /// fails at once rather than after the rest of a large frame. Compressed
+    /// frames are validated as they are inflated.
     fn check_partial_text(&mut self, header: &Header, header_len: usize) -> Result<(), ProtocolError> {
+        if self.is_compressed(header) {
+            return Ok(());
+        }
         let is_text = match header.opcode {
             Opcode::Text => true,
             Opcode::Continuation => self.fragmented.as_ref().is_some_and(|f| f.text),
@@ -244,6 +288,9 @@ impl Connection {
 
     /// A complete data frame; returns a message when it completes one.
     fn data(&mut self, header: Header, payload: Bytes, checked: usize) -> Result<Option<Message>, ProtocolError> {
+        if self.is_compressed(&header) {
+            return self.compressed_data(header, &payload);
+        }
         let invalid = |_| ProtocolError::InvalidUtf8;
         match header.opcode {
             Opcode::Text if header.fin && checked == 0 => {
@@ -267,12 +314,12 @@ impl Connection {
                     }
                     return Ok(Some(Message::Text(Text::from_checked(payload))));
                 }
-                self.fragmented = Some(Fragmented { text: true, buf: BytesMut::from(&payload[..]) });
+                self.fragmented = Some(Fragmented { text: true, compressed: false, buf: payload.to_vec() });
                 Ok(None)
             }
             Opcode::Binary if header.fin => Ok(Some(Message::Binary(payload))),
             Opcode::Binary => {
-                self.fragmented = Some(Fragmented { text: false, buf: BytesMut::from(&payload[..]) });
+                self.fragmented = Some(Fragmented { text: false, compressed: false, buf: payload.to_vec() });
                 Ok(None)
             }
             _ => {
@@ -287,17 +334,57 @@ impl Connection {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Fragmented { text, buf } =
-                    self.fragmented.take().unwrap_or(Fragmented { text: false, buf: BytesMut::new() });
+                let Fragmented { text, buf, .. } =
+                    self.fragmented.take().unwrap_or(Fragmented { text: false, compressed: false, buf: Vec::new() });
                 if !text {
-                    return Ok(Some(Message::Binary(buf.freeze())));
+                    return Ok(Some(Message::Binary(Bytes::from(buf))));
                 }
                 if !self.utf8.is_complete() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
-                Ok(Some(Message::Text(Text::from_checked(buf.freeze()))))
+                Ok(Some(Message::Text(Text::from_checked(Bytes::from(buf)))))
             }
         }
+    }
+
+    /// A complete frame of a compressed message: inflated into the message
+    /// buffer at once, within `max_message_size`, and text validated as it
+    /// comes out of the inflater.
+    fn compressed_data(&mut self, header: Header, payload: &[u8]) -> Result<Option<Message>, ProtocolError> {
+        let (text, mut buf) = match (header.opcode, self.fragmented.take()) {
+            (Opcode::Continuation, Some(f)) => (f.text, f.buf),
+            (opcode, _) => (opcode == Opcode::Text, Vec::new()),
+        };
+        let first = header.opcode != Opcode::Continuation;
+        // `check` let RSV1 through only with a codec.
+        let Some(codec) = self.deflate.as_mut() else {
+            return Err(ProtocolError::ReservedBits(header.rsv));
+        };
+        let start = buf.len();
+        codec.inflate(payload, header.fin, &mut buf, self.max_message_size)?;
+        if text && !(first && header.fin) {
+            if first {
+                self.utf8.reset();
+            }
+            self.utf8.feed(&buf[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if !header.fin {
+            self.fragmented = Some(Fragmented { text, compressed: true, buf });
+            return Ok(None);
+        }
+        let bytes = Bytes::from(buf);
+        if !text {
+            return Ok(Some(Message::Binary(bytes)));
+        }
+        if first {
+            // One frame: validate the whole text at once (ASCII fast path).
+            if !bytes.is_ascii() {
+                std::str::from_utf8(&bytes).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        } else if !self.utf8.is_complete() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(Some(Message::Text(Text::from_checked(bytes))))
     }
 
     fn queue_pong(&mut self, payload: Bytes) {
@@ -380,13 +467,13 @@ impl Connection {
         let start = t.out.len();
         while t.out.len() - start < t.max && self.close_out != CloseOut::Sent {
             if let Some(payload) = self.pongs.pop_front() {
-                write_frame(t.out, Opcode::Pong, true, &payload, t.rng);
+                write_frame(t.out, Opcode::Pong, true, 0, &payload, t.rng);
             } else if let Some(payload) = self.pings.pop_front() {
-                write_frame(t.out, Opcode::Ping, true, &payload, t.rng);
+                write_frame(t.out, Opcode::Ping, true, 0, &payload, t.rng);
             } else if self.close_out == CloseOut::Now
                 || (self.close_out == CloseOut::AfterData && self.sending.is_none() && t.queue.len() == 0)
             {
-                write_frame(t.out, Opcode::Close, true, &self.close_payload, t.rng);
+                write_frame(t.out, Opcode::Close, true, 0, &self.close_payload, t.rng);
                 self.close_out = CloseOut::Sent;
             } else if !self.write_data(t) {
                 break;
@@ -399,11 +486,16 @@ impl Connection {
         let mut sending = match self.sending.take() {
             Some(s) => s,
             None => match t.queue.pop(t.now, t.unsent) {
-                Some(pending) => Sending { pending, offset: 0 },
+                Some(pending) => {
+                    // Compressed here, when the message is about to go out, so
+                    // the shared window follows the order on the wire.
+                    let compressed = self.deflate.as_mut().and_then(|c| c.compress(pending.message.as_bytes()));
+                    Sending { pending, offset: 0, compressed }
+                }
                 None => return false,
             },
         };
-        let payload = sending.pending.message.as_bytes();
+        let payload = sending.compressed.as_deref().unwrap_or(sending.pending.message.as_bytes());
         let total = payload.len();
         let chunk = (total - sending.offset).min(self.max_outgoing_frame_size);
         let opcode = match (sending.offset, &sending.pending.message) {
@@ -412,7 +504,8 @@ impl Connection {
             _ => Opcode::Continuation,
         };
         let fin = sending.offset + chunk == total;
-        write_frame(t.out, opcode, fin, &payload[sending.offset..sending.offset + chunk], t.rng);
+        let rsv = if sending.offset == 0 && sending.compressed.is_some() { RSV1 } else { 0 };
+        write_frame(t.out, opcode, fin, rsv, &payload[sending.offset..sending.offset + chunk], t.rng);
         sending.offset += chunk;
         if fin {
             t.stats.messages_out += 1;
@@ -436,9 +529,9 @@ pub(crate) struct Transmit<'a> {
 
 /// Appends one masked frame: the header, then the payload masked while it is
 /// copied (the one copy the protocol forces on a client).
-pub(crate) fn write_frame(out: &mut Vec<u8>, opcode: Opcode, fin: bool, payload: &[u8], rng: &mut Rng) {
+pub(crate) fn write_frame(out: &mut Vec<u8>, opcode: Opcode, fin: bool, rsv: u8, payload: &[u8], rng: &mut Rng) {
     let mask = rng.mask();
-    Header { fin, rsv: 0, opcode, mask: Some(mask), payload_len: payload.len() as u64 }.encode(out);
+    Header { fin, rsv, opcode, mask: Some(mask), payload_len: payload.len() as u64 }.encode(out);
     extend_masked(out, payload, mask);
 }
 
@@ -462,6 +555,7 @@ fn parse_close(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {
 mod tests {
     use super::*;
     use crate::config::{Outbound, Overflow};
+    use crate::deflate::{DeflateConfig, DeflateParams};
     use crate::frame::apply_mask;
 
     fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -730,6 +824,156 @@ mod tests {
         q.push(pending(Message::text("late")), &mut |_, _| {}).unwrap();
         c.pings.push_back(Bytes::new());
         assert!(transmit(&mut c, &mut q, usize::MAX).is_empty());
+    }
+
+    // ---- permessage-deflate ----
+
+    fn deflate_params(takeover: bool) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: !takeover,
+            client_no_context_takeover: !takeover,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+
+    fn deflate_conn(max_message: usize, takeover: bool) -> Connection {
+        let config = DeflateConfig { threshold: 16, ..DeflateConfig::default() };
+        Connection::new(1 << 20, max_message, Some(1000))
+            .with_deflate(Some(Codec::new(deflate_params(takeover), &config)))
+    }
+
+    /// A server-side compressor: raw deflate, sync flush, tail removed.
+    fn server_deflate(c: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn server_frame_rsv(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Header { fin, rsv, opcode: Opcode::from_bits(opcode), mask: None, payload_len: payload.len() as u64 }
+            .encode(&mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_whole_and_fragmented_with_control_frames_between() {
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let text = "κόσμε ".repeat(40);
+        let one = server_deflate(&mut z, text.as_bytes());
+        let two = server_deflate(&mut z, text.as_bytes());
+        assert!(two.len() < one.len(), "the second refers back to the first");
+        let cut = two.len() / 2;
+        let stream = [
+            server_frame_rsv(true, 0b100, 0x1, &one),
+            server_frame_rsv(false, 0b100, 0x1, &two[..cut]),
+            server_frame_rsv(true, 0, 0x9, b"p"),
+            server_frame_rsv(true, 0, 0x0, &two[cut..]),
+            server_frame_rsv(true, 0, 0x2, b"plain binary between"),
+        ]
+        .concat();
+        for chunk in [1, 7, stream.len()] {
+            let got = decode(&mut deflate_conn(1 << 20, true), &stream, chunk).unwrap();
+            assert_eq!(
+                messages(&got),
+                [
+                    Message::text(text.clone()),
+                    Message::text(text.clone()),
+                    Message::binary(&b"plain binary between"[..])
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn rsv1_is_only_allowed_on_the_first_frame_of_a_data_message() {
+        use ProtocolError as P;
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let data = server_deflate(&mut z, b"hello hello hello");
+        let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+            (server_frame_rsv(true, 0b100, 0x9, b""), P::MisplacedRsv1(0x9)),
+            (server_frame_rsv(true, 0b100, 0xA, b""), P::MisplacedRsv1(0xA)),
+            (server_frame_rsv(true, 0b100, 0x8, &[0x03, 0xE8]), P::MisplacedRsv1(0x8)),
+            (
+                [server_frame_rsv(false, 0b100, 0x1, &data[..3]), server_frame_rsv(true, 0b100, 0x0, &data[3..])]
+                    .concat(),
+                P::MisplacedRsv1(0),
+            ),
+            (server_frame_rsv(true, 0b010, 0x1, b"x"), P::ReservedBits(0b010)),
+            (server_frame_rsv(true, 0b110, 0x1, b"x"), P::ReservedBits(0b110)),
+            (server_frame_rsv(true, 0b100, 0x1, &[0xff, 0xff, 0xff]), P::InvalidCompressedData),
+            (server_frame_rsv(true, 0b100, 0x1, &server_deflate(&mut z, b"\xce\xba\xff")), P::InvalidUtf8),
+        ];
+        for (bytes, expected) in cases {
+            let e = decode(&mut deflate_conn(1 << 20, true), &bytes, 3).unwrap_err();
+            assert_eq!(e, expected, "{bytes:x?}");
+            let code = if matches!(e, P::InvalidCompressedData | P::InvalidUtf8) { 1007 } else { 1002 };
+            assert_eq!(e.close_code().0, code, "{e}");
+        }
+        // Without deflate negotiated, RSV1 stays a 1002 protocol error.
+        assert_eq!(error_for(&server_frame_rsv(true, 0b100, 0x1, &data)), P::ReservedBits(0b100));
+    }
+
+    #[test]
+    fn a_decompression_bomb_fails_with_1009_before_the_buffer_passes_the_limit() {
+        // 16 MiB of zeros is about 16 KiB compressed: one small frame.
+        let mut z = flate2::Compress::new(flate2::Compression::best(), false);
+        let bomb = server_deflate(&mut z, &vec![0; 16 << 20]);
+        assert!(bomb.len() < 32 << 10, "{}", bomb.len());
+        let max = 256 << 10;
+        let mut c = deflate_conn(max, true);
+        c.receive(&server_frame_rsv(true, 0b100, 0x2, &bomb));
+        let e = c.next().unwrap_err();
+        assert!(matches!(e, ProtocolError::MessageTooLarge { len, max: m } if m == max && len <= max as u64 + 1));
+        assert_eq!(e.close_code(), CloseCode::TOO_BIG);
+        // Fragmented: the inflated total across frames is bounded the same way.
+        let mut c = deflate_conn(max, true);
+        let halves = [
+            server_frame_rsv(false, 0b100, 0x2, &bomb[..bomb.len() / 2]),
+            server_frame_rsv(true, 0, 0x0, &bomb[bomb.len() / 2..]),
+        ];
+        c.receive(&halves.concat());
+        let e = std::iter::from_fn(|| Some(c.next())).find_map(Result::err).unwrap();
+        assert!(matches!(e, ProtocolError::MessageTooLarge { .. }), "{e:?}");
+        assert!(c.fragmented.as_ref().is_none_or(|f| f.buf.capacity() <= max + 1));
+    }
+
+    #[test]
+    fn outgoing_messages_are_compressed_with_rsv1_on_the_first_frame_only() {
+        let mut c = deflate_conn(1 << 20, true);
+        let mut q = queue();
+        let big = "{\"op\":\"subscribe\",\"args\":[\"book.BTC\"]} ".repeat(200);
+        q.push(pending(Message::text(big.clone())), &mut |_, _| {}).unwrap();
+        q.push(pending(Message::text("tiny")), &mut |_, _| {}).unwrap();
+        c.queue_ping(Bytes::from_static(b"p"));
+        let wire = transmit(&mut c, &mut q, usize::MAX);
+        // Re-read the raw headers for the RSV bits.
+        let mut rest = &wire[..];
+        let mut rsv = Vec::new();
+        while let Some((h, n)) = Header::decode(rest).unwrap() {
+            rsv.push((h.opcode, h.rsv));
+            rest = &rest[n + h.payload_len as usize..];
+        }
+        let frames = client_frames(&wire);
+        assert_eq!(rsv[0], (Opcode::Ping, 0));
+        assert_eq!(rsv[1], (Opcode::Text, 0b100), "first frame of the compressed message");
+        assert!(rsv[2..rsv.len() - 1].iter().all(|&(op, r)| op == Opcode::Continuation && r == 0));
+        assert_eq!(*rsv.last().unwrap(), (Opcode::Text, 0), "below the threshold: plain");
+        // The server inflates the concatenated fragments with the tail appended.
+        let mut compressed: Vec<u8> = frames[1..frames.len() - 1].iter().flat_map(|f| f.2.clone()).collect();
+        assert!(compressed.len() < big.len() / 10, "{}", compressed.len());
+        compressed.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut inflated = Vec::with_capacity(big.len() + 1);
+        flate2::Decompress::new(false)
+            .decompress_vec(&compressed, &mut inflated, flate2::FlushDecompress::Sync)
+            .unwrap();
+        assert_eq!(inflated, big.as_bytes());
+        assert_eq!(frames.last().unwrap().2, b"tiny");
     }
 
     #[test]

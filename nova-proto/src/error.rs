@@ -122,14 +122,25 @@ pub enum ProtocolError {
     /// A close frame whose reason is not valid UTF-8 (1007).
     #[error("close reason is not valid UTF-8")]
     InvalidCloseReason,
+    /// RSV1 on a control or continuation frame while permessage-deflate is
+    /// in use: RFC 7692 §6 allows it only on the first frame of a data message.
+    #[error("RSV1 set on a frame with opcode {0:#x}, where permessage-deflate does not allow it")]
+    MisplacedRsv1(u8),
+    /// A compressed message that is not a valid DEFLATE stream (1007, as a
+    /// payload inconsistent with its message, the way Node's `ws` answers it).
+    #[error("compressed message is not valid DEFLATE data")]
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code the client sends for this violation: 1007 for invalid
-    /// UTF-8, 1009 for size limits, 1002 for everything else.
+    /// UTF-8 and invalid compressed data, 1009 for size limits (an inflated
+    /// message included), 1002 for everything else.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -173,12 +184,64 @@ pub enum HandshakeError {
     /// The client requires a subprotocol and the server chose none.
     #[error("server chose no subprotocol, and one is required")]
     MissingSubprotocol,
-    /// The server enabled an extension the client did not offer.
+    /// The server enabled an extension the client did not offer: any
+    /// extension when deflate is off, anything but `permessage-deflate` when on.
     #[error("server enabled extension {0:?}, which was not offered")]
     UnofferedExtension(String),
     /// A header that may appear once appeared several times.
     #[error("header {0} appears more than once")]
     DuplicateHeader(&'static str),
+    /// The server's `Sec-WebSocket-Extensions` answer is not acceptable for
+    /// the permessage-deflate offer (RFC 7692 §7.1).
+    #[error("unacceptable extension response")]
+    Extension(#[from] NegotiationError),
+}
+
+/// Why the server's `Sec-WebSocket-Extensions` answer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NegotiationError {
+    /// `permessage-deflate` accepted more than once.
+    #[error("permessage-deflate accepted more than once")]
+    DuplicateExtension,
+    /// A parameter RFC 7692 does not define.
+    #[error("unknown permessage-deflate parameter {0:?}")]
+    UnknownParameter(String),
+    /// A parameter given twice.
+    #[error("permessage-deflate parameter {0:?} appears more than once")]
+    DuplicateParameter(String),
+    /// A value a parameter cannot have: window bits outside 8–15 or with a
+    /// leading zero, a missing value, or a value on a flag.
+    #[error("invalid value {value:?} for permessage-deflate parameter {param:?}")]
+    InvalidValue {
+        /// The parameter.
+        param: String,
+        /// The value as sent (empty when missing).
+        value: String,
+    },
+    /// `server_no_context_takeover` was asked for and the server did not agree.
+    #[error("server did not accept server_no_context_takeover")]
+    MissingServerNoContextTakeover,
+    /// `server_max_window_bits` was asked for and the server did not agree.
+    #[error("server did not accept server_max_window_bits={offered}")]
+    MissingServerMaxWindowBits {
+        /// What the offer asked for.
+        offered: u8,
+    },
+    /// The server chose a larger window than the offer allowed.
+    #[error("server_max_window_bits={got} exceeds the {offered} offered")]
+    ServerWindowTooLarge {
+        /// What the offer asked for.
+        offered: u8,
+        /// What the server answered.
+        got: u8,
+    },
+    /// `client_max_window_bits` in the answer, though the offer did not have it.
+    #[error("server sent client_max_window_bits, which was not offered")]
+    UnofferedClientMaxWindowBits,
+    /// The header value is not text.
+    #[error("malformed Sec-WebSocket-Extensions value")]
+    Malformed,
 }
 
 /// A refused upgrade: what the server said instead of 101.

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::{Config, Keepalive, Outbound, Overflow};
-use crate::connection::Connection;
+use crate::connection::{Connection, Inbound};
+use crate::deflate::{Codec, DeflateConfig, DeflateParams};
 use crate::error::{TlsFailure, TransportDown};
 use crate::frame::{Header, Opcode};
 use crate::handshake::{Offer, ResponseReader, accept_key};
@@ -88,6 +89,69 @@ pub fn frame_decoder(data: &[u8]) {
     }
 }
 
+/// permessage-deflate's receive path: server frames built from the input
+/// (RSV bits, opcode, FIN and payload chosen by it, so RSV1 lands on data,
+/// continuation and control frames alike) through a connection that
+/// negotiated deflate, chunked by the first byte; then the rest of the input
+/// through our compressor and back through a fresh inflater.
+///
+/// Layout: `[flags, (b0, len, payload[len])*]`; `flags` bit 0 turns context
+/// takeover off, the other bits pick the chunk size.
+pub fn inflate(data: &[u8]) {
+    const MAX_MESSAGE: usize = 8192;
+    let mut u = Cursor(data);
+    let flags = u.byte();
+    let takeover = flags & 1 == 0;
+    let chunk = usize::from(flags >> 1) % 64 + 1;
+    let params = DeflateParams {
+        server_no_context_takeover: !takeover,
+        client_no_context_takeover: !takeover,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    };
+    let config = DeflateConfig { threshold: 0, ..DeflateConfig::default() };
+    let mut conn = Connection::new(4096, MAX_MESSAGE, None).with_deflate(Some(Codec::new(params, &config)));
+    let mut stream = Vec::new();
+    while !u.is_empty() {
+        let b0 = u.byte();
+        let n = usize::from(u.byte());
+        let payload = u.take(n);
+        Header {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 7,
+            opcode: Opcode::from_bits(b0),
+            mask: None,
+            payload_len: payload.len() as u64,
+        }
+        .encode(&mut stream);
+        stream.extend_from_slice(payload);
+    }
+    'feed: for piece in stream.chunks(chunk) {
+        conn.receive(piece);
+        loop {
+            match conn.next() {
+                Ok(Some(Inbound::Message(m))) => assert!(m.len() <= MAX_MESSAGE, "inflated past the limit"),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    assert!(e.close_code().is_valid_on_wire());
+                    break 'feed;
+                }
+            }
+        }
+    }
+    // Whatever we compress, a fresh inflater with the same parameters restores.
+    let message = data.get(1..).unwrap_or_default();
+    let mut tx = Codec::new(params, &config);
+    let mut rx = Codec::new(params, &config);
+    for _ in 0..2 {
+        let Some(wire) = tx.compress(message) else { continue };
+        let mut out = Vec::new();
+        rx.inflate(&wire, true, &mut out, usize::MAX).unwrap_or_else(|e| panic!("our own output: {e}"));
+        assert_eq!(out, message, "round trip");
+    }
+}
+
 /// Handshake response reader: arbitrary bytes as the server's answer, chunked
 /// by the first byte. Must end in a result or keep waiting within its bound.
 pub fn handshake_response(data: &[u8]) {
@@ -96,10 +160,13 @@ pub fn handshake_response(data: &[u8]) {
     };
     let chunk = usize::from(first % 32) + 1;
     let subprotocols = ["chat".to_owned(), "v2".to_owned()];
+    let deflate =
+        DeflateConfig { server_max_window_bits: Some(12), client_max_window_bits: true, ..DeflateConfig::default() };
     let offer = Offer {
         accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
         subprotocols: &subprotocols,
         require_subprotocol: first & 0x80 != 0,
+        deflate: (first & 0x40 != 0).then_some(&deflate),
     };
     let mut reader = ResponseReader::default();
     let mut fed = 0;
@@ -387,6 +454,41 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "frame_decoder" | "client_stream" => {
             streams.iter().enumerate().map(|(i, (name, v))| (*name, with_chunk(i as u8 * 7, v))).collect()
         }
+        "inflate" => {
+            // [flags, (b0, len, payload)*]: b0 0xC1 = FIN + RSV1 + text.
+            let f = |b0: u8, payload: &[u8]| [&[b0, payload.len() as u8][..], payload].concat();
+            let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+            let again = [0xf2, 0x00, 0x11, 0x00, 0x00];
+            let mut zeros = Codec::new(
+                DeflateParams {
+                    server_no_context_takeover: false,
+                    client_no_context_takeover: false,
+                    server_max_window_bits: 15,
+                    client_max_window_bits: 15,
+                },
+                &DeflateConfig { threshold: 0, level: 9, ..DeflateConfig::default() },
+            );
+            // 64 KiB of zeros: about 100 bytes, eight times the fuzz limit.
+            let bomb = zeros.compress(&[0; 64 << 10]).unwrap_or_default();
+            vec![
+                ("hello_twice", [&[0][..], &f(0xC1, &hello), &f(0xC1, &again)].concat()),
+                ("hello_no_takeover", [&[1][..], &f(0xC1, &hello), &f(0xC1, &hello)].concat()),
+                ("fragmented", [&[6][..], &f(0x41, &hello[..3]), &f(0x89, b"p"), &f(0x80, &hello[3..])].concat()),
+                (
+                    "stored",
+                    [&[0][..], &f(0xC1, &[0x00, 0x05, 0x00, 0xfa, 0xff, b'H', b'e', b'l', b'l', b'o', 0x00])].concat(),
+                ),
+                (
+                    "bfinal",
+                    [&[0][..], &f(0xC1, &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]), &f(0xC1, &hello)].concat(),
+                ),
+                ("bomb", [&[8][..], &f(0xC2, &bomb)].concat()),
+                ("garbage", [&[0][..], &f(0xC2, &[0xff; 9])].concat()),
+                ("rsv1_on_ping", [&[0][..], &f(0xC9, b"")].concat()),
+                ("rsv1_on_continuation", [&[0][..], &f(0x41, &hello[..3]), &f(0xC0, &hello[3..])].concat()),
+                ("plain_between", [&[2][..], &f(0x81, b"plain"), &f(0xC1, &hello)].concat()),
+            ]
+        }
         "handshake_response" => {
             let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                       Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
@@ -395,6 +497,24 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                 ("ok_subprotocol", with_chunk(3, format!("{ok}Sec-WebSocket-Protocol: chat\r\n\r\n").as_bytes())),
                 ("required_missing", with_chunk(0x85, format!("{ok}\r\n").as_bytes())),
                 ("extension", with_chunk(5, format!("{ok}Sec-WebSocket-Extensions: x\r\n\r\n").as_bytes())),
+                (
+                    "deflate_accepted",
+                    with_chunk(
+                        0x47,
+                        format!(
+                            "{ok}Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10; \
+                             client_max_window_bits=9; client_no_context_takeover\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    ),
+                ),
+                (
+                    "deflate_bad_parameter",
+                    with_chunk(
+                        0x41,
+                        format!("{ok}Sec-WebSocket-Extensions: permessage-deflate; x=\"1\"\r\n\r\n").as_bytes(),
+                    ),
+                ),
                 ("rejected", with_chunk(1, b"HTTP/1.1 503 Busy\r\nRetry-After: 3\r\n\r\nbody")),
                 ("garbage", with_chunk(9, b"SSH-2.0-OpenSSH\r\n\r\n")),
                 ("lf_only", with_chunk(2, b"HTTP/1.1 101 OK\nUpgrade: websocket\n\n")),
@@ -433,11 +553,12 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     type Body = fn(&[u8]);
-    const TARGETS: [(&str, Body); 4] = [
+    const TARGETS: [(&str, Body); 5] = [
         ("frame_decoder", frame_decoder),
         ("handshake_response", handshake_response),
         ("client_stream", client_stream),
         ("client_ops", client_ops),
+        ("inflate", inflate),
     ];
 
     #[test]
@@ -500,8 +621,13 @@ mod tests {
     }
 
     #[test]
+    fn replay_inflate_corpus() {
+        replay("inflate", inflate);
+    }
+
+    #[test]
     fn bodies_survive_edge_inputs() {
-        for body in [frame_decoder, handshake_response, client_stream, client_ops] {
+        for body in [frame_decoder, handshake_response, client_stream, client_ops, inflate] {
             body(&[]);
             body(&[0]);
             body(&[0xFF; 300]);

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use crate::deflate::{self, DeflateConfig, DeflateParams};
 use crate::error::{HandshakeError, Rejection};
 
 /// The GUID of RFC 6455 §1.3.
@@ -101,6 +102,8 @@ pub(crate) struct Offer<'a> {
     pub(crate) accept: &'a str,
     pub(crate) subprotocols: &'a [String],
     pub(crate) require_subprotocol: bool,
+    /// The permessage-deflate offer, when one was made.
+    pub(crate) deflate: Option<&'a DeflateConfig>,
 }
 
 /// A successful upgrade.
@@ -108,6 +111,8 @@ pub(crate) struct Offer<'a> {
 pub(crate) struct Accepted {
     pub(crate) subprotocol: Option<String>,
     pub(crate) headers: Headers,
+    /// The agreed permessage-deflate parameters, if the server accepted the offer.
+    pub(crate) deflate: Option<DeflateParams>,
 }
 
 /// Collects the response head across reads, bounded by `max` bytes in all:
@@ -278,11 +283,9 @@ fn check(response: &httparse::Response<'_, '_>, offer: &Offer<'_>) -> Result<Acc
         }
         None => None,
     };
-    // No extension is offered (permessage-deflate comes later), so any is unasked for.
-    if let Some(ext) = values("sec-websocket-extensions").find(|v| !v.trim_ascii().is_empty()) {
-        return Err(HandshakeError::UnofferedExtension(String::from_utf8_lossy(ext.trim_ascii()).into_owned()));
-    }
-    Ok(Accepted { subprotocol, headers: Headers::from_httparse(response.headers) })
+    // Only permessage-deflate can be offered, and only when configured.
+    let deflate = deflate::negotiate(values("sec-websocket-extensions"), offer.deflate)?;
+    Ok(Accepted { subprotocol, headers: Headers::from_httparse(response.headers), deflate })
 }
 
 /// `Retry-After` as a delay: seconds, or an HTTP date measured against the
@@ -322,7 +325,7 @@ mod tests {
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
     fn offer<'a>(subprotocols: &'a [String]) -> Offer<'a> {
-        Offer { accept: ACCEPT, subprotocols, require_subprotocol: false }
+        Offer { accept: ACCEPT, subprotocols, require_subprotocol: false, deflate: None }
     }
 
     fn response(extra: &str) -> String {
@@ -420,6 +423,42 @@ mod tests {
             feed_all(both.as_bytes(), 9, &offer(&offered)).0,
             Err(HandshakeError::UnofferedSubprotocol(_))
         ));
+    }
+
+    #[test]
+    fn deflate_answer_is_checked_against_the_offer() {
+        let ours = DeflateConfig { server_max_window_bits: Some(12), ..DeflateConfig::default() };
+        let with = |deflate| Offer { deflate, ..offer(&[]) };
+        let ok = response("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n");
+        let accepted = feed_all(ok.as_bytes(), 7, &with(Some(&ours))).0.unwrap();
+        let params = accepted.deflate.unwrap();
+        assert_eq!((params.server_max_window_bits, params.client_max_window_bits), (10, 15));
+        // The server may decline: no header, no compression.
+        assert_eq!(feed_all(response("").as_bytes(), 7, &with(Some(&ours))).0.unwrap().deflate, None);
+        // Not offered: refused as before.
+        assert_eq!(
+            feed_all(ok.as_bytes(), 7, &with(None)).0.unwrap_err(),
+            HandshakeError::UnofferedExtension("permessage-deflate".into())
+        );
+        let big = response("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=13\r\n");
+        let e = feed_all(big.as_bytes(), 7, &with(Some(&ours))).0.unwrap_err();
+        assert_eq!(
+            e,
+            HandshakeError::Extension(crate::NegotiationError::ServerWindowTooLarge { offered: 12, got: 13 })
+        );
+        assert_eq!(
+            std::error::Error::source(&e).map(ToString::to_string).as_deref(),
+            Some("server_max_window_bits=13 exceeds the 12 offered")
+        );
+        // Split over two header lines, accepted twice: a duplicate.
+        let twice = response(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=9\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=9\r\n",
+        );
+        assert_eq!(
+            feed_all(twice.as_bytes(), 7, &with(Some(&ours))).0.unwrap_err(),
+            HandshakeError::Extension(crate::NegotiationError::DuplicateExtension)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::deflate::DeflateParams;
 use crate::error::{Error, TransportDown};
 use crate::handshake::Headers;
 use crate::message::{CloseCode, Message};
@@ -127,6 +128,9 @@ pub struct Opened {
     pub headers: Headers,
     /// 0 for the first connection, else the reconnect attempt that succeeded.
     pub attempt: u32,
+    /// The permessage-deflate parameters in force, when the server accepted
+    /// the offer made with [`ConfigBuilder::deflate`](crate::ConfigBuilder::deflate).
+    pub deflate: Option<DeflateParams>,
 }
 
 /// Why a connection ended.

@@ -109,6 +109,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Compression
+//!
+//! permessage-deflate (RFC 7692) is off by default. Offer it with
+//! [`ConfigBuilder::deflate`] and a [`DeflateConfig`] (window sizes, context
+//! takeover, the size below which messages go out plain, the level); the
+//! server's answer is checked against the offer, and what it agreed to is in
+//! [`Opened::deflate`]. Compressed messages count against
+//! [`Limits::max_message_size`] while they are inflated: a decompression bomb
+//! fails with close 1009 before the buffer passes the limit. Invalid compressed
+//! data fails with 1007. The codec belongs to the connection and is dropped on
+//! every disconnect.
+//!
 //! # Bounded by construction
 //!
 //! Every buffer has a limit in [`Config`]: the handshake head
@@ -132,6 +144,7 @@ mod backoff;
 mod client;
 mod config;
 mod connection;
+mod deflate;
 mod error;
 pub mod frame;
 mod handshake;
@@ -154,8 +167,10 @@ pub use config::{
     Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, MAX_DURATION, Outbound, Overflow, Telemetry,
     TelemetryLevel, Timeouts,
 };
+pub use deflate::{DEFAULT_THRESHOLD, DeflateConfig, DeflateParams};
 pub use error::{
-    CloseError, Error, HandshakeError, ProtocolError, Rejection, SendError, Timeout, TlsFailure, TransportDown,
+    CloseError, Error, HandshakeError, NegotiationError, ProtocolError, Rejection, SendError, Timeout, TlsFailure,
+    TransportDown,
 };
 pub use handshake::{Headers, accept_key};
 pub use history::{Cause, History, Stats, Transition};

@@ -3,7 +3,9 @@
 Serves the behaviours in the nova-interop crate docs, chosen by request path,
 on 127.0.0.1 only. Started by the harness (tests/src/peer.rs) as
 
-    python3 -u -B -s websockets_server.py --lifetime-ms N [--cert F --key F] --port N
+    python3 -u -B -s websockets_server.py --lifetime-ms N [--cert F --key F]
+        [--deflate [--server-no-context-takeover] [--client-no-context-takeover]
+                   [--server-max-window-bits N]] --port N
 
 with the pinned websockets on PYTHONPATH. The first stdout line is
 `LISTENING 127.0.0.1:PORT`, or `BIND-FAILED <reason>` with exit status 75.
@@ -21,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 # The constants in tests/src/behaviour.rs.
 MAX_MESSAGE_SIZE = 64 << 20
@@ -121,7 +124,22 @@ async def main():
     parser.add_argument("--lifetime-ms", type=int, default=120_000)
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    # permessage-deflate: off unless --deflate; then these shape the answer.
+    parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--server-no-context-takeover", action="store_true")
+    parser.add_argument("--client-no-context-takeover", action="store_true")
+    parser.add_argument("--server-max-window-bits", type=int)
     args = parser.parse_args()
+
+    extensions = None
+    if args.deflate:
+        extensions = [
+            ServerPerMessageDeflateFactory(
+                server_no_context_takeover=args.server_no_context_takeover,
+                client_no_context_takeover=args.client_no_context_takeover,
+                server_max_window_bits=args.server_max_window_bits,
+            )
+        ]
 
     threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
     lifetime = threading.Timer(args.lifetime_ms / 1000, lambda: os._exit(0))
@@ -141,6 +159,7 @@ async def main():
             ssl=tls,
             process_request=refuse_unknown_paths,
             compression=None,
+            extensions=extensions,
             max_size=MAX_MESSAGE_SIZE,
             # Only the paths decide what is sent: no keepalive pings.
             ping_interval=None,

@@ -3,7 +3,9 @@
 // Serves the behaviours in the nova-interop crate docs, chosen by request
 // path, on 127.0.0.1 only. Started by the harness (tests/src/peer.rs) as
 //
-//     node ws_server.js --lifetime-ms N [--cert F --key F] --port N
+//     node ws_server.js --lifetime-ms N [--cert F --key F]
+//         [--deflate [--server-no-context-takeover] [--client-no-context-takeover]
+//                    [--server-max-window-bits N]] --port N
 //
 // with the pinned ws on NODE_PATH. The first stdout line is
 // `LISTENING 127.0.0.1:PORT`, or `BIND-FAILED <reason>` with exit status 75.
@@ -40,7 +42,11 @@ const PATHS = new Set(['/echo', '/fragmented', '/ping', '/close', '/stream']);
 const HIGH_WATER = 1024 * 1024;
 
 function parseArgs(argv) {
-  const args = { port: null, lifetimeMs: 120000, cert: null, key: null };
+  const args = { port: null, lifetimeMs: 120000, cert: null, key: null, deflate: null };
+  const deflate = () => {
+    args.deflate = args.deflate ?? {};
+    return args.deflate;
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const value = argv[i + 1];
     switch (argv[i]) {
@@ -48,6 +54,11 @@ function parseArgs(argv) {
       case '--lifetime-ms': args.lifetimeMs = Number(value); break;
       case '--cert': args.cert = value; break;
       case '--key': args.key = value; break;
+      // The flags take no value: step back so the loop's `+= 2` lands on the next one.
+      case '--deflate': deflate(); i -= 1; break;
+      case '--server-no-context-takeover': deflate().serverNoContextTakeover = true; i -= 1; break;
+      case '--client-no-context-takeover': deflate().clientNoContextTakeover = true; i -= 1; break;
+      case '--server-max-window-bits': deflate().serverMaxWindowBits = Number(value); break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -135,7 +146,9 @@ function main() {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: MAX_MESSAGE_SIZE,
-    perMessageDeflate: false,
+    // permessage-deflate only with --deflate; threshold 0 compresses every
+    // message, so small ones are exercised too.
+    perMessageDeflate: args.deflate ? { ...args.deflate, threshold: 0 } : false,
     closeTimeout: CLOSE_TIMEOUT_MS,
   });
   server.on('upgrade', (request, socket, head) => {

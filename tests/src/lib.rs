@@ -117,5 +117,7 @@ pub use behaviour::{
 };
 pub use error::PeerError;
 pub use install::{INSTALL_TIMEOUT, NODE_WS_VERSION, PYTHON_WEBSOCKETS_VERSION, cache_dir};
-pub use peer::{BIND_RETRY, DEFAULT_LIFETIME, Peer, PeerKind, PeerOptions, REQUIRED_VAR, interop_required};
+pub use peer::{
+    BIND_RETRY, DEFAULT_LIFETIME, Peer, PeerDeflate, PeerKind, PeerOptions, REQUIRED_VAR, interop_required,
+};
 pub use process::START_TIMEOUT;

@@ -81,12 +81,28 @@ pub struct PeerOptions {
     /// After this long the server exits by itself, whatever happens to the
     /// test. Rounded up to whole milliseconds, at most about 24 days.
     pub lifetime: Duration,
+    /// Accept permessage-deflate offers (RFC 7692) with these settings.
+    /// `None`: the server declines every extension. tokio-tungstenite has no
+    /// deflate and always declines.
+    pub deflate: Option<PeerDeflate>,
+}
+
+/// How a [`Peer`] answers a permessage-deflate offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerDeflate {
+    /// The server resets its compression window for every message, and says so.
+    pub server_no_context_takeover: bool,
+    /// The server demands the client reset its window for every message.
+    pub client_no_context_takeover: bool,
+    /// The server compresses with a window of at most 2^n bytes (9..=15) and
+    /// answers with `server_max_window_bits=n`.
+    pub server_max_window_bits: Option<u8>,
 }
 
 impl Default for PeerOptions {
     /// Plain `ws://`, any port, [`DEFAULT_LIFETIME`].
     fn default() -> PeerOptions {
-        PeerOptions { tls: false, port: 0, lifetime: DEFAULT_LIFETIME }
+        PeerOptions { tls: false, port: 0, lifetime: DEFAULT_LIFETIME, deflate: None }
     }
 }
 
@@ -99,6 +115,11 @@ impl PeerOptions {
     /// `wss://` on any port, with a fresh [`TestCa`].
     pub fn tls() -> PeerOptions {
         PeerOptions { tls: true, ..PeerOptions::default() }
+    }
+
+    /// These options with permessage-deflate accepted as `deflate` says.
+    pub fn with_deflate(self, deflate: PeerDeflate) -> PeerOptions {
+        PeerOptions { deflate: Some(deflate), ..self }
     }
 }
 
@@ -140,6 +161,19 @@ impl Peer {
         launch.args.extend(["--lifetime-ms".into(), lifetime_ms.to_string().into()]);
         if let Some(tls) = &tls {
             launch.args.extend(["--cert".into(), tls.cert.clone().into(), "--key".into(), tls.key.clone().into()]);
+        }
+        // The tokio-tungstenite peer has no deflate to configure: it declines.
+        if let (Some(d), PeerKind::Python | PeerKind::Node) = (options.deflate, kind) {
+            launch.args.push("--deflate".into());
+            if d.server_no_context_takeover {
+                launch.args.push("--server-no-context-takeover".into());
+            }
+            if d.client_no_context_takeover {
+                launch.args.push("--client-no-context-takeover".into());
+            }
+            if let Some(bits) = d.server_max_window_bits {
+                launch.args.extend(["--server-max-window-bits".into(), bits.to_string().into()]);
+            }
         }
         let (process, addr) = spawn_listening(&launch, options.port)?;
         Ok(Peer { kind, launch, tls, addr, process: Some(process), last_stderr: String::new() })
