@@ -9,9 +9,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nova_async_std::{AsyncIo, Connector, Event, Events, Handle, Tls};
+use nova_async_std::{AsyncIo, Connector, Events, Handle, Tls};
 use nova_proto::{CloseError, Config, Message, SendError};
 
+use crate::events::observed;
 use crate::suite::{Driver, Observed, Quiet, Session, Trust};
 
 /// Which executor runs the sessions and the waits.
@@ -110,17 +111,4 @@ async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<
         timer.as_mut().poll(cx).map(|_| None)
     })
     .await
-}
-
-fn observed(event: Event) -> Observed {
-    match event {
-        Event::Message(message) => Observed::Message(message),
-        Event::Opened(opened) => Observed::Opened(opened),
-        Event::Disconnected { cause, reconnect } => Observed::Disconnected { cause, reconnect },
-        Event::Reconnecting { attempt } => Observed::Reconnecting { attempt },
-        Event::Pong { payload, rtt } => Observed::Pong { payload, rtt },
-        Event::Unsent { message, reason } => Observed::Unsent { message, reason },
-        Event::Closed(closed) => Observed::Closed(closed),
-        other => panic!("an event the suite does not know yet: {other:?}"),
-    }
 }

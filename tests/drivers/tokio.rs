@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nova_proto::{CloseError, Config, Message, SendError};
-use nova_tokio::{Connector, Event, Events, Handle, Tls};
+use nova_tokio::{Connector, Events, Handle, Tls};
 use tokio::runtime::Runtime;
 
+use crate::events::observed;
 use crate::suite::{Driver, Observed, Quiet, Session, Trust};
 
 /// The nova-tokio driver.
@@ -62,18 +63,5 @@ impl Session for TokioSession {
             Ok(None) => Err(Quiet::Ended),
             Ok(Some(event)) => Ok(observed(event)),
         }
-    }
-}
-
-fn observed(event: Event) -> Observed {
-    match event {
-        Event::Message(message) => Observed::Message(message),
-        Event::Opened(opened) => Observed::Opened(opened),
-        Event::Disconnected { cause, reconnect } => Observed::Disconnected { cause, reconnect },
-        Event::Reconnecting { attempt } => Observed::Reconnecting { attempt },
-        Event::Pong { payload, rtt } => Observed::Pong { payload, rtt },
-        Event::Unsent { message, reason } => Observed::Unsent { message, reason },
-        Event::Closed(closed) => Observed::Closed(closed),
-        other => panic!("an event the suite does not know yet: {other:?}"),
     }
 }
