@@ -10,25 +10,28 @@ use tracing::Instrument;
 use crate::driver::{self, DriverSettings};
 use crate::handle::{Events, Handle};
 use crate::runtime::Runtime;
-use crate::shared::{Bounds, Shared};
-use crate::telemetry::Telemetry;
+use crate::shared::{Settings, never_opened};
+use crate::state::{Bounds, Shared};
 use crate::tls::Tls;
 
-/// Default for [`Connector::event_capacity`].
+/// Default bound on the events waiting for the application, in every
+/// driver (its connector's `event_capacity`).
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
-/// Default for [`Connector::event_bytes`]: 4 MiB.
+/// Default bound on the message bytes waiting for the application, in every
+/// driver (its connector's `event_bytes`): 4 MiB.
 pub const DEFAULT_EVENT_BYTES: usize = 4 << 20;
-/// Default for [`Connector::max_buffered_input`]: 1 MiB.
+/// Default bound on the bytes read but not decoded yet, in every driver (its
+/// connector's `max_buffered_input`): 1 MiB.
 pub const DEFAULT_MAX_BUFFERED_INPUT: usize = 1 << 20;
 /// Default for [`Connector::send_buffer`]: 1 MiB.
 pub const DEFAULT_SEND_BUFFER: usize = 1 << 20;
-/// Default for [`Connector::read_chunk`]: 16 KiB, the largest TLS record.
+/// Default size of one read from the socket, in every driver (its
+/// connector's `read_chunk`): 16 KiB, the largest TLS record.
 pub const DEFAULT_READ_CHUNK: usize = 16 << 10;
-/// The largest [`Connector::read_chunk`]: 1 MiB.
-const MAX_READ_CHUNK: usize = 1 << 20;
 
 /// Anything a session can be configured from: a URL (`&str`, `String`), a
-/// [`Config`], an `Arc<Config>` or a [`ConfigBuilder`].
+/// [`Config`], an `Arc<Config>` or a [`ConfigBuilder`]. Every driver's
+/// connector takes one.
 pub trait IntoConfig {
     /// The configuration.
     ///
@@ -145,12 +148,10 @@ impl std::fmt::Display for NeverOpened {
 #[must_use = "a connector does nothing until `connect` or `start`"]
 pub struct Connector<R> {
     config: Result<Arc<Config>, ConfigError>,
-    tls: Tls,
-    bounds: Bounds,
-    read_chunk: usize,
-    nodelay: bool,
-    seed: Option<[u8; 32]>,
-    name: Arc<str>,
+    /// What every driver's connector has.
+    settings: Settings,
+    /// Only the async drivers' handles wait for room to send.
+    send_buffer: usize,
     /// The runtime given with [`Connector::runtime`]; by default, the
     /// caller's at start.
     runtime: Option<R>,
@@ -160,12 +161,8 @@ impl<R> std::fmt::Debug for Connector<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
             .field("config", &self.config)
-            .field("tls", &self.tls)
-            .field("bounds", &self.bounds)
-            .field("read_chunk", &self.read_chunk)
-            .field("nodelay", &self.nodelay)
-            .field("seed", &self.seed.map(|_| "fixed"))
-            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("send_buffer", &self.send_buffer)
             .field("runtime", &if self.runtime.is_some() { "given" } else { "current" })
             .finish()
     }
@@ -176,17 +173,8 @@ impl<R> Connector<R> {
     pub fn new(config: impl IntoConfig) -> Connector<R> {
         Connector {
             config: config.into_config(),
-            tls: Tls::default(),
-            bounds: Bounds {
-                event_capacity: DEFAULT_EVENT_CAPACITY,
-                event_bytes: DEFAULT_EVENT_BYTES,
-                max_buffered_input: DEFAULT_MAX_BUFFERED_INPUT,
-                send_buffer: DEFAULT_SEND_BUFFER,
-            },
-            read_chunk: DEFAULT_READ_CHUNK,
-            nodelay: true,
-            seed: None,
-            name: Arc::from("nova"),
+            settings: Settings::default(),
+            send_buffer: DEFAULT_SEND_BUFFER,
             runtime: None,
         }
     }
@@ -200,63 +188,63 @@ impl<R> Connector<R> {
 
     /// Which certificates `wss://` trusts (Mozilla's roots by default).
     pub fn tls(mut self, tls: Tls) -> Connector<R> {
-        self.tls = tls;
+        self.settings.set_tls(tls);
         self
     }
 
     /// Most events waiting for the application (at least 1; 1024 by default).
     /// A full queue pauses reading from the socket.
     pub fn event_capacity(mut self, events: usize) -> Connector<R> {
-        self.bounds.event_capacity = events.max(1);
+        self.settings.set_event_capacity(events);
         self
     }
 
     /// Most message payload bytes waiting for the application (4 MiB by
     /// default); one message is always let through, however large.
     pub fn event_bytes(mut self, bytes: usize) -> Connector<R> {
-        self.bounds.event_bytes = bytes;
+        self.settings.set_event_bytes(bytes);
         self
     }
 
     /// Most bytes read but not decoded yet (1 MiB by default); beyond it the
     /// driver stops reading the socket until the application catches up.
     pub fn max_buffered_input(mut self, bytes: usize) -> Connector<R> {
-        self.bounds.max_buffered_input = bytes.max(1);
+        self.settings.set_max_buffered_input(bytes);
         self
     }
 
     /// How many payload bytes may wait to be written before
     /// [`Handle::send`] waits (1 MiB by default).
     pub fn send_buffer(mut self, bytes: usize) -> Connector<R> {
-        self.bounds.send_buffer = bytes.max(1);
+        self.send_buffer = bytes.max(1);
         self
     }
 
     /// Bytes read from the socket at once (16 KiB by default; from 512 bytes
     /// to 1 MiB). The buffer exists only while a connection is up.
     pub fn read_chunk(mut self, bytes: usize) -> Connector<R> {
-        self.read_chunk = bytes.clamp(512, MAX_READ_CHUNK);
+        self.settings.set_read_chunk(bytes);
         self
     }
 
     /// Whether to disable Nagle's algorithm (on by default: a small message
     /// must not wait for the previous one's acknowledgement).
     pub fn nodelay(mut self, nodelay: bool) -> Connector<R> {
-        self.nodelay = nodelay;
+        self.settings.set_nodelay(nodelay);
         self
     }
 
     /// A fixed seed for masks, keys and jitter, for reproducible runs. By
     /// default each session draws one from the operating system.
     pub fn seed(mut self, seed: [u8; 32]) -> Connector<R> {
-        self.seed = Some(seed);
+        self.settings.set_seed(seed);
         self
     }
 
     /// The `client` label of the metrics and the tracing span (`"nova"` by
     /// default), to tell sessions apart.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Connector<R> {
-        self.name = name.into();
+        self.settings.set_name(name.into());
         self
     }
 }
@@ -290,7 +278,7 @@ impl<R: Runtime> Connector<R> {
         if inner.closed.is_none() {
             return Err(ConnectError::Stopped);
         }
-        let never = NeverOpened { cause: inner.last_disconnect.clone(), closed: inner.closed.clone() };
+        let never = never_opened(inner.last_disconnect.clone(), inner.closed.clone());
         Err(ConnectError::NeverOpened(Box::new(never)))
     }
 
@@ -304,34 +292,25 @@ impl<R: Runtime> Connector<R> {
     /// [`ConnectError::NoRuntime`] outside a runtime when none was given.
     pub fn start(self) -> Result<(Handle, Events), ConnectError> {
         let config = self.config?;
-        let tls = self.tls.build().map_err(ConnectError::Tls)?;
+        let settings = self.settings;
+        let tls = settings.tls_config().map_err(ConnectError::Tls)?;
         let runtime = self.runtime.or_else(R::current).ok_or(ConnectError::NoRuntime)?;
-        let seed = self.seed.unwrap_or_else(os_seed);
         let now = Instant::now();
-        let endpoint = config.endpoint();
-        let span = tracing::info_span!("nova", client = %self.name, host = %endpoint.host, port = endpoint.port);
-        let telemetry = Telemetry::new(*config.telemetry(), Arc::clone(&self.name));
-        let mut client = Client::new(config, seed, now);
+        let span = settings.span(&config);
+        let telemetry = settings.telemetry(&config);
+        let mut client = Client::new(config, settings.seed(), now);
         client.connect(now);
-        let shared = Arc::new(Shared::new(client, self.bounds));
-        let settings = DriverSettings { tls: Some(tls), nodelay: self.nodelay, read_chunk: self.read_chunk };
+        let bounds = Bounds {
+            event_capacity: settings.event_capacity(),
+            event_bytes: settings.event_bytes(),
+            max_buffered_input: settings.max_buffered_input(),
+            send_buffer: self.send_buffer,
+        };
+        let shared = Arc::new(Shared::new(client, bounds));
+        let settings =
+            DriverSettings { tls: Some(tls), nodelay: settings.nodelay(), read_chunk: settings.read_chunk() };
         let session = driver::run(Arc::clone(&shared), settings, telemetry, runtime.clone());
         runtime.spawn(Box::pin(session.instrument(span)));
         Ok((Handle::new(Arc::clone(&shared)), Events::new(shared)))
     }
-}
-
-/// A seed from the operating system. Should the OS source fail (it does not
-/// on supported platforms), the seed still differs per process and session.
-fn os_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    if getrandom::fill(&mut seed).is_err() {
-        use std::hash::{BuildHasher, RandomState};
-        let state = RandomState::new();
-        for (i, chunk) in seed.chunks_mut(8).enumerate() {
-            let word = state.hash_one((i, std::time::SystemTime::now(), std::process::id()));
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-    }
-    seed
 }

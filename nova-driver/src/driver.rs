@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::Event;
 use crate::runtime::{BoxFuture, Runtime, Timer, Transport, transport_down};
-use crate::shared::{Inner, Shared};
+use crate::state::{Inner, Shared};
 use crate::telemetry::Telemetry;
 
 /// Most bytes taken from the core per write: one buffer, one syscall when

@@ -1,4 +1,5 @@
-//! What the event stream yields.
+//! What every driver hands the application: the event stream of the async
+//! drivers yields it, and so does `nova-mio`'s `Connection::poll_event`.
 
 use std::time::Duration;
 
@@ -7,7 +8,9 @@ use nova_proto::{Closed, Disconnect, Message, Opened, Reconnect, UnsentReason};
 
 /// A message or a change of the session, in the order it happened.
 ///
-/// The stream ends after [`Event::Closed`].
+/// Nothing follows [`Event::Closed`]: the event stream ends after it. Nothing
+/// in it is boxed: messages are the core's [`Message`] (a `Bytes` slice of
+/// the receive buffer when it arrived in one frame).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {

@@ -12,7 +12,7 @@ use futures_core::Stream;
 use nova_proto::{CloseCode, CloseError, Closed, Config, Message, SendError, SendOptions, State, Stats};
 
 use crate::Event;
-use crate::shared::Shared;
+use crate::state::Shared;
 
 /// Sends messages and controls the session; cheap to clone.
 ///

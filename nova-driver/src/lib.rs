@@ -32,6 +32,14 @@
 //! way in every driver. Then name `Connector<YourRuntime>` `Connector` and
 //! re-export the rest.
 //!
+//! A driver that cannot run the session loop (`nova-mio` runs its session
+//! inside the caller's own `mio::Poll`) still shares the rest: [`Event`],
+//! [`Tls`], [`IntoConfig`], the `DEFAULT_*` bounds, [`metrics_names`], and,
+//! from [`shared`], the connector [`Settings`](shared::Settings), the
+//! [`Telemetry`](shared::Telemetry) its own loop feeds and the conversion of
+//! the core's events; the helpers in [`runtime`] need no runtime either.
+//! Nothing here depends on a runtime or on mio.
+//!
 //! Time is [`std::time::Instant`] throughout, so nothing here needs a
 //! runtime's clock; wake-ups are plain [`Waker`](std::task::Waker)s.
 
@@ -40,7 +48,8 @@ mod driver;
 mod event;
 mod handle;
 pub mod runtime;
-mod shared;
+pub mod shared;
+mod state;
 mod telemetry;
 mod tls;
 

@@ -8,6 +8,12 @@
 //!
 //! Nothing here knows about WebSocket: it is plumbing, and every decision
 //! stays in [`nova_proto`] and the shared loop.
+//!
+//! The functions after the traits need no runtime: they classify rustls and
+//! I/O errors as the core's [`TransportDown`] values, name the server for
+//! rustls and order resolved addresses (Happy Eyeballs). Every driver uses
+//! them, `nova-mio` included, so a failure means the same whichever driver
+//! saw it (a rejected certificate is never retried, say).
 
 use std::future::Future;
 use std::io;

@@ -1,323 +1,264 @@
-//! The state the driver task, the handles and the event stream share: the
-//! core itself, behind one lock, as quinn shares its connection state.
+//! For driver authors: what every Nova driver shares, whether or not it runs
+//! the async session loop of this crate.
 //!
-//! Commands run the core's method at once under the lock (so a send returns
-//! its typed error right away) and wake the driver, which writes. The lock is
-//! never held across an await.
+//! The async drivers (`nova-tokio`, `nova-async-std`) use all of this
+//! through [`Connector`](crate::Connector). A driver that runs its session
+//! somewhere else (`nova-mio`, inside the caller's own `mio::Poll` loop)
+//! cannot use that loop, but must still behave the same where the
+//! application can tell: the same [`Event`],
+//! [`Tls`] settings and defaults, the same seed source, the same
+//! `tracing` span and events, the same counters. This module gives it those
+//! pieces:
 //!
-//! Nothing here belongs to a runtime: wake-ups are plain [`Waker`]s, kept in
-//! lists under the same lock as the state they wait on, so a change and the
-//! wake-up it causes can never cross.
+//! - [`Settings`]: the connector settings every driver has (TLS, event-queue
+//!   and input bounds, read size, `TCP_NODELAY`, seed, name), with their
+//!   defaults and limits, and what a session is started with: the rustls
+//!   configuration, the seed, the span, the [`Telemetry`];
+//! - [`Telemetry`]: the session's events and counters, fed by the driver's
+//!   own loop;
+//! - [`event_from_core`] and [`event_weight`]: the core's events as the
+//!   application sees them, and what one counts against the event queue's
+//!   byte bound;
+//! - [`never_opened`]: the error value for a session that ended before it
+//!   opened.
+//!
+//! The helpers that turn I/O and rustls errors into the core's
+//! [`TransportDown`](nova_proto::TransportDown) values and order addresses
+//! (Happy Eyeballs) need no runtime either; they are in [`runtime`](crate::runtime).
+//!
+//! Applications have no use for this module: it is public so that drivers in
+//! other crates share one copy, not as part of any driver's API.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::fmt;
+use std::sync::Arc;
 
-use nova_proto::{Client, Closed, Disconnect};
+use nova_proto::{Closed, Config, Disconnect};
 
-use crate::Event;
+use crate::connector::{DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_CHUNK};
+use crate::{Event, NeverOpened, Tls};
 
-/// Bounds of the driver's buffers.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Bounds {
-    pub(crate) event_capacity: usize,
-    pub(crate) event_bytes: usize,
-    pub(crate) max_buffered_input: usize,
-    pub(crate) send_buffer: usize,
-}
+pub use crate::telemetry::Telemetry;
 
-pub(crate) struct Shared {
-    inner: Mutex<Inner>,
-    /// Wakes the driver: a command gave it bytes to write, the application
-    /// made room in the event queue, or the session must end.
-    pub(crate) driver: Signal,
-    pub(crate) bounds: Bounds,
-}
+/// The smallest read size: below it, a read per few frames costs more than
+/// the memory saves.
+const MIN_READ_CHUNK: usize = 512;
+/// The largest read size: 1 MiB.
+const MAX_READ_CHUNK: usize = 1 << 20;
 
-pub(crate) struct Inner {
-    pub(crate) client: Client,
-    events: VecDeque<Event>,
-    /// Payload bytes held in `events`.
+/// The connector settings every driver has, besides the core's
+/// configuration: which certificates `wss://` trusts, the bounds of the event
+/// queue and of undecoded input, the read size, `TCP_NODELAY`, a fixed seed,
+/// the name in metrics and traces.
+///
+/// A driver's connector holds one and forwards its builder methods to the
+/// `set_*` methods here, which apply the limits (so every driver clamps
+/// alike); it adds the settings only it has (a runtime, a send buffer, a read
+/// budget, a resolver) beside it. The defaults are the crate's `DEFAULT_*`
+/// constants.
+#[derive(Clone)]
+pub struct Settings {
+    tls: Tls,
+    event_capacity: usize,
     event_bytes: usize,
-    /// The event stream's task, waiting for an event.
-    events_waker: Option<Waker>,
-    /// The event stream was dropped: events are discarded.
-    events_gone: bool,
-    /// Tasks waiting for room in the send buffer.
-    write_wakers: Vec<Waker>,
-    /// Tasks waiting for everything sent to be written.
-    flush_wakers: Vec<Waker>,
-    /// Tasks waiting for the session to end.
-    end_wakers: Vec<Waker>,
-    /// Tasks waiting for the session to open or to end.
-    status_wakers: Vec<Waker>,
-    /// Bytes the driver took from the core and has not written yet (one
-    /// more while TLS holds records back): part of what a sender waits on.
-    pub(crate) unwritten: usize,
-    /// A connection opened at least once.
-    pub(crate) opened: bool,
-    /// The last disconnect, for an error when the session ends before opening.
-    pub(crate) last_disconnect: Option<Disconnect>,
-    /// How the session ended, once it has.
-    pub(crate) closed: Option<Closed>,
-    /// The driver task is gone: nothing will be written or read any more.
-    pub(crate) finished: bool,
+    max_buffered_input: usize,
+    read_chunk: usize,
+    nodelay: bool,
+    seed: Option<[u8; 32]>,
+    name: Arc<str>,
 }
 
-impl Shared {
-    pub(crate) fn new(client: Client, bounds: Bounds) -> Shared {
-        Shared {
-            inner: Mutex::new(Inner {
-                client,
-                events: VecDeque::new(),
-                event_bytes: 0,
-                events_waker: None,
-                events_gone: false,
-                write_wakers: Vec::new(),
-                flush_wakers: Vec::new(),
-                end_wakers: Vec::new(),
-                status_wakers: Vec::new(),
-                unwritten: 0,
-                opened: false,
-                last_disconnect: None,
-                closed: None,
-                finished: false,
-            }),
-            driver: Signal::default(),
-            bounds,
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            tls: Tls::default(),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            event_bytes: DEFAULT_EVENT_BYTES,
+            max_buffered_input: DEFAULT_MAX_BUFFERED_INPUT,
+            read_chunk: DEFAULT_READ_CHUNK,
+            nodelay: true,
+            seed: None,
+            name: Arc::from("nova"),
         }
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock happened in this crate's own code
-        // (the core never panics on input); the state is still the best there is.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl Inner {
-    /// Whether the event queue takes one more event.
-    pub(crate) fn has_room(&self, bounds: &Bounds) -> bool {
-        self.events_gone
-            || self.events.is_empty()
-            || (self.events.len() < bounds.event_capacity && self.event_bytes < bounds.event_bytes)
-    }
-
-    /// Queues `event` for the stream (or drops it if nobody listens).
-    pub(crate) fn push_event(&mut self, event: Event) {
-        if self.events_gone {
-            return;
-        }
-        self.event_bytes += event.weight();
-        self.events.push_back(event);
-        if let Some(waker) = self.events_waker.take() {
-            waker.wake();
-        }
-    }
-
-    /// The next event, and whether taking it made room the driver waits for.
-    pub(crate) fn pop_event(&mut self, bounds: &Bounds) -> Option<(Event, bool)> {
-        let was_full = !self.has_room(bounds);
-        let event = self.events.pop_front()?;
-        self.event_bytes -= event.weight();
-        Some((event, was_full))
-    }
-
-    pub(crate) fn set_events_waker(&mut self, waker: &Waker) {
-        match &mut self.events_waker {
-            Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
-        }
-    }
-
-    /// The event stream was dropped.
-    pub(crate) fn drop_events(&mut self) {
-        self.events_gone = true;
-        self.events.clear();
-        self.event_bytes = 0;
-        self.events_waker = None;
-    }
-
-    /// Whether the stream has seen everything: the driver is done and the
-    /// queue is empty.
-    pub(crate) fn events_done(&self) -> bool {
-        self.finished && self.events.is_empty()
-    }
-
-    /// Payload bytes sent and not written yet: the core's queue plus the
-    /// driver's write buffer.
-    pub(crate) fn buffered(&self) -> usize {
-        self.client.buffered_amount() + self.unwritten
-    }
-
-    /// Whether the session is over, or its driver is gone.
-    pub(crate) fn ended(&self) -> bool {
-        self.finished || self.client.is_closed()
-    }
-
-    /// Whether a sender may hand over one more message now.
-    pub(crate) fn writable(&self, bounds: &Bounds) -> bool {
-        self.ended() || self.buffered() < bounds.send_buffer
-    }
-
-    /// Whether everything sent was written (or never will be).
-    pub(crate) fn flushed(&self) -> bool {
-        self.ended() || self.buffered() == 0
-    }
-
-    pub(crate) fn wait_writable(&mut self, waker: &Waker) {
-        register(&mut self.write_wakers, waker);
-    }
-
-    pub(crate) fn wait_flushed(&mut self, waker: &Waker) {
-        register(&mut self.flush_wakers, waker);
-    }
-
-    pub(crate) fn wait_end(&mut self, waker: &Waker) {
-        register(&mut self.end_wakers, waker);
-    }
-
-    /// Wakes the senders if there is room, and the flushers if everything
-    /// was written.
-    pub(crate) fn wake_writers(&mut self, bounds: &Bounds) {
-        if !self.write_wakers.is_empty() && self.writable(bounds) {
-            wake(&mut self.write_wakers);
-        }
-        if !self.flush_wakers.is_empty() && self.flushed() {
-            wake(&mut self.flush_wakers);
-        }
-    }
-
-    /// Wakes the tasks waiting for the end.
-    pub(crate) fn wake_end(&mut self) {
-        wake(&mut self.end_wakers);
-    }
-
-    /// Waits (with `waker`) for the session to open or to end.
-    pub(crate) fn wait_status(&mut self, waker: &Waker) {
-        register(&mut self.status_wakers, waker);
-    }
-
-    /// Wakes the tasks waiting for the session to open or to end.
-    pub(crate) fn wake_status(&mut self) {
-        wake(&mut self.status_wakers);
-    }
-
-    /// Wakes everyone: the session is over.
-    pub(crate) fn wake_all(&mut self) {
-        if let Some(waker) = self.events_waker.take() {
-            waker.wake();
-        }
-        wake(&mut self.write_wakers);
-        wake(&mut self.flush_wakers);
-        wake(&mut self.end_wakers);
-        wake(&mut self.status_wakers);
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("tls", &self.tls)
+            .field("event_capacity", &self.event_capacity)
+            .field("event_bytes", &self.event_bytes)
+            .field("max_buffered_input", &self.max_buffered_input)
+            .field("read_chunk", &self.read_chunk)
+            .field("nodelay", &self.nodelay)
+            // The seed is a secret of sorts (it predicts the masks): say only
+            // whether one was fixed.
+            .field("seed", &self.seed.map(|_| "fixed"))
+            .field("name", &self.name)
+            .finish()
     }
 }
 
-/// A wake-up for the one driver task that is kept when the task is not
-/// waiting yet (a permit, as tokio's `Notify::notify_one` keeps one), so a
-/// command that lands between two polls is never missed.
-#[derive(Default)]
-pub(crate) struct Signal {
-    set: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+impl Settings {
+    /// Which certificates `wss://` trusts (Mozilla's roots by default).
+    pub fn set_tls(&mut self, tls: Tls) {
+        self.tls = tls;
+    }
+
+    /// Most events waiting for the application; at least 1.
+    pub fn set_event_capacity(&mut self, events: usize) {
+        self.event_capacity = events.max(1);
+    }
+
+    /// Most message payload bytes waiting for the application; one message
+    /// is always let through, however large, so 0 is allowed.
+    pub fn set_event_bytes(&mut self, bytes: usize) {
+        self.event_bytes = bytes;
+    }
+
+    /// Most bytes read but not decoded yet; at least 1.
+    pub fn set_max_buffered_input(&mut self, bytes: usize) {
+        self.max_buffered_input = bytes.max(1);
+    }
+
+    /// Bytes read from the socket at once, from 512 bytes to 1 MiB.
+    pub fn set_read_chunk(&mut self, bytes: usize) {
+        self.read_chunk = bytes.clamp(MIN_READ_CHUNK, MAX_READ_CHUNK);
+    }
+
+    /// Whether to disable Nagle's algorithm.
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.nodelay = nodelay;
+    }
+
+    /// A fixed seed for masks, keys and jitter, instead of one from the OS.
+    pub fn set_seed(&mut self, seed: [u8; 32]) {
+        self.seed = Some(seed);
+    }
+
+    /// The `client` label of the metrics and the tracing span.
+    pub fn set_name(&mut self, name: Arc<str>) {
+        self.name = name;
+    }
+
+    /// The bound on waiting events.
+    pub fn event_capacity(&self) -> usize {
+        self.event_capacity
+    }
+
+    /// The bound on waiting message bytes.
+    pub fn event_bytes(&self) -> usize {
+        self.event_bytes
+    }
+
+    /// The bound on undecoded input.
+    pub fn max_buffered_input(&self) -> usize {
+        self.max_buffered_input
+    }
+
+    /// The read size.
+    pub fn read_chunk(&self) -> usize {
+        self.read_chunk
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> bool {
+        self.nodelay
+    }
+
+    /// The session's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The rustls configuration to connect with; build it once per session,
+    /// when it starts, so bad settings fail there and not at each connect.
+    ///
+    /// # Errors
+    ///
+    /// When an added root is not a usable CA certificate, or roots were added
+    /// to a full `ClientConfig`.
+    pub fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        self.tls.build()
+    }
+
+    /// The seed for a new session: the fixed one, or 32 bytes from the OS.
+    pub fn seed(&self) -> [u8; 32] {
+        self.seed.unwrap_or_else(os_seed)
+    }
+
+    /// The session's `tracing` span: `nova`, with `client`, `host` and
+    /// `port`. Everything the session logs is inside it.
+    pub fn span(&self, config: &Config) -> tracing::Span {
+        let endpoint = config.endpoint();
+        tracing::info_span!("nova", client = %self.name, host = %endpoint.host, port = endpoint.port)
+    }
+
+    /// The session's telemetry, registered now at the level `config` asks for.
+    pub fn telemetry(&self, config: &Config) -> Telemetry {
+        Telemetry::new(*config.telemetry(), Arc::clone(&self.name))
+    }
 }
 
-impl Signal {
-    /// Wakes the driver, or leaves it a permit.
-    pub(crate) fn notify(&self) {
-        self.set.store(true, Ordering::Release);
-        let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// Ready (taking the permit) once [`notify`](Self::notify) was called
-    /// since the last time it was ready.
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.set.swap(false, Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        {
-            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*slot {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => *slot = Some(cx.waker().clone()),
-            }
-        }
-        // A notify between the first check and the registration found no
-        // waker to wake: it left the permit, taken here.
-        if self.set.swap(false, Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
-    }
+/// The application's event for a core event; `None` for one the drivers do
+/// not know (the core's events are non-exhaustive: a newer core may add some).
+/// Messages come from [`Output::Message`](nova_proto::Output::Message) as
+/// [`Event::Message`].
+pub fn event_from_core(event: nova_proto::Event) -> Option<Event> {
+    Event::from_core(event)
 }
 
-/// Most wakers a list holds. A future dropped while waiting (a `send` under
-/// a timeout) leaves its waker behind; past this many, everyone is woken:
-/// the live ones register again, the stale ones are gone.
-const MAX_WAITERS: usize = 256;
-
-fn register(list: &mut Vec<Waker>, waker: &Waker) {
-    if list.iter().any(|w| w.will_wake(waker)) {
-        return;
-    }
-    if list.len() >= MAX_WAITERS {
-        wake(list);
-    }
-    list.push(waker.clone());
+/// Payload bytes `event` holds, which is what counts against the event
+/// queue's byte bound ([`Settings::event_bytes`]).
+pub fn event_weight(event: &Event) -> usize {
+    event.weight()
 }
 
-fn wake(list: &mut Vec<Waker>) {
-    for waker in list.drain(..) {
-        waker.wake();
+/// The error value for a session that ended before its first connection
+/// opened: why the last attempt failed, if one was made, and how the session
+/// ended.
+pub fn never_opened(cause: Option<Disconnect>, closed: Option<Closed>) -> NeverOpened {
+    NeverOpened { cause, closed }
+}
+
+/// A seed from the operating system. Should the OS source fail (it does not
+/// on supported platforms), the seed still differs per process and session.
+fn os_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if getrandom::fill(&mut seed).is_err() {
+        use std::hash::{BuildHasher, RandomState};
+        let state = RandomState::new();
+        for (i, chunk) in seed.chunks_mut(8).enumerate() {
+            let word = state.hash_one((i, std::time::SystemTime::now(), std::process::id()));
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
     }
+    seed
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Poll, Wake, Waker};
+    use super::*;
 
-    use super::{MAX_WAITERS, Signal, register};
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
+    #[test]
+    fn settings_keep_their_limits_whatever_is_asked() {
+        let mut settings = Settings::default();
+        settings.set_event_capacity(0);
+        settings.set_max_buffered_input(0);
+        settings.set_event_bytes(0);
+        settings.set_read_chunk(1);
+        assert_eq!((settings.event_capacity(), settings.max_buffered_input(), settings.event_bytes()), (1, 1, 0));
+        assert_eq!(settings.read_chunk(), MIN_READ_CHUNK);
+        settings.set_read_chunk(usize::MAX);
+        assert_eq!(settings.read_chunk(), MAX_READ_CHUNK);
     }
 
     #[test]
-    fn a_notify_before_the_wait_is_kept_and_taken_once() {
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
-        let mut cx = Context::from_waker(&waker);
-        let signal = Signal::default();
-        signal.notify();
-        assert_eq!(signal.poll(&mut cx), Poll::Ready(()));
-        assert_eq!(signal.poll(&mut cx), Poll::Pending);
-        signal.notify();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waiting task was woken");
-        assert_eq!(signal.poll(&mut cx), Poll::Ready(()));
-    }
-
-    #[test]
-    fn stale_waiters_are_woken_rather_than_kept_without_bound() {
-        let count = Arc::new(Count::default());
-        let mut list = Vec::new();
-        for _ in 0..3 * MAX_WAITERS {
-            // Distinct wakers, as from futures dropped while waiting.
-            register(&mut list, &Waker::from(Arc::new(Count::default())));
-        }
-        assert!(list.len() <= MAX_WAITERS);
-        let waker = Waker::from(Arc::clone(&count));
-        register(&mut list, &waker);
-        register(&mut list, &waker);
-        assert_eq!(list.iter().filter(|w| w.will_wake(&waker)).count(), 1, "a waker is listed once");
+    fn a_fixed_seed_is_used_and_not_shown() {
+        let mut settings = Settings::default();
+        assert_ne!(settings.seed(), settings.seed(), "each session draws its own");
+        settings.set_seed([7; 32]);
+        assert_eq!(settings.seed(), [7; 32]);
+        assert!(format!("{settings:?}").contains("seed: Some(\"fixed\")"));
     }
 }

@@ -5,13 +5,19 @@
 //! turn, not per message, so counting costs nothing on the hot path. The
 //! metric handles are registered when the session starts: install your
 //! `metrics` recorder before connecting.
+//!
+//! Every driver reports through [`Telemetry`], so the events and the counter
+//! names are the same whichever driver an application picks: the async
+//! session loop feeds it in this crate, `nova-mio` from its own loop
+//! (through [`crate::shared`]).
 
 use std::sync::Arc;
 
 use metrics::{Counter, Histogram};
 use nova_proto::{Disconnect, Error, Event, History, Message, Stats, TelemetryLevel, TransportDown};
 
-/// Counter names, after the telemetry catalogue of the design notes.
+/// Counter names, after the telemetry catalogue of the design notes: the
+/// same in every driver, so dashboards see them all alike.
 pub mod names {
     /// Transports opened or attempted (DNS, TCP, TLS), the first included.
     pub const CONNECTIONS_STARTED: &str = "nova_connections_started_total";
@@ -40,7 +46,16 @@ pub mod names {
 const REASONS: [&str; 10] =
     ["server_close", "handshake", "protocol", "timeout", "certificate", "tls", "dns", "connect", "transport", "other"];
 
-pub(crate) struct Telemetry {
+/// A session's `tracing` events and `metrics` counters.
+///
+/// The driver feeds it what the core reports: [`count`](Self::count) and
+/// [`transitions`](Self::transitions) once per turn (after draining the
+/// core), [`message`](Self::message) for each message and
+/// [`event`](Self::event) for each core event, as they are handed out. It
+/// holds no span: the driver runs every turn inside the session's span
+/// ([`Settings::span`](crate::shared::Settings::span)), however it runs
+/// them (a task instrumented once, or a span entered in each call).
+pub struct Telemetry {
     settings: nova_proto::Telemetry,
     last: Stats,
     /// [`History::total`] when the transitions were last logged.
@@ -60,7 +75,9 @@ pub(crate) struct Telemetry {
 }
 
 impl Telemetry {
-    pub(crate) fn new(settings: nova_proto::Telemetry, client: Arc<str>) -> Telemetry {
+    /// Registers the counters, labelled `client` = `client`, at the level
+    /// `settings` asks for (the RTT histogram only at the detailed level).
+    pub fn new(settings: nova_proto::Telemetry, client: Arc<str>) -> Telemetry {
         let label = || [("client", client.to_string())];
         let detailed = settings.level >= TelemetryLevel::Detailed;
         Telemetry {
@@ -89,7 +106,7 @@ impl Telemetry {
     }
 
     /// Adds what happened since the last call to the counters.
-    pub(crate) fn count(&mut self, stats: &Stats) {
+    pub fn count(&mut self, stats: &Stats) {
         let last = &self.last;
         for (counter, now, before) in [
             (&self.connections_started, stats.connects, last.connects),
@@ -109,7 +126,7 @@ impl Telemetry {
 
     /// Logs every state change since the last call, at debug level (the
     /// changes that matter most also have their own info-level events).
-    pub(crate) fn transitions(&mut self, history: &History) {
+    pub fn transitions(&mut self, history: &History) {
         let new = history.total() - self.transitions_seen;
         self.transitions_seen = history.total();
         if new == 0 || !self.settings.connection_events {
@@ -121,13 +138,17 @@ impl Telemetry {
         }
     }
 
-    pub(crate) fn message(&self, message: &Message) {
+    /// Reports a message handed to the application (at trace level, when
+    /// message events are on).
+    pub fn message(&self, message: &Message) {
         if self.settings.message_events {
             tracing::trace!(kind = message_kind(message), len = message.len(), "message received");
         }
     }
 
-    pub(crate) fn event(&self, event: &Event, stats: &Stats) {
+    /// Reports a core event: counts a disconnect by its reason, logs the
+    /// change, records a keepalive RTT.
+    pub fn event(&self, event: &Event, stats: &Stats) {
         let connection = self.settings.connection_events;
         match event {
             Event::Opened(opened) if connection => {
@@ -180,7 +201,7 @@ fn message_kind(message: &Message) -> &'static str {
 }
 
 /// A short, stable label for why a connection ended.
-pub(crate) fn disconnect_reason(cause: &Disconnect) -> &'static str {
+fn disconnect_reason(cause: &Disconnect) -> &'static str {
     match cause {
         Disconnect::ServerClosed { .. } => "server_close",
         Disconnect::Failed(Error::Handshake(_)) => "handshake",

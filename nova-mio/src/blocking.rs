@@ -35,9 +35,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
-use nova_proto::{CloseCode, CloseError, Closed, Disconnect, Message, SendError, SendOptions};
+use nova_driver::shared::never_opened;
+use nova_proto::{CloseCode, CloseError, Closed, Message, SendError, SendOptions};
 
 use crate::{Connection, Connector, Event, IntoConfig, StartError};
+
+/// A session that ended before its first connection opened: the same type
+/// as every Nova driver's.
+pub use nova_driver::NeverOpened;
 
 /// The token of the client's one connection in its own `Poll`.
 const TOKEN: Token = Token(0);
@@ -59,26 +64,6 @@ pub enum ConnectError {
     /// gave up, or did not retry (a rejected certificate, say).
     #[error("{0}")]
     NeverOpened(Box<NeverOpened>),
-}
-
-/// A session that ended before its first connection opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct NeverOpened {
-    /// Why the last attempt failed, if one was made.
-    pub cause: Option<Disconnect>,
-    /// How the session ended.
-    pub closed: Option<Closed>,
-}
-
-impl fmt::Display for NeverOpened {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the session ended before a connection opened")?;
-        if let Some(cause) = &self.cause {
-            write!(f, ": {cause}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Why no event came.
@@ -126,10 +111,8 @@ pub fn connect_with(connector: Connector) -> Result<Client, ConnectError> {
             return Ok(client);
         }
         if client.connection.is_closed() {
-            let never = NeverOpened {
-                cause: client.connection.last_disconnect().cloned(),
-                closed: client.connection.queued_closed().cloned(),
-            };
+            let never =
+                never_opened(client.connection.last_disconnect().cloned(), client.connection.queued_closed().cloned());
             return Err(ConnectError::NeverOpened(Box::new(never)));
         }
         client.turn(None).map_err(ConnectError::Poll)?;

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, transport_down};
+use nova_driver::shared::{Telemetry, event_from_core, event_weight};
 use nova_proto::{
     Client, CloseCode, CloseError, Closed, Config, Disconnect, Input, Message, Output, SendError, SendOptions, State,
     Stats, Target, TransportDown,
@@ -27,7 +29,6 @@ use nova_proto::{
 
 use crate::Event;
 use crate::connector::Resolve;
-use crate::telemetry::Telemetry;
 use crate::transport::{self, Transport};
 
 /// Most bytes taken from the core per write: one buffer, one syscall when
@@ -41,10 +42,6 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read (and discarded) from a transport being shut, or read
 /// after a write failed looking for what the peer sent before it went.
 const DRAIN_LIMIT: usize = 1 << 20;
-
-/// How long one address may take before the next one is tried alongside it
-/// (RFC 8305's recommended "connection attempt delay").
-const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// Event-queue capacity kept once it drains after a burst.
 const EVENTS_KEPT: usize = 16;
@@ -275,7 +272,7 @@ impl Connection {
             self.events_peak = 0;
             return None;
         };
-        self.event_bytes -= event.weight();
+        self.event_bytes -= event_weight(&event);
         Some(event)
     }
 
@@ -560,7 +557,7 @@ impl Connection {
                     nova_proto::Event::Disconnected { cause, .. } => self.last_disconnect = Some(cause.clone()),
                     _ => {}
                 }
-                if let Some(event) = Event::from_core(event) {
+                if let Some(event) = event_from_core(event) {
                     self.push_event(event);
                 }
             }
@@ -568,7 +565,7 @@ impl Connection {
     }
 
     fn push_event(&mut self, event: Event) {
-        self.event_bytes += event.weight();
+        self.event_bytes += event_weight(&event);
         self.events.push_back(event);
         self.events_peak = self.events_peak.max(self.events.len());
     }
@@ -727,7 +724,7 @@ impl Connection {
         let mut end = None;
         if let Link::Up { transport, up, .. } = &mut self.link {
             if !*up {
-                end = Some(transport::handshake_down(error));
+                end = Some(handshake_down(error));
             } else {
                 let mut drained = 0;
                 while drained < DRAIN_LIMIT && end.is_none() {
@@ -739,13 +736,13 @@ impl Connection {
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => end = Some(transport::down(&e)),
+                        Err(e) => end = Some(transport_down(&e)),
                     }
                 }
             }
         }
         self.drop_link(registry);
-        let why = end.unwrap_or_else(|| transport::down(error));
+        let why = end.unwrap_or_else(|| transport_down(error));
         self.client.handle_input(now, Input::TransportDown(why));
     }
 
@@ -789,7 +786,7 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
             Err(e) => {
                 self.drop_link(registry);
-                let why = if was_up && !handshake_done { transport::down(&e) } else { transport::handshake_down(&e) };
+                let why = if was_up && !handshake_done { transport_down(&e) } else { handshake_down(&e) };
                 self.client.handle_input(now, Input::TransportDown(why));
                 true
             }

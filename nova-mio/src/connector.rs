@@ -7,71 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Registry, Token};
-use nova_proto::{Client, Config, ConfigBuilder, ConfigError};
+use nova_driver::shared;
+use nova_driver::{IntoConfig, Tls};
+use nova_proto::{Client, Config, ConfigError};
 
 use crate::connection::{Bounds, Connection, Settings};
-use crate::telemetry::Telemetry;
-use crate::tls::Tls;
 
-/// Default for [`Connector::event_capacity`].
-pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
-/// Default for [`Connector::event_bytes`]: 4 MiB.
-pub const DEFAULT_EVENT_BYTES: usize = 4 << 20;
-/// Default for [`Connector::max_buffered_input`]: 1 MiB.
-pub const DEFAULT_MAX_BUFFERED_INPUT: usize = 1 << 20;
-/// Default for [`Connector::read_chunk`]: 16 KiB, the largest TLS record.
-pub const DEFAULT_READ_CHUNK: usize = 16 << 10;
 /// Default for [`Connector::read_budget`]: 256 KiB.
 pub const DEFAULT_READ_BUDGET: usize = 256 << 10;
-/// The largest [`Connector::read_chunk`]: 1 MiB.
-const MAX_READ_CHUNK: usize = 1 << 20;
-
-/// Anything a connection can be configured from: a URL (`&str`, `String`), a
-/// [`Config`], an `Arc<Config>` or a [`ConfigBuilder`].
-pub trait IntoConfig {
-    /// The configuration.
-    ///
-    /// # Errors
-    ///
-    /// When the URL or a setting is invalid.
-    fn into_config(self) -> Result<Arc<Config>, ConfigError>;
-}
-
-impl IntoConfig for &str {
-    fn into_config(self) -> Result<Arc<Config>, ConfigError> {
-        Config::new(self).map(Arc::new)
-    }
-}
-
-impl IntoConfig for String {
-    fn into_config(self) -> Result<Arc<Config>, ConfigError> {
-        self.as_str().into_config()
-    }
-}
-
-impl IntoConfig for &String {
-    fn into_config(self) -> Result<Arc<Config>, ConfigError> {
-        self.as_str().into_config()
-    }
-}
-
-impl IntoConfig for Config {
-    fn into_config(self) -> Result<Arc<Config>, ConfigError> {
-        Ok(Arc::new(self))
-    }
-}
-
-impl IntoConfig for Arc<Config> {
-    fn into_config(self) -> Result<Arc<Config>, ConfigError> {
-        Ok(self)
-    }
-}
-
-impl IntoConfig for ConfigBuilder {
-    fn into_config(self) -> Result<Arc<Config>, ConfigError> {
-        self.build().map(Arc::new)
-    }
-}
 
 /// Why a connection could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,13 +95,10 @@ impl Resolve for FixedAddrs {
 #[must_use = "a connector does nothing until `start`"]
 pub struct Connector {
     config: Result<Arc<Config>, ConfigError>,
-    tls: Tls,
-    bounds: Bounds,
-    read_chunk: usize,
+    /// The settings every Nova driver has, with the same defaults and limits.
+    settings: shared::Settings,
+    /// Only a driver that shares its thread with other work bounds a turn.
     read_budget: usize,
-    nodelay: bool,
-    seed: Option<[u8; 32]>,
-    name: Arc<str>,
     resolver: Box<dyn Resolve>,
 }
 
@@ -166,13 +106,8 @@ impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
             .field("config", &self.config)
-            .field("tls", &self.tls)
-            .field("bounds", &self.bounds)
-            .field("read_chunk", &self.read_chunk)
+            .field("settings", &self.settings)
             .field("read_budget", &self.read_budget)
-            .field("nodelay", &self.nodelay)
-            .field("seed", &self.seed.map(|_| "fixed"))
-            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -182,52 +117,43 @@ impl Connector {
     pub fn new(config: impl IntoConfig) -> Connector {
         Connector {
             config: config.into_config(),
-            tls: Tls::default(),
-            bounds: Bounds {
-                event_capacity: DEFAULT_EVENT_CAPACITY,
-                event_bytes: DEFAULT_EVENT_BYTES,
-                max_buffered_input: DEFAULT_MAX_BUFFERED_INPUT,
-            },
-            read_chunk: DEFAULT_READ_CHUNK,
+            settings: shared::Settings::default(),
             read_budget: DEFAULT_READ_BUDGET,
-            nodelay: true,
-            seed: None,
-            name: Arc::from("nova"),
             resolver: Box::new(SystemResolver),
         }
     }
 
     /// Which certificates `wss://` trusts (Mozilla's roots by default).
     pub fn tls(mut self, tls: Tls) -> Connector {
-        self.tls = tls;
+        self.settings.set_tls(tls);
         self
     }
 
     /// Most events waiting in [`Connection::poll_event`](crate::Connection::poll_event)
     /// (at least 1; 1024 by default). A full queue pauses reading from the socket.
     pub fn event_capacity(mut self, events: usize) -> Connector {
-        self.bounds.event_capacity = events.max(1);
+        self.settings.set_event_capacity(events);
         self
     }
 
     /// Most message payload bytes waiting to be polled (4 MiB by default);
     /// one message is always let through, however large.
     pub fn event_bytes(mut self, bytes: usize) -> Connector {
-        self.bounds.event_bytes = bytes;
+        self.settings.set_event_bytes(bytes);
         self
     }
 
     /// Most bytes read but not decoded yet (1 MiB by default); beyond it the
     /// driver stops reading the socket until the application polls events.
     pub fn max_buffered_input(mut self, bytes: usize) -> Connector {
-        self.bounds.max_buffered_input = bytes.max(1);
+        self.settings.set_max_buffered_input(bytes);
         self
     }
 
     /// Bytes read from the socket at once (16 KiB by default; from 512 bytes
     /// to 1 MiB). The buffer exists only while a connection is up.
     pub fn read_chunk(mut self, bytes: usize) -> Connector {
-        self.read_chunk = bytes.clamp(512, MAX_READ_CHUNK);
+        self.settings.set_read_chunk(bytes);
         self
     }
 
@@ -244,21 +170,21 @@ impl Connector {
     /// Whether to disable Nagle's algorithm (on by default: a small message
     /// must not wait for the previous one's acknowledgement).
     pub fn nodelay(mut self, nodelay: bool) -> Connector {
-        self.nodelay = nodelay;
+        self.settings.set_nodelay(nodelay);
         self
     }
 
     /// A fixed seed for masks, keys and jitter, for reproducible runs. By
     /// default each connection draws one from the operating system.
     pub fn seed(mut self, seed: [u8; 32]) -> Connector {
-        self.seed = Some(seed);
+        self.settings.set_seed(seed);
         self
     }
 
     /// The `client` label of the metrics and the tracing span (`"nova"` by
     /// default), to tell connections apart.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Connector {
-        self.name = name.into();
+        self.settings.set_name(name.into());
         self
     }
 
@@ -291,18 +217,21 @@ impl Connector {
     /// policy decides what follows.
     pub fn start(self, registry: &Registry, token: Token, now: Instant) -> Result<Connection, StartError> {
         let config = self.config?;
-        let tls = self.tls.build().map_err(StartError::Tls)?;
-        let seed = self.seed.unwrap_or_else(os_seed);
-        let endpoint = config.endpoint();
-        let span = tracing::info_span!("nova", client = %self.name, host = %endpoint.host, port = endpoint.port);
-        let telemetry = Telemetry::new(*config.telemetry(), Arc::clone(&self.name));
-        let client = Client::new(config, seed, now);
+        let shared = self.settings;
+        let tls = shared.tls_config().map_err(StartError::Tls)?;
+        let span = shared.span(&config);
+        let telemetry = shared.telemetry(&config);
+        let client = Client::new(config, shared.seed(), now);
         let settings = Settings {
             tls,
-            nodelay: self.nodelay,
-            read_chunk: self.read_chunk,
-            read_budget: self.read_budget.max(self.read_chunk),
-            bounds: self.bounds,
+            nodelay: shared.nodelay(),
+            read_chunk: shared.read_chunk(),
+            read_budget: self.read_budget.max(shared.read_chunk()),
+            bounds: Bounds {
+                event_capacity: shared.event_capacity(),
+                event_bytes: shared.event_bytes(),
+                max_buffered_input: shared.max_buffered_input(),
+            },
         };
         let mut connection = Connection::new(client, token, settings, self.resolver, telemetry, span, now);
         connection.start(registry, now);
@@ -323,19 +252,4 @@ pub fn start(
     now: Instant,
 ) -> Result<Connection, StartError> {
     Connector::new(config).start(registry, token, now)
-}
-
-/// A seed from the operating system. Should the OS source fail (it does not
-/// on supported platforms), the seed still differs per process and connection.
-fn os_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    if getrandom::fill(&mut seed).is_err() {
-        use std::hash::{BuildHasher, RandomState};
-        let state = RandomState::new();
-        for (i, chunk) in seed.chunks_mut(8).enumerate() {
-            let word = state.hash_one((i, std::time::SystemTime::now(), std::process::id()));
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-    }
-    seed
 }

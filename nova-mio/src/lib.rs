@@ -13,6 +13,12 @@
 //! TCP socket, the TLS session (rustls, driven through its own sans-IO API)
 //! and the buffers, feeds the core and performs its outputs.
 //!
+//! What the application sees of a session is the same as with Nova's async
+//! drivers (`nova-tokio`, `nova-async-std`), because it is the same code,
+//! from `nova-driver`: [`Event`], [`Tls`], [`IntoConfig`], the `DEFAULT_*`
+//! bounds, [`metrics_names`], the `tracing` events, and the way TLS and
+//! socket failures are classified. Only driving the session differs.
+//!
 //! # The loop
 //!
 //! ```
@@ -149,19 +155,16 @@
 pub mod blocking;
 mod connection;
 mod connector;
-mod event;
-mod telemetry;
-mod tls;
 mod transport;
 
 pub use connection::Connection;
-pub use connector::{
-    Connector, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_BUDGET,
-    DEFAULT_READ_CHUNK, IntoConfig, Resolve, StartError, SystemResolver, start,
-};
-pub use event::Event;
+pub use connector::{Connector, DEFAULT_READ_BUDGET, Resolve, StartError, SystemResolver, start};
 pub use mio;
+// What every Nova driver shares, so `nova_mio::Event` is `nova_tokio::Event`
+// and code written against one driver's events and settings takes another's.
+pub use nova_driver::{
+    DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_CHUNK, Event, IntoConfig,
+    Tls, metrics_names,
+};
 pub use nova_proto;
 pub use nova_proto::{CloseCode, Config, Message};
-pub use telemetry::names as metrics_names;
-pub use tls::Tls;

@@ -1,17 +1,19 @@
 //! The byte stream under a connection: TCP, or TLS over TCP driven through
 //! rustls' own sans-IO API (`read_tls`, `process_new_packets`, `reader`,
-//! `writer`, `write_tls`), plus name resolution and error classification.
+//! `writer`, `write_tls`), plus name resolution.
 //!
-//! Failures become [`TransportDown`] values for the core; nothing here retries
-//! on its own (the core's reconnect policy is the one place that retries).
+//! Failures become [`TransportDown`] values for the core, classified by
+//! [`nova_driver::runtime`] as in every driver (TLS errors reach it wrapped in
+//! an `io::Error`, as tokio-rustls wraps them); nothing here retries on its
+//! own (the core's reconnect policy is the one place that retries).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
-use nova_proto::{TlsFailure, TransportDown};
-use rustls::pki_types::ServerName;
+use nova_driver::runtime::{classify, interleave, server_name};
+use nova_proto::TransportDown;
 
 /// Most TLS bytes rustls may hold encrypted before the socket takes them:
 /// one write batch, so a large message still goes out in few syscalls.
@@ -41,9 +43,7 @@ impl Transport {
         config: &Arc<rustls::ClientConfig>,
         host: &str,
     ) -> Result<rustls::ClientConnection, TransportDown> {
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| {
-            TransportDown::Tls(TlsFailure { certificate: false, detail: format!("invalid server name: {e}") })
-        })?;
+        let name = server_name(host)?;
         let mut session =
             rustls::ClientConnection::new(Arc::clone(config), name).map_err(|e| TransportDown::Tls(classify(&e)))?;
         session.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
@@ -74,7 +74,8 @@ impl Transport {
     /// Reads application bytes. `Ok(0)` is the end of the stream;
     /// `WouldBlock` means the socket is drained (edge-triggered readiness is
     /// spent). A TLS failure is an `InvalidData` error wrapping the
-    /// [`rustls::Error`], which [`down`] recognises.
+    /// [`rustls::Error`], which
+    /// [`transport_down`](nova_driver::runtime::transport_down) recognises.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(tcp) => tcp.read(buf),
@@ -185,8 +186,8 @@ impl TlsStream {
 }
 
 /// The addresses to try for `host`: an IP literal as it is (no lookup), a
-/// name through `resolve`, IPv6 and IPv4 interleaved (RFC 8305 §4) so a
-/// broken family costs one attempt delay, not all of its addresses.
+/// name through `resolve`, in the order every driver tries them
+/// ([`interleave`]: IPv6 and IPv4 alternating).
 pub(crate) fn addresses(
     host: &str,
     port: u16,
@@ -196,72 +197,7 @@ pub(crate) fn addresses(
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let found = resolve.resolve(host, port).map_err(|e| TransportDown::Resolve(format!("{host}: {e}")))?;
-    let (v6, v4): (Vec<_>, Vec<_>) = found.into_iter().partition(SocketAddr::is_ipv6);
-    if v6.is_empty() && v4.is_empty() {
-        return Err(TransportDown::Resolve(format!("{host}: no addresses")));
-    }
-    let mut addrs = Vec::with_capacity(v6.len() + v4.len());
-    let (mut v6, mut v4) = (v6.into_iter(), v4.into_iter());
-    loop {
-        match (v6.next(), v4.next()) {
-            (None, None) => return Ok(addrs),
-            (a, b) => addrs.extend(a.into_iter().chain(b)),
-        }
-    }
-}
-
-/// The TLS failure inside an I/O error, if it is one.
-fn tls_failure(error: &io::Error) -> Option<TlsFailure> {
-    let rustls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(classify(rustls_error))
-}
-
-/// Whether the certificate was at fault, and what rustls said.
-///
-/// A certificate problem is one retrying cannot fix: the server's
-/// certificate was rejected here, or ours (mutual TLS) was rejected there,
-/// which the server says with one of the certificate alerts. The same rule
-/// as `nova-tokio`'s, so the default policy treats both drivers alike.
-pub(crate) fn classify(error: &rustls::Error) -> TlsFailure {
-    use rustls::AlertDescription as A;
-    use rustls::Error as E;
-    let certificate = match error {
-        E::InvalidCertificate(_) | E::NoCertificatesPresented | E::InvalidCertRevocationList(_) => true,
-        E::AlertReceived(alert) => matches!(
-            alert,
-            A::BadCertificate
-                | A::UnsupportedCertificate
-                | A::CertificateRevoked
-                | A::CertificateExpired
-                | A::CertificateUnknown
-                | A::UnknownCA
-                | A::CertificateRequired
-        ),
-        _ => false,
-    };
-    TlsFailure { certificate, detail: error.to_string() }
-}
-
-/// How a failed read or write ended the transport.
-pub(crate) fn down(error: &io::Error) -> TransportDown {
-    if let Some(failure) = tls_failure(error) {
-        return TransportDown::Tls(failure);
-    }
-    match error.kind() {
-        // A TLS peer that closes without close_notify: most servers do, and the
-        // WebSocket close handshake already says whether the end was clean.
-        io::ErrorKind::UnexpectedEof => TransportDown::Eof,
-        kind => TransportDown::Reset(kind),
-    }
-}
-
-/// How a failed TLS handshake ended the attempt: a TLS failure, or the
-/// connection failing under it.
-pub(crate) fn handshake_down(error: &io::Error) -> TransportDown {
-    match tls_failure(error) {
-        Some(failure) => TransportDown::Tls(failure),
-        None => TransportDown::ConnectFailed(error.kind()),
-    }
+    interleave(host, found)
 }
 
 #[cfg(test)]
@@ -297,23 +233,19 @@ mod tests {
         assert!(matches!(error, TransportDown::Resolve(ref m) if m.contains("nova-test.invalid")), "{error:?}");
     }
 
+    /// How this driver hands a TLS failure on (an `InvalidData` error
+    /// wrapping the rustls error, see `TlsStream::process`) is what the
+    /// shared classification looks for.
     #[test]
-    fn certificate_errors_are_told_apart_from_other_tls_errors() {
-        let bad = classify(&rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
-        assert!(bad.certificate);
-        let other = classify(&rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure));
-        assert!(!other.certificate);
-        let ours = classify(&rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired));
-        assert!(ours.certificate);
+    fn a_tls_failure_keeps_its_classification_through_the_io_error() {
+        use nova_driver::runtime::{handshake_down, transport_down};
         let wrapped = io::Error::new(
             io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
         );
-        assert!(matches!(down(&wrapped), TransportDown::Tls(f) if f.certificate));
+        assert!(matches!(transport_down(&wrapped), TransportDown::Tls(f) if f.certificate));
         assert!(matches!(handshake_down(&wrapped), TransportDown::Tls(f) if f.certificate));
-        let eof =
-            io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify");
-        assert_eq!(down(&eof), TransportDown::Eof);
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(handshake_down(&eof), TransportDown::ConnectFailed(io::ErrorKind::UnexpectedEof));
     }
 }

@@ -9,10 +9,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nova_async_std::{AsyncIo, Connector, Event, Events, Handle, Tls};
+use nova_async_std::{AsyncIo, Connector, Events, Handle, Tls};
 use nova_proto::{CloseError, Config, Message, SendError};
 
-use crate::suite::{Driver, Observed, Quiet, Session, Trust};
+use crate::suite::{Driver, Event, Quiet, Session, Trust};
 
 /// Which executor runs the sessions and the waits.
 pub(crate) trait Executor: Send + 'static {
@@ -88,12 +88,12 @@ impl<E: Executor> Session for AsyncIoSession<E> {
         self.handle.close(code, reason)
     }
 
-    fn next(&mut self, within: Duration) -> Result<Observed, Quiet> {
+    fn next(&mut self, within: Duration) -> Result<Event, Quiet> {
         let events = &mut self.events;
         match E::block_on(timeout(within, events.recv())) {
             None => Err(Quiet::TimedOut),
             Some(None) => Err(Quiet::Ended),
-            Some(Some(event)) => Ok(observed(event)),
+            Some(Some(event)) => Ok(event),
         }
     }
 }
@@ -110,17 +110,4 @@ async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<
         timer.as_mut().poll(cx).map(|_| None)
     })
     .await
-}
-
-fn observed(event: Event) -> Observed {
-    match event {
-        Event::Message(message) => Observed::Message(message),
-        Event::Opened(opened) => Observed::Opened(opened),
-        Event::Disconnected { cause, reconnect } => Observed::Disconnected { cause, reconnect },
-        Event::Reconnecting { attempt } => Observed::Reconnecting { attempt },
-        Event::Pong { payload, rtt } => Observed::Pong { payload, rtt },
-        Event::Unsent { message, reason } => Observed::Unsent { message, reason },
-        Event::Closed(closed) => Observed::Closed(closed),
-        other => panic!("an event the suite does not know yet: {other:?}"),
-    }
 }

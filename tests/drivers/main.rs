@@ -6,6 +6,7 @@
 //! Every test talks to a mock server on 127.0.0.1 and every wait is bounded.
 
 mod async_io;
+mod mio;
 mod suite;
 mod tokio;
 
@@ -86,3 +87,4 @@ macro_rules! driver_suite {
 driver_suite!(tokio_driver, crate::tokio::Tokio);
 driver_suite!(async_std_driver, crate::async_io::AsyncIoDriver<crate::async_io::AsyncStd>);
 driver_suite!(smol_driver, crate::async_io::AsyncIoDriver<crate::async_io::Smol>);
+driver_suite!(mio_driver, crate::mio::Mio);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nova_proto::{
-    Backoff, CloseCode, CloseError, Closed, Config, ConfigBuilder, Disconnect, Error, Message, Opened, Reconnect,
-    SendError, Termination, Timeout, TransportDown, UnsentReason,
+    Backoff, CloseCode, CloseError, Closed, Config, ConfigBuilder, Disconnect, Error, Message, Opened, SendError,
+    Termination, Timeout, TransportDown,
 };
 use nova_testkit::{Behavior, Direction, FaultProxy, Faults, Handshake, MockServer, TestCa};
 use rustls::pki_types::CertificateDer;
@@ -25,42 +25,10 @@ use rustls::pki_types::CertificateDer;
 /// than stall the run.
 pub(crate) const BOUND: Duration = Duration::from_secs(15);
 
-/// A message or a change of the session, as every driver reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Observed {
-    /// A complete message from the server.
-    Message(Message),
-    /// A connection opened.
-    Opened(Opened),
-    /// A connection, or an attempt, ended.
-    Disconnected {
-        /// Why.
-        cause: Disconnect,
-        /// The next attempt, if any.
-        reconnect: Option<Reconnect>,
-    },
-    /// A reconnect attempt starts.
-    Reconnecting {
-        /// From 1.
-        attempt: u32,
-    },
-    /// A pong arrived.
-    Pong {
-        /// Its payload.
-        payload: Bytes,
-        /// Set when it answers a keepalive ping.
-        rtt: Option<Duration>,
-    },
-    /// A message that did not go out, given back.
-    Unsent {
-        /// The message.
-        message: Message,
-        /// Why.
-        reason: UnsentReason,
-    },
-    /// The session is over.
-    Closed(Closed),
-}
+/// A message or a change of the session: every driver hands out
+/// nova-driver's `Event`, so the suite expects exactly the same type from
+/// each (the adapters' signatures check it).
+pub(crate) use nova_driver::Event;
 
 /// Why [`Session::next`] returned without an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +69,7 @@ pub(crate) trait Session: Send {
     /// Starts the close handshake.
     fn close(&self, code: u16, reason: &str) -> Result<(), CloseError>;
     /// The next event, waiting at most `within`.
-    fn next(&mut self, within: Duration) -> Result<Observed, Quiet>;
+    fn next(&mut self, within: Duration) -> Result<Event, Quiet>;
 }
 
 fn ms(n: u64) -> Duration {
@@ -118,7 +86,7 @@ fn build(config: ConfigBuilder) -> Config {
     config.build().expect("a valid configuration")
 }
 
-fn next<S: Session>(session: &mut S, what: &str) -> Observed {
+fn next<S: Session>(session: &mut S, what: &str) -> Event {
     match session.next(BOUND) {
         Ok(observed) => observed,
         Err(quiet) => panic!("waiting for {what}: {quiet:?}"),
@@ -126,10 +94,10 @@ fn next<S: Session>(session: &mut S, what: &str) -> Observed {
 }
 
 /// The next event that is not a message or a pong.
-fn next_change<S: Session>(session: &mut S) -> Observed {
+fn next_change<S: Session>(session: &mut S) -> Event {
     loop {
         match next(session, "a session event") {
-            Observed::Message(_) | Observed::Pong { .. } => {}
+            Event::Message(_) | Event::Pong { .. } => {}
             observed => return observed,
         }
     }
@@ -139,8 +107,8 @@ fn next_change<S: Session>(session: &mut S) -> Observed {
 fn next_message<S: Session>(session: &mut S) -> Message {
     loop {
         match next(session, "a message") {
-            Observed::Message(message) => return message,
-            Observed::Pong { .. } | Observed::Opened(_) => {}
+            Event::Message(message) => return message,
+            Event::Pong { .. } | Event::Opened(_) => {}
             other => panic!("expected a message, got {other:?}"),
         }
     }
@@ -149,7 +117,7 @@ fn next_message<S: Session>(session: &mut S) -> Message {
 /// Reads up to `Closed`, then checks that nothing follows it.
 fn until_closed<S: Session>(session: &mut S) -> Closed {
     loop {
-        if let Observed::Closed(closed) = next(session, "the end of the session") {
+        if let Event::Closed(closed) = next(session, "the end of the session") {
             assert_eq!(session.next(BOUND), Err(Quiet::Ended), "nothing follows Closed");
             return closed;
         }
@@ -158,7 +126,7 @@ fn until_closed<S: Session>(session: &mut S) -> Closed {
 
 fn expect_opened<S: Session>(session: &mut S, attempt: u32) -> Opened {
     match next_change(session) {
-        Observed::Opened(opened) if opened.attempt == attempt => opened,
+        Event::Opened(opened) if opened.attempt == attempt => opened,
         other => panic!("expected Opened (attempt {attempt}), got {other:?}"),
     }
 }
@@ -241,11 +209,11 @@ pub(crate) fn ping_pong<D: Driver>() {
     session.ping(Bytes::from_static(b"are you there")).unwrap();
     loop {
         match next(&mut session, "the pong") {
-            Observed::Pong { payload, .. } => {
+            Event::Pong { payload, .. } => {
                 assert_eq!(payload, Bytes::from_static(b"are you there"));
                 break;
             }
-            Observed::Message(_) => {}
+            Event::Message(_) => {}
             other => panic!("expected a pong, got {other:?}"),
         }
     }
@@ -264,11 +232,11 @@ pub(crate) fn pong_timeout_reconnects<D: Driver>() {
     expect_opened(&mut session, 0);
     proxy.update(|faults| faults.stall = true);
     match next_change(&mut session) {
-        Observed::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Pong)), reconnect: Some(_) } => {}
+        Event::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Pong)), reconnect: Some(_) } => {}
         other => panic!("expected a pong timeout, got {other:?}"),
     }
     proxy.update(|faults| faults.stall = false);
-    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 1 });
+    assert_eq!(next_change(&mut session), Event::Reconnecting { attempt: 1 });
     expect_opened(&mut session, 1);
     session.send(Message::text("alive again")).unwrap();
     assert_eq!(next_message(&mut session).as_text(), Some("alive again"));
@@ -306,13 +274,11 @@ pub(crate) fn half_closed_connection_is_replaced<D: Driver>() {
     let mut session = D::start(&runtime, build(config(&format!("ws://{}/", proxy.addr()))), Trust::Default);
     expect_opened(&mut session, 0);
     match next_change(&mut session) {
-        Observed::Disconnected {
-            cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)),
-            reconnect: Some(_),
-        } => {}
+        Event::Disconnected { cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)), reconnect: Some(_) } => {
+        }
         other => panic!("expected the end of the stream, got {other:?}"),
     }
-    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 1 });
+    assert_eq!(next_change(&mut session), Event::Reconnecting { attempt: 1 });
     expect_opened(&mut session, 1);
     session.send(Message::text("whole again")).unwrap();
     assert_eq!(next_message(&mut session).as_text(), Some("whole again"));
@@ -329,11 +295,11 @@ pub(crate) fn one_way_cut_is_dead<D: Driver>() {
     expect_opened(&mut session, 0);
     proxy.update(|faults| faults.cut = Some(Direction::ToServer));
     match next_change(&mut session) {
-        Observed::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Pong)), reconnect: Some(_) } => {}
+        Event::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Pong)), reconnect: Some(_) } => {}
         other => panic!("expected a pong timeout, got {other:?}"),
     }
     proxy.update(|faults| faults.cut = None);
-    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 1 });
+    assert_eq!(next_change(&mut session), Event::Reconnecting { attempt: 1 });
     expect_opened(&mut session, 1);
 }
 
@@ -354,33 +320,30 @@ pub(crate) fn server_drop_reconnects_with_backoff<D: Driver>() {
     let mut session = D::start(&runtime, build(config), Trust::Default);
     expect_opened(&mut session, 0);
     match next_change(&mut session) {
-        Observed::Disconnected {
-            cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)),
-            reconnect: Some(r),
-        } => {
+        Event::Disconnected { cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)), reconnect: Some(r) } => {
             assert_eq!((r.attempt, r.delay), (1, ms(20)));
         }
         other => panic!("expected the drop, got {other:?}"),
     }
-    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 1 });
+    assert_eq!(next_change(&mut session), Event::Reconnecting { attempt: 1 });
     match next_change(&mut session) {
-        Observed::Disconnected { cause: Disconnect::Failed(Error::Handshake(e)), reconnect: Some(r) } => {
+        Event::Disconnected { cause: Disconnect::Failed(Error::Handshake(e)), reconnect: Some(r) } => {
             assert!(e.to_string().contains("502"), "{e}");
             assert_eq!((r.attempt, r.delay), (2, ms(40)), "the second failure in a row waits twice as long");
         }
         other => panic!("expected the refusal, got {other:?}"),
     }
-    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 2 });
+    assert_eq!(next_change(&mut session), Event::Reconnecting { attempt: 2 });
     expect_opened(&mut session, 2);
     // Up for 50 ms: not stable, so the backoff goes on growing.
     match next_change(&mut session) {
-        Observed::Disconnected { cause: Disconnect::Failed(Error::Transport(down)), reconnect: Some(r) } => {
+        Event::Disconnected { cause: Disconnect::Failed(Error::Transport(down)), reconnect: Some(r) } => {
             assert!(matches!(down, TransportDown::Reset(_) | TransportDown::Eof), "{down:?}");
             assert_eq!((r.attempt, r.delay), (3, ms(80)));
         }
         other => panic!("expected the reset, got {other:?}"),
     }
-    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 3 });
+    assert_eq!(next_change(&mut session), Event::Reconnecting { attempt: 3 });
     expect_opened(&mut session, 3);
     session.send(Message::text("after two drops")).unwrap();
     assert_eq!(next_message(&mut session).as_text(), Some("after two drops"));
@@ -399,13 +362,13 @@ pub(crate) fn refused_handshake<D: Driver>() {
     let started = Instant::now();
     let mut session = D::start(&runtime, build(config(&server.url("/"))), Trust::Default);
     match next_change(&mut session) {
-        Observed::Disconnected { cause: Disconnect::Failed(Error::Handshake(e)), reconnect: Some(r) } => {
+        Event::Disconnected { cause: Disconnect::Failed(Error::Handshake(e)), reconnect: Some(r) } => {
             assert!(e.to_string().contains("503"), "{e}");
             assert_eq!(r.delay, Duration::from_secs(1));
         }
         other => panic!("expected the refusal, got {other:?}"),
     }
-    assert_eq!(next_change(&mut session), Observed::Reconnecting { attempt: 1 });
+    assert_eq!(next_change(&mut session), Event::Reconnecting { attempt: 1 });
     expect_opened(&mut session, 1);
     assert!(started.elapsed() >= Duration::from_secs(1), "opened after {:?}", started.elapsed());
 }
@@ -437,7 +400,7 @@ pub(crate) fn bad_certificate<D: Driver>() {
     // Mozilla's roots do not include a test CA.
     let mut session = D::start(&runtime, build(config(&url)), Trust::Default);
     match next_change(&mut session) {
-        Observed::Disconnected {
+        Event::Disconnected {
             cause: Disconnect::Failed(Error::Transport(TransportDown::Tls(failure))),
             reconnect: None,
         } => {
@@ -478,7 +441,7 @@ pub(crate) fn server_close<D: Driver>() {
     let mut session = D::start(&runtime, build(config(&server.url("/")).no_reconnect()), Trust::Default);
     expect_opened(&mut session, 0);
     match next_change(&mut session) {
-        Observed::Disconnected { cause: Disconnect::ServerClosed { code, reason }, reconnect: None } => {
+        Event::Disconnected { cause: Disconnect::ServerClosed { code, reason }, reconnect: None } => {
             assert_eq!((code.0, reason.as_str()), (4000, "bye"));
         }
         other => panic!("expected the server's close, got {other:?}"),

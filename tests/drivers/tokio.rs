@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nova_proto::{CloseError, Config, Message, SendError};
-use nova_tokio::{Connector, Event, Events, Handle, Tls};
+use nova_tokio::{Connector, Events, Handle, Tls};
 use tokio::runtime::Runtime;
 
-use crate::suite::{Driver, Observed, Quiet, Session, Trust};
+use crate::suite::{Driver, Event, Quiet, Session, Trust};
 
 /// The nova-tokio driver.
 pub(crate) struct Tokio;
@@ -54,26 +54,13 @@ impl Session for TokioSession {
         self.handle.close(code, reason)
     }
 
-    fn next(&mut self, within: Duration) -> Result<Observed, Quiet> {
+    fn next(&mut self, within: Duration) -> Result<Event, Quiet> {
         // The timer must be made inside the runtime.
         let events = &mut self.events;
         match self.runtime.block_on(async { tokio::time::timeout(within, events.recv()).await }) {
             Err(_) => Err(Quiet::TimedOut),
             Ok(None) => Err(Quiet::Ended),
-            Ok(Some(event)) => Ok(observed(event)),
+            Ok(Some(event)) => Ok(event),
         }
-    }
-}
-
-fn observed(event: Event) -> Observed {
-    match event {
-        Event::Message(message) => Observed::Message(message),
-        Event::Opened(opened) => Observed::Opened(opened),
-        Event::Disconnected { cause, reconnect } => Observed::Disconnected { cause, reconnect },
-        Event::Reconnecting { attempt } => Observed::Reconnecting { attempt },
-        Event::Pong { payload, rtt } => Observed::Pong { payload, rtt },
-        Event::Unsent { message, reason } => Observed::Unsent { message, reason },
-        Event::Closed(closed) => Observed::Closed(closed),
-        other => panic!("an event the suite does not know yet: {other:?}"),
     }
 }
