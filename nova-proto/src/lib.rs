@@ -137,6 +137,7 @@ pub mod frame;
 mod handshake;
 mod history;
 mod io;
+pub mod limits;
 mod message;
 mod outbound;
 mod profile;
