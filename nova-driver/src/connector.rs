@@ -27,6 +27,27 @@ pub const DEFAULT_READ_CHUNK: usize = 16 << 10;
 /// The largest [`Connector::read_chunk`]: 1 MiB.
 const MAX_READ_CHUNK: usize = 1 << 20;
 
+/// What the driver does when the event queue is full and another message
+/// arrives ([`Connector::overflow`]).
+///
+/// Only [`Event::Message`](crate::Event::Message) is ever dropped: session
+/// events (opened, disconnected, closed, unsent, ...) are always delivered.
+/// Not to be confused with [`nova_proto::Overflow`], the policy of the
+/// *outbound* queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Stop reading the socket until the application makes room: TCP slows
+    /// the server down, nothing is lost. The default.
+    #[default]
+    Block,
+    /// Drop the oldest waiting message to make room: the application sees
+    /// the latest data (market data, where a stale tick is worthless).
+    DropOldest,
+    /// Drop the message that arrived: what is waiting is kept.
+    DropNewest,
+}
+
 /// Anything a session can be configured from: a URL (`&str`, `String`), a
 /// [`Config`], an `Arc<Config>` or a [`ConfigBuilder`].
 pub trait IntoConfig {
@@ -182,6 +203,8 @@ impl<R> Connector<R> {
                 event_bytes: DEFAULT_EVENT_BYTES,
                 max_buffered_input: DEFAULT_MAX_BUFFERED_INPUT,
                 send_buffer: DEFAULT_SEND_BUFFER,
+                overflow: Overflow::Block,
+                backlog_warning: None,
             },
             read_chunk: DEFAULT_READ_CHUNK,
             nodelay: true,
@@ -205,9 +228,30 @@ impl<R> Connector<R> {
     }
 
     /// Most events waiting for the application (at least 1; 1024 by default).
-    /// A full queue pauses reading from the socket.
+    /// A full queue pauses reading from the socket, or drops messages (see
+    /// [`overflow`](Self::overflow)).
     pub fn event_capacity(mut self, events: usize) -> Connector<R> {
         self.bounds.event_capacity = events.max(1);
+        self
+    }
+
+    /// What a full event queue does with one more message:
+    /// [`Overflow::Block`] (the default) stops reading the socket,
+    /// [`Overflow::DropOldest`] and [`Overflow::DropNewest`] keep reading and
+    /// drop a message, counted in [`Event::Overflow`](crate::Event::Overflow).
+    pub fn overflow(mut self, overflow: Overflow) -> Connector<R> {
+        self.bounds.overflow = overflow;
+        self
+    }
+
+    /// A high-water mark, as a fraction of the event queue's bounds (count
+    /// and bytes, whichever is crossed first): crossing it queues one
+    /// [`Event::Backlog`](crate::Event::Backlog), and another only after the
+    /// queue falls below half the mark. Off (`None`) by default; the design
+    /// notes suggest `0.8`. A fraction outside `0.0..=1.0` is clamped into
+    /// it; NaN turns the warning off.
+    pub fn backlog_warning(mut self, fraction: Option<f64>) -> Connector<R> {
+        self.bounds.backlog_warning = fraction.filter(|f| !f.is_nan()).map(|f| f.clamp(0.0, 1.0));
         self
     }
 
