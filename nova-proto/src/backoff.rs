@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::breaker::CircuitBreaker;
 use crate::error::{Error, HandshakeError, TransportDown};
 use crate::io::Disconnect;
 use crate::message::CloseCode;
@@ -276,7 +277,18 @@ pub struct Rule {
 /// `reset_after`, so a server that accepts and then drops at once cannot keep
 /// the client reconnecting at the initial delay. `max_attempts` counts
 /// consecutive reconnect attempts that failed to open (refused, timed out,
-/// rejected upgrade); one that opens resets it.
+/// rejected upgrade); one that opens resets it. A [`CircuitBreaker`], when
+/// set, holds attempts back for a cool-down once they keep failing.
+///
+/// Ready-made strategies (the design notes' names):
+///
+/// | strategy | constructor |
+/// |---|---|
+/// | always reconnect, exponential backoff | [`ReconnectPolicy::always`] |
+/// | fail fast: no reconnect on any failure | [`ReconnectPolicy::never`] |
+/// | log and continue: reconnect, linear backoff | [`ReconnectPolicy::log_and_continue`] |
+/// | limited retries | [`ReconnectPolicy::new`] with [`max_attempts`](Self::max_attempts) (the `lightweight` profile: 3) |
+/// | per reason (stop on 1008, retry 4xxx later) | [`rule`](Self::rule) |
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconnectPolicy {
     /// Whether to reconnect at all.
@@ -289,10 +301,14 @@ pub struct ReconnectPolicy {
     pub reset_after: Duration,
     /// Per-reason overrides, first match wins.
     pub rules: Vec<Rule>,
+    /// Stop trying for a while when attempts keep failing; `None`: off.
+    pub breaker: Option<CircuitBreaker>,
 }
 
 impl ReconnectPolicy {
-    /// Never reconnect.
+    /// Never reconnect: the first disconnect, whatever its cause, ends the
+    /// session (the "fail fast" strategy).
+    #[doc(alias = "fail_fast")]
     pub fn never() -> ReconnectPolicy {
         ReconnectPolicy { enabled: false, ..ReconnectPolicy::new(Backoff::constant(Duration::ZERO, 0.0)) }
     }
@@ -305,7 +321,30 @@ impl ReconnectPolicy {
             max_attempts: None,
             reset_after: Duration::from_secs(10),
             rules: vec![Rule { when: Match::Kind(DisconnectKind::Certificate), then: Decision::Stop }],
+            breaker: None,
         }
+    }
+
+    /// The "always reconnect" strategy: forever, with exponential backoff
+    /// from 250 ms doubling to 30 s (the design notes' numbers), jitter 0.1.
+    /// A rejected certificate still stops it: retrying cannot fix one (clear
+    /// [`rules`](Self::rules) to retry even then).
+    pub fn always() -> ReconnectPolicy {
+        ReconnectPolicy::new(Backoff::exponential(Duration::from_millis(250), Duration::from_secs(30), 0.1))
+    }
+
+    /// The "log and continue" strategy: reconnect forever, waiting 1 s more
+    /// after each failed attempt (1 s, 2 s, 3 s, ...) up to 60 s, jitter 0.1.
+    /// The logging is the drivers' telemetry (every profile reports errors);
+    /// the policy only keeps going. A rejected certificate still stops it.
+    pub fn log_and_continue() -> ReconnectPolicy {
+        ReconnectPolicy::new(Backoff::linear(Duration::from_secs(1), Duration::from_secs(60), 0.1))
+    }
+
+    /// The same policy with a circuit breaker (`None` turns it off).
+    pub fn with_breaker(mut self, breaker: impl Into<Option<CircuitBreaker>>) -> ReconnectPolicy {
+        self.breaker = breaker.into();
+        self
     }
 
     /// Adds a rule after the existing ones.
@@ -346,6 +385,9 @@ impl ReconnectPolicy {
         let too_long = |r: &Rule| matches!(r.then, Decision::ReconnectAfter(d) if d > crate::config::MAX_DURATION);
         if self.rules.iter().any(too_long) {
             return Err("a rule's reconnect delay must be at most a year");
+        }
+        if let Some(breaker) = &self.breaker {
+            breaker.validate()?;
         }
         Ok(())
     }
@@ -441,6 +483,26 @@ mod tests {
         assert_eq!(policy.plan(&closed(1001), 1, 0.0), Some(MIN_RECONNECT_DELAY));
         let jittery = ReconnectPolicy::new(Backoff::exponential(ms(1), ms(2), 1.0));
         assert_eq!(jittery.plan(&eof(), 1, 0.999), Some(MIN_RECONNECT_DELAY));
+    }
+
+    #[test]
+    fn named_strategies_reconnect_as_named() {
+        let always = ReconnectPolicy::always();
+        assert_eq!((always.max_attempts, always.breaker), (None, None));
+        assert_eq!([1, 2, 9].map(|n| always.backoff.base_delay(n)), [ms(250), ms(500), ms(30_000)]);
+        assert_eq!(always.plan(&rejected(503, None), 1, 0.0), Some(ms(250)));
+        let fail_fast = ReconnectPolicy::never();
+        assert_eq!(fail_fast.plan(&eof(), 1, 0.0), None);
+        assert_eq!(fail_fast.plan(&closed(1001), 1, 0.0), None);
+        let log = ReconnectPolicy::log_and_continue();
+        assert_eq!([1, 2, 3, 100].map(|n| log.backoff.base_delay(n)), [ms(1000), ms(2000), ms(3000), ms(60_000)]);
+        assert_eq!(log.plan(&closed(1011), 5, 0.0), Some(ms(5000)));
+        let guarded = ReconnectPolicy::always().with_breaker(CircuitBreaker::default());
+        assert_eq!(guarded.breaker, Some(CircuitBreaker::default()));
+        assert!(guarded.validate().is_ok());
+        let broken =
+            ReconnectPolicy::always().with_breaker(CircuitBreaker { failures: 0, ..CircuitBreaker::default() });
+        assert!(broken.validate().is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::breaker::{self, Breaker};
 use crate::config::Config;
 use crate::connection::{Connection, Inbound, Transmit};
 use crate::deflate::Codec;
@@ -71,6 +72,8 @@ pub struct Client {
     /// Whether our close frame went out on the current or last connection.
     close_sent: bool,
     keepalive: KeepaliveState,
+    /// The reconnect policy's circuit breaker.
+    breaker: Breaker,
     history: History,
     stats: Stats,
 }
@@ -130,6 +133,7 @@ impl Client {
             close_received: None,
             close_sent: false,
             keepalive: KeepaliveState::default(),
+            breaker: Breaker::default(),
             history,
             stats: Stats::default(),
         }
@@ -556,6 +560,7 @@ impl Client {
         self.close_sent = false;
         self.after_close = None;
         self.failed_attempts = 0;
+        self.breaker.succeeded();
         self.stats.opened(self.now);
         self.outputs.push_back(Event::Opened(opened).into());
         self.set_state(State::Open, Cause::Upgraded);
@@ -797,12 +802,17 @@ impl Client {
         let unit = self.rng.unit();
         let gave_up = policy.max_attempts.is_some_and(|max| self.failed_attempts >= max);
         let plan = if gave_up { None } else { policy.plan(&cause, next, unit) };
+        // The breaker counts attempts that never opened; open, it holds the
+        // next attempt back for its cool-down.
+        let cool_down = if opened { None } else { self.breaker.failed(self.now, policy.breaker.as_ref()) };
         match plan {
             Some(delay) => {
+                let delay = cool_down.map_or(delay, |c| breaker::hold(delay, c, policy.backoff.jitter(), unit));
                 self.attempt = next;
                 let at = self.now + delay;
                 self.timers.set(Timer::Reconnect, at);
-                let reconnect = Some(Reconnect { attempt: next, delay, at });
+                let breaker_open = cool_down.is_some();
+                let reconnect = Some(Reconnect { attempt: next, delay, at, breaker_open });
                 self.outputs.push_back(Event::Disconnected { cause, reconnect }.into());
                 self.set_state(State::Backoff, Cause::Disconnected(kind));
             }

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::backoff::{Backoff, Decision, Match, ReconnectPolicy};
+use crate::breaker::CircuitBreaker;
 use crate::deflate::DeflateConfig;
 use crate::profile::Profile;
 
@@ -547,6 +548,13 @@ impl ConfigBuilder {
     /// `.reconnect_rule(Match::close_code(1008), Decision::Stop)`.
     pub fn reconnect_rule(mut self, when: Match, then: Decision) -> ConfigBuilder {
         self.reconnect = self.reconnect.rule(when, then);
+        self
+    }
+
+    /// A circuit breaker on the reconnect policy (`None` turns it off):
+    /// after repeated failed attempts, no attempt for a cool-down.
+    pub fn circuit_breaker(mut self, breaker: Option<CircuitBreaker>) -> ConfigBuilder {
+        self.reconnect.breaker = breaker;
         self
     }
 

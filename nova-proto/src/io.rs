@@ -175,6 +175,10 @@ pub struct Reconnect {
     pub delay: Duration,
     /// The instant it starts (`now + delay`); also what `poll_timeout` returns.
     pub at: Instant,
+    /// The circuit breaker is open: attempts kept failing, so this one waits
+    /// out the breaker's cool-down (at least), and is a probe: if it opens,
+    /// the breaker closes; if it fails, the next wait is longer.
+    pub breaker_open: bool,
 }
 
 /// How the session ended.

@@ -141,6 +141,7 @@
 
 mod assemble;
 mod backoff;
+mod breaker;
 mod client;
 mod config;
 mod connection;
@@ -150,6 +151,7 @@ pub mod frame;
 mod handshake;
 mod history;
 mod io;
+pub mod limits;
 mod message;
 mod outbound;
 mod profile;
@@ -162,6 +164,7 @@ pub mod fuzzing;
 pub use backoff::{
     Backoff, Decision, DisconnectKind, MAX_RETRY_AFTER, MIN_RECONNECT_DELAY, Match, ReconnectPolicy, Rule,
 };
+pub use breaker::{CircuitBreaker, MAX_BREAKER_FAILURES};
 pub use client::Client;
 pub use config::{
     Config, ConfigBuilder, ConfigError, Endpoint, Keepalive, Limits, MAX_DURATION, Outbound, Overflow, Telemetry,

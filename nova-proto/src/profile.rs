@@ -22,19 +22,32 @@
 //!   rarely the bottleneck and the exchange's own compression adds delay we
 //!   cannot see. `standard` and `lightweight` stay off, the conservative default;
 //!   any profile can turn it on with `ConfigBuilder::deflate`.
+//! - **Circuit breaker** (the notes list it as an extension; Nova's design
+//!   requires that a refusing server not be hammered): on for the profiles
+//!   that keep retrying long, `financial` (retries forever from 100 ms) and
+//!   `messaging` (20 attempts): [`CircuitBreaker::default`] (5 failed
+//!   attempts within 2 min open it for 1 min, doubling up to 10 min), with 10
+//!   failures for `financial`, which tolerates more before holding back.
+//!   Off for `standard` and `lightweight`, which give up after 10 and 3
+//!   attempts anyway.
+//! - **Rate limits**: none. The notes' only number (`requests_per_second:
+//!   50`) is an example, and a server's limits belong to its platform
+//!   adapter; [`RateLimits::per_second`](crate::limits::RateLimits::per_second)
+//!   is the preset for it.
 //!
-//! | profile | backoff | initial | max | attempts | timeout | ping | pong timeout |
-//! |---|---|---|---|---|---|---|---|
-//! | financial | exponential, jitter 0.25 | 100 ms | 30 s | ∞ | 5 s | 15 s | 5 s |
-//! | standard | linear | 1 s | 60 s | 10 | 10 s | 30 s | 10 s |
-//! | lightweight | constant ("simple") | 2 s | 10 s | 3 | 15 s | 60 s | 15 s |
-//! | messaging | exponential | 1 s | 30 s | 20 | 8 s | 45 s | 10 s |
+//! | profile | backoff | initial | max | attempts | timeout | ping | pong timeout | breaker |
+//! |---|---|---|---|---|---|---|---|---|
+//! | financial | exponential, jitter 0.25 | 100 ms | 30 s | ∞ | 5 s | 15 s | 5 s | 10 in 2 min → 1–10 min |
+//! | standard | linear | 1 s | 60 s | 10 | 10 s | 30 s | 10 s | off |
+//! | lightweight | constant ("simple") | 2 s | 10 s | 3 | 15 s | 60 s | 15 s | off |
+//! | messaging | exponential | 1 s | 30 s | 20 | 8 s | 45 s | 10 s | 5 in 2 min → 1–10 min |
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::backoff::{Backoff, ReconnectPolicy};
+use crate::breaker::CircuitBreaker;
 use crate::config::{Keepalive, Outbound, Telemetry, TelemetryLevel, Timeouts};
 use crate::deflate::DeflateConfig;
 
@@ -126,6 +139,11 @@ impl Profile {
                 error_events: true,
             },
         };
+        let breaker = match self {
+            Profile::Financial => Some(CircuitBreaker { failures: 10, ..CircuitBreaker::default() }),
+            Profile::Messaging => Some(CircuitBreaker::default()),
+            Profile::Standard | Profile::Lightweight => None,
+        };
         let outbound = match self {
             Profile::Messaging => Outbound { offline: true, ttl: Some(secs(60)), ..Outbound::default() },
             _ => Outbound::default(),
@@ -133,7 +151,7 @@ impl Profile {
         Preset {
             timeouts: Timeouts { connect: timeout, handshake: timeout, close: CLOSE_TIMEOUT },
             keepalive: Keepalive { interval: ping, timeout: pong, allowed_misses: 0 },
-            reconnect: ReconnectPolicy { max_attempts, ..ReconnectPolicy::new(backoff) },
+            reconnect: ReconnectPolicy { max_attempts, breaker, ..ReconnectPolicy::new(backoff) },
             outbound,
             telemetry,
             deflate: (self == Profile::Messaging).then(DeflateConfig::default),
@@ -195,7 +213,13 @@ mod tests {
         assert_eq!(m.keepalive().map(|k| (k.interval, k.timeout)), Some((secs(45), secs(10))));
         assert!(m.outbound().offline);
         assert_eq!(m.deflate(), Some(&DeflateConfig::default()));
-        assert!([f, s, l].iter().all(|c| c.deflate().is_none()));
+        assert!([&f, &s, &l].iter().all(|c| c.deflate().is_none()));
+
+        assert_eq!(f.reconnect().breaker.map(|b| b.failures), Some(10));
+        assert_eq!(m.reconnect().breaker, Some(CircuitBreaker::default()));
+        assert_eq!((s.reconnect().breaker, l.reconnect().breaker), (None, None));
+        let off = Config::builder("ws://h/").profile(Profile::Financial).circuit_breaker(None).build().unwrap();
+        assert_eq!(off.reconnect().breaker, None);
     }
 
     #[test]
