@@ -778,6 +778,13 @@ impl Session {
             let Restore { restored, failed, .. } = self.restore;
             self.outputs.push_back(Event::Ready { restored, failed }.into());
         }
+        // Subscriptions asked for while authenticating or restoring go now.
+        let per = self.adapter.max_topics_per_request().max(1);
+        for batch in self.subs.to_restore().chunks(per) {
+            if let Err(e) = self.send_subscribe(batch.to_vec(), false) {
+                self.fail_subscriptions(batch, false, &e);
+            }
+        }
         self.send_queued(false);
         if let Some(spec) = self.adapter.heartbeat() {
             self.heartbeat.next = Some(self.deadline(spec.interval));
