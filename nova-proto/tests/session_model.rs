@@ -66,23 +66,24 @@ fn run_raw<C: Core>(mut sim: Sim<C>, ops: &[RawOp]) -> String {
     let mut closing = None;
     for op in ops {
         match op {
-            RawOp::ServerSend(n) if sim.has_server() && !sim.server().hung_up && sim.current_id() != closing => {
-                if sim.servers.last().is_some_and(|s| s.request_head.is_some()) && sim.server().error.is_none() {
-                    let upgraded = sim.client.state() == nova_proto::State::Open;
-                    if upgraded {
-                        sim.server_send(ServerMessage::text("x".repeat(*n)));
-                    }
-                }
+            RawOp::ServerSend(n)
+                if sim.has_server()
+                    && !sim.server().hung_up
+                    && sim.current_id() != closing
+                    && sim.server().error.is_none()
+                    && sim.client.state() == nova_proto::State::Open =>
+            {
+                sim.server_send(ServerMessage::text("x".repeat(*n)));
             }
             RawOp::ClientSend(n) => {
                 let _ = sim.send("y".repeat(*n));
             }
             RawOp::ServerReset if sim.has_server() => sim.server_reset(),
-            RawOp::ServerClose if sim.has_server() && sim.client.state() == nova_proto::State::Open => {
-                if sim.current_id() != closing {
-                    closing = sim.current_id();
-                    sim.server_close(1001, "away")
-                }
+            RawOp::ServerClose
+                if sim.has_server() && sim.client.state() == nova_proto::State::Open && sim.current_id() != closing =>
+            {
+                closing = sim.current_id();
+                sim.server_close(1001, "away")
             }
             RawOp::ServerStall if sim.has_server() => sim.server_stall(),
             RawOp::Advance(n) => sim.run_for(ms(*n)),

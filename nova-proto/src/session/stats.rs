@@ -28,7 +28,8 @@ pub struct SessionStats {
     pub subscribe_requests: u64,
     /// Subscriptions confirmed (first time or restored).
     pub subscriptions_confirmed: u64,
-    /// Subscriptions confirmed again after a reconnect.
+    /// Subscriptions confirmed by the restore on an open (after a reconnect,
+    /// and those asked for before the first connection).
     pub subscriptions_restored: u64,
     /// Subscriptions that failed (refused, timed out, not encodable).
     pub subscriptions_failed: u64,
