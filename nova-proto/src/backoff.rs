@@ -184,6 +184,9 @@ pub enum DisconnectKind {
     Certificate,
     /// TLS failed for another reason.
     Tls,
+    /// The session's behaviour layer ended the connection (authentication
+    /// refused, a service error classified as reason to reconnect).
+    Aborted,
 }
 
 impl Disconnect {
@@ -198,6 +201,7 @@ impl Disconnect {
             Disconnect::Failed(Error::Transport(TransportDown::Tls(t))) if t.certificate => DisconnectKind::Certificate,
             Disconnect::Failed(Error::Transport(TransportDown::Tls(_))) => DisconnectKind::Tls,
             Disconnect::Failed(Error::Transport(_)) => DisconnectKind::Transport,
+            Disconnect::Failed(Error::Aborted(_)) => DisconnectKind::Aborted,
         }
     }
 

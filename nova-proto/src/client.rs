@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::backoff::{Decision, MIN_RECONNECT_DELAY};
 use crate::breaker::{self, Breaker};
 use crate::config::Config;
 use crate::connection::{Connection, Inbound, Transmit};
@@ -76,6 +77,11 @@ pub struct Client {
     breaker: Breaker,
     history: History,
     stats: Stats,
+    /// How the next disconnect is handled instead of the reconnect policy;
+    /// set by the behaviour layer when it aborts a connection.
+    decision_override: Option<Decision>,
+    /// How a requested close is reported, when the behaviour layer asked for it.
+    stop_as: Option<Termination>,
 }
 
 /// Per-connection state that only exists in some states.
@@ -136,6 +142,8 @@ impl Client {
             breaker: Breaker::default(),
             history,
             stats: Stats::default(),
+            decision_override: None,
+            stop_as: None,
         }
     }
 
@@ -313,6 +321,26 @@ impl Client {
     /// limits or policy. The current connection, if any, is not touched.
     pub fn set_config(&mut self, config: impl Into<Arc<Config>>) {
         self.next_config = Some(config.into());
+    }
+
+    /// Aborts the open connection without a close handshake, as a dead one
+    /// is: for the behaviour layer (a missed application heartbeat, refused
+    /// authentication). `decision`, if set, replaces the reconnect policy's
+    /// for this disconnect. Does nothing unless open.
+    pub(crate) fn abort_connection(&mut self, now: Instant, error: Error, decision: Option<Decision>) {
+        self.advance(now);
+        if self.state == State::Open {
+            self.decision_override = decision;
+            self.abort_with(error);
+        }
+    }
+
+    /// Closes for good like [`close`](Self::close), reporting `termination`
+    /// in the final [`Event::Closed`]: the behaviour layer's decision to stop.
+    pub(crate) fn stop(&mut self, now: Instant, code: CloseCode, reason: &str, termination: Termination) {
+        if self.state != State::Closed && self.close(now, code, reason).is_ok() {
+            self.stop_as = Some(termination);
+        }
     }
 
     // ---- inputs ----
@@ -740,9 +768,13 @@ impl Client {
 
     /// A deadline passed: abandon the transport without a close handshake.
     fn abort(&mut self, timeout: Timeout) {
+        self.abort_with(Error::Timeout(timeout));
+    }
+
+    fn abort_with(&mut self, error: Error) {
         self.raw_out.clear();
         self.outputs.push_back(Output::CloseTransport);
-        self.disconnect(Disconnect::Failed(Error::Timeout(timeout)));
+        self.disconnect(Disconnect::Failed(error));
     }
 
     /// The closing connection is gone (transport down, or close timer).
@@ -801,7 +833,14 @@ impl Client {
         let next = self.attempt.saturating_add(1);
         let unit = self.rng.unit();
         let gave_up = policy.max_attempts.is_some_and(|max| self.failed_attempts >= max);
-        let plan = if gave_up { None } else { policy.plan(&cause, next, unit) };
+        // The behaviour layer may have decided for this disconnect (a service
+        // error's strategy); otherwise the reconnect policy does.
+        let plan = match self.decision_override.take() {
+            _ if gave_up => None,
+            Some(Decision::Stop) => None,
+            Some(Decision::ReconnectAfter(delay)) => Some(delay.max(MIN_RECONNECT_DELAY)),
+            Some(Decision::Reconnect) | None => policy.plan(&cause, next, unit),
+        };
         // The breaker counts attempts that never opened; open, it holds the
         // next attempt back for its cool-down.
         let cool_down = if opened { None } else { self.breaker.failed(self.now, policy.breaker.as_ref()) };
@@ -830,6 +869,10 @@ impl Client {
 
     /// The session is over: give back every waiting message, disarm everything.
     fn terminate(&mut self, termination: Termination, cause: Cause) {
+        let termination = match (termination, self.stop_as.take()) {
+            (Termination::Requested, Some(stop)) => stop,
+            (t, _) => t,
+        };
         self.drop_connection(UnsentReason::Closed);
         self.timers.clear();
         let outputs = &mut self.outputs;

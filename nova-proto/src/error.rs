@@ -28,6 +28,11 @@ pub enum Error {
     /// The transport (TCP, TLS, DNS) failed or ended.
     #[error("transport failed")]
     Transport(#[from] TransportDown),
+    /// The session's behaviour layer ended the connection: the service
+    /// refused authentication (worth retrying) or reported an error its
+    /// adapter classifies as reason to reconnect.
+    #[error("connection aborted: {0}")]
+    Aborted(String),
 }
 
 impl Error {
@@ -53,6 +58,11 @@ pub enum Timeout {
     /// No pong (and no other frame) came back within the pong timeout: the
     /// connection is considered dead and was aborted.
     Pong,
+    /// The service left the session's application heartbeats unanswered
+    /// too many times: the connection was aborted as dead.
+    Heartbeat,
+    /// The service did not answer the session's authentication in time.
+    Auth,
 }
 
 impl fmt::Display for Timeout {
@@ -61,6 +71,8 @@ impl fmt::Display for Timeout {
             Timeout::Connect => "connect",
             Timeout::Handshake => "handshake",
             Timeout::Pong => "pong",
+            Timeout::Heartbeat => "application heartbeat",
+            Timeout::Auth => "authentication",
         })
     }
 }

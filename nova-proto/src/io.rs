@@ -10,6 +10,7 @@ use crate::deflate::DeflateParams;
 use crate::error::{Error, TransportDown};
 use crate::handshake::Headers;
 use crate::message::{CloseCode, Message};
+use crate::session::{DecodeError, RequestError, RequestId, ServiceError, Strategy, SubscriptionId};
 
 /// Input from the driver, for [`Client::handle_input`](crate::Client::handle_input).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +117,88 @@ pub enum Event {
     },
     /// The session is over. This is the last output.
     Closed(Closed),
+
+    // The behaviour layer's events: only a `Session` emits them.
+    /// The answer to [`Session::request`](crate::session::Session::request):
+    /// every request gets exactly one, a success, a service error, or why it
+    /// got none (timeout, cancelled, connection lost, closed).
+    Response {
+        /// The request.
+        id: RequestId,
+        /// The whole response message, or the error.
+        result: Result<Message, RequestError>,
+        /// Time from the request to this answer.
+        latency: Duration,
+    },
+    /// Data for a subscription, under the user's stable handle.
+    Data {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The message, as it came.
+        message: Message,
+    },
+    /// The session is ready: authenticated (if the service needs it) and its
+    /// subscriptions restored. Follows every open that succeeds.
+    Ready {
+        /// Subscriptions confirmed during the restore.
+        restored: usize,
+        /// Subscriptions that failed during the restore (each also reported
+        /// with [`Event::SubscriptionFailed`]).
+        failed: usize,
+    },
+    /// Authentication was refused or timed out. With `retry` the connection
+    /// is aborted and the reconnect policy runs; without, the session closes
+    /// ([`Termination::AuthFailed`]).
+    AuthFailed {
+        /// What the service said (never the credentials).
+        reason: String,
+        /// Whether the session tries again on a new connection.
+        retry: bool,
+    },
+    /// A subscription is confirmed (first time, or restored after a reconnect).
+    Subscribed {
+        /// The subscription.
+        id: SubscriptionId,
+        /// Time from the subscribe request to the confirmation.
+        latency: Duration,
+    },
+    /// A subscription failed; the session no longer holds it.
+    SubscriptionFailed {
+        /// The subscription.
+        id: SubscriptionId,
+        /// Why.
+        error: RequestError,
+    },
+    /// A subscription is gone: unsubscribed, or forgotten with a dropped
+    /// connection while its unsubscribe was pending.
+    Unsubscribed {
+        /// The subscription.
+        id: SubscriptionId,
+    },
+    /// The service reported an error outside any request; `strategy` is what
+    /// the adapter decided, and the session has acted on it.
+    ServiceError {
+        /// The error.
+        error: ServiceError,
+        /// What follows.
+        strategy: Strategy,
+    },
+    /// An inbound message the adapter could not decode, handed over whole.
+    /// The session goes on.
+    Malformed {
+        /// What was wrong.
+        error: DecodeError,
+        /// The message.
+        message: Message,
+    },
+    /// An application heartbeat went unanswered. At `limit` the connection
+    /// is aborted as dead ([`Timeout::Heartbeat`](crate::Timeout::Heartbeat)).
+    HeartbeatMissed {
+        /// Consecutive misses.
+        missed: u32,
+        /// The misses that end the connection.
+        limit: u32,
+    },
 }
 
 /// Details of an opened connection.
@@ -211,6 +294,11 @@ pub enum Termination {
     },
     /// The reconnect policy said not to reconnect after the last disconnect.
     NotRetried,
+    /// The service refused authentication for good (the session's adapter
+    /// said retrying cannot help).
+    AuthFailed,
+    /// The session's adapter classified a service error as reason to stop.
+    Stopped,
 }
 
 /// Why a sent message did not go out.

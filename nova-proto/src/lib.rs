@@ -134,6 +134,14 @@
 //! driver's read size bounds the output queue.
 //! Unfragmented payloads are handed out as slices of the receive buffer
 //! ([`bytes::Bytes`]) without a copy.
+//!
+//! # The behaviour layer
+//!
+//! [`Session`] wraps a [`Client`] with a service's rules, given as an
+//! [`Adapter`](session::Adapter): request/response correlation, subscriptions
+//! restored after every reconnect, authentication before anything else,
+//! application heartbeats, classified service errors. It is driven exactly
+//! like a `Client`; see the [`session`] module.
 
 #![warn(missing_docs, unreachable_pub)]
 // Unit tests make an epoch with `Instant::now()`; the core itself never reads a clock.
@@ -156,6 +164,7 @@ mod message;
 mod outbound;
 mod profile;
 mod rng;
+pub mod session;
 mod timer;
 
 #[cfg(any(test, fuzzing))]
@@ -181,5 +190,6 @@ pub use io::{Closed, Disconnect, Event, Input, Opened, Output, Reconnect, State,
 pub use message::{CloseCode, CloseFrame, Message, Text};
 pub use outbound::SendOptions;
 pub use profile::{Profile, UnknownProfile};
+pub use session::{Secret, Session};
 
 pub use bytes;

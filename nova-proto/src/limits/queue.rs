@@ -179,8 +179,12 @@ impl<T> RateQueue<T> {
     ///
     /// Exact, and never earlier than the last `now` the queue was given: at
     /// that instant `pop_ready` returns an operation, and before it, none.
-    /// A loop that waits for this deadline never spins. Allocates a small
-    /// list of the classes' first operations.
+    /// A caller that wakes later than the deadline may find nothing ready:
+    /// an older operation became due in between and keeps its place ahead of
+    /// the younger one (nothing overtakes); the deadline asked for after that
+    /// `pop_ready` is then not in the past. A loop that waits for this
+    /// deadline never spins. Allocates a small list of the classes' first
+    /// operations.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         // At time t the operation that may go is the oldest head whose class

@@ -19,7 +19,11 @@ use std::io::{self, Read, Write};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nova_proto::{Client, Config, Event, Input, Message, Output, State, TransportDown, accept_key};
+use nova_proto::session::{Adapter, SessionConfig};
+use nova_proto::{
+    Client, CloseCode, CloseError, Config, Event, Input, Message, Output, SendError, Session, State, Stats,
+    TransportDown, accept_key,
+};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 pub use tungstenite::Message as ServerMessage;
@@ -141,8 +145,67 @@ pub enum Record {
     Deadline(Option<Duration>),
 }
 
-pub struct Sim {
-    pub client: Client,
+/// What the simulation drives: a bare client or a session (same contract).
+pub trait Core {
+    fn connect(&mut self, now: Instant);
+    fn send(&mut self, now: Instant, message: Message) -> Result<(), SendError>;
+    fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), CloseError>;
+    fn handle_input(&mut self, now: Instant, input: Input<'_>);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_transmit(&mut self, out: &mut Vec<u8>, max: usize) -> usize;
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn state(&self) -> State;
+    fn stats(&self) -> &Stats;
+}
+
+macro_rules! core_impl {
+    ($t:ty) => {
+        impl Core for $t {
+            fn connect(&mut self, now: Instant) {
+                <$t>::connect(self, now)
+            }
+            fn send(&mut self, now: Instant, message: Message) -> Result<(), SendError> {
+                <$t>::send(self, now, message)
+            }
+            fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), CloseError> {
+                <$t>::close(self, now, code, reason)
+            }
+            fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+                <$t>::handle_input(self, now, input)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$t>::handle_timeout(self, now)
+            }
+            fn poll_transmit(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+                <$t>::poll_transmit(self, out, max)
+            }
+            fn poll_output(&mut self) -> Option<Output> {
+                <$t>::poll_output(self)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                <$t>::poll_timeout(self)
+            }
+            fn state(&self) -> State {
+                <$t>::state(self)
+            }
+            fn stats(&self) -> &Stats {
+                <$t>::stats(self)
+            }
+        }
+    };
+}
+core_impl!(Client);
+core_impl!(Session);
+
+/// A scripted server brain: given the connection id and a text message the
+/// server read, the texts it answers with.
+pub type Responder = Box<dyn FnMut(u32, &str) -> Vec<String>>;
+
+pub struct Sim<C: Core = Client> {
+    pub client: C,
+    /// Answers the server's text messages (instead of, or besides, echoing).
+    pub responder: Option<Responder>,
     pub t0: Instant,
     pub now: Instant,
     pub net: Net,
@@ -174,17 +237,40 @@ pub struct Sim {
     closed: bool,
 }
 
-impl Sim {
+/// One epoch for every simulation in the process, so two runs of a
+/// scenario produce identical instants, not just identical offsets.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn client_seed(seed: u64) -> [u8; 32] {
+    let mut client_seed = [0u8; 32];
+    client_seed[..8].copy_from_slice(&seed.to_le_bytes());
+    client_seed
+}
+
+impl Sim<Client> {
     /// A simulation with the client created (not connected) at `t0`.
     pub fn new(config: Config, seed: u64) -> Sim {
-        // One epoch for every simulation in the process, so two runs of a
-        // scenario produce identical instants, not just identical offsets.
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        let t0 = *EPOCH.get_or_init(Instant::now);
-        let mut client_seed = [0u8; 32];
-        client_seed[..8].copy_from_slice(&seed.to_le_bytes());
+        Sim::with_core(Client::new(config, client_seed(seed), epoch()), seed)
+    }
+}
+
+impl Sim<Session> {
+    /// A simulation of a session with `adapter`.
+    pub fn session(config: Config, seed: u64, adapter: Box<dyn Adapter + Send>, settings: SessionConfig) -> Self {
+        Sim::with_core(Session::with_settings(config, client_seed(seed), epoch(), adapter, settings), seed)
+    }
+}
+
+impl<C: Core> Sim<C> {
+    /// A simulation around a core created at [`epoch`].
+    pub fn with_core(client: C, seed: u64) -> Self {
+        let t0 = epoch();
         Sim {
-            client: Client::new(config, client_seed, t0),
+            client,
+            responder: None,
             t0,
             now: t0,
             net: Net::default(),
@@ -206,7 +292,7 @@ impl Sim {
         }
     }
 
-    pub fn with_net(mut self, net: Net) -> Sim {
+    pub fn with_net(mut self, net: Net) -> Self {
         self.net = net;
         self
     }
@@ -244,7 +330,7 @@ impl Sim {
     }
 
     pub fn send(&mut self, message: impl Into<Message>) -> Result<(), nova_proto::SendError> {
-        let r = self.client.send(self.now, message);
+        let r = self.client.send(self.now, message.into());
         self.drain();
         r
     }
@@ -387,6 +473,7 @@ impl Sim {
         s.io.inbox.extend(bytes);
         let ws = s.ws.as_mut().expect("upgraded");
         let mut hang_up = false;
+        let mut texts = Vec::new();
         loop {
             match ws.read(&mut s.io) {
                 Ok(message) => {
@@ -395,6 +482,9 @@ impl Sim {
                     }
                     if message.is_close() && s.hang_up_after_close {
                         hang_up = true;
+                    }
+                    if let Ok(text) = message.to_text() {
+                        texts.push(text.to_owned());
                     }
                     s.received.push(message);
                 }
@@ -407,6 +497,17 @@ impl Sim {
             }
         }
         let _ = ws.flush(&mut s.io);
+        if let Some(mut responder) = self.responder.take() {
+            for text in texts {
+                for reply in responder(id, &text) {
+                    let Some(s) = self.server_by_id(id) else { break };
+                    let ws = s.ws.as_mut().expect("upgraded");
+                    let _ = ws.write(&mut s.io, ServerMessage::text(reply));
+                    let _ = ws.flush(&mut s.io);
+                }
+            }
+            self.responder = Some(responder);
+        }
         self.flush_server_id(id);
         if hang_up && self.current == Some(id) {
             self.server_hang_up();
@@ -597,7 +698,7 @@ impl Sim {
 
     /// Runs until `done` holds, for at most `max` of virtual time; panics with
     /// the transcript tail if it never does.
-    pub fn run_until(&mut self, max: Duration, mut done: impl FnMut(&Sim) -> bool) {
+    pub fn run_until(&mut self, max: Duration, mut done: impl FnMut(&Self) -> bool) {
         let limit = self.now + max;
         let mut steps = 0;
         while !done(self) {

@@ -1,0 +1,1097 @@
+//! The behaviour layer: a [`Session`] is a [`Client`] plus a service's rules.
+//!
+//! A service's message formats and rules live in one [`Adapter`] type; every
+//! method of the trait has a default, so an adapter overrides only what its
+//! service needs. The session does the rest, still without IO, clocks or
+//! threads:
+//!
+//! - **requests**: [`Session::request`] assigns an id, the adapter encodes;
+//!   the answer (matched by [`Adapter::classify`]) or a timeout, a
+//!   cancellation, a dropped connection or the end of the session completes
+//!   it with exactly one [`Event::Response`]. Idempotent requests survive a
+//!   drop and are re-sent once the session is ready again.
+//! - **subscriptions**: [`Session::subscribe`] gives a stable
+//!   [`SubscriptionId`]; confirmations are tracked, server-assigned ids are
+//!   mapped back to it, and after every reconnect the set is restored in
+//!   batches of [`Adapter::max_topics_per_request`].
+//! - **authentication**: on every open the adapter's auth message goes first;
+//!   subscriptions are restored only once it succeeds, and the session is
+//!   ready ([`Event::Ready`]) only then. Expiring credentials are renewed on
+//!   the same connection.
+//! - **heartbeats**: the adapter's application heartbeat, with misses ending
+//!   the connection as dead; server heartbeats answered at once.
+//! - **errors**: service errors classified into a [`Strategy`]; malformed
+//!   messages reported with the message ([`Event::Malformed`]), never dropped.
+//!
+//! On every open: `Opened` → authenticate (wait, bounded by
+//! [`SessionConfig::auth_timeout`]) → restore subscriptions (wait for every
+//! batch's answer, each bounded by the request timeout) → `Ready` → queued
+//! requests go out and the heartbeat starts. The driver-facing methods are
+//! the [`Client`]'s, with the same contract; the session's own outputs are
+//! [`Event`]s, so a driver handles one output type.
+//!
+//! # Example
+//!
+//! A tiny adapter (`"<id>:<body>"` requests, answers `"re:<id>:<body>"`)
+//! driving a session against scripted server bytes.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use nova_proto::session::{Adapter, Inbound, RequestId, RequestOptions, RequestPayload, Session, EncodeError};
+//! use nova_proto::{accept_key, Config, Event, Input, Message, Output};
+//!
+//! struct Tiny;
+//! impl Adapter for Tiny {
+//!     fn encode_request(&mut self, id: RequestId, p: &RequestPayload) -> Result<Message, EncodeError> {
+//!         let RequestPayload::Message(m) = p else { return Err(EncodeError::Unsupported("calls")) };
+//!         Ok(Message::text(format!("{id}:{}", m.as_text().unwrap_or(""))))
+//!     }
+//!     fn classify(&mut self, m: &Message) -> Inbound {
+//!         let id = m.as_text().and_then(|t| t.strip_prefix("re:")?.split(':').next()?.parse().ok());
+//!         id.map_or(Inbound::Other, |id| Inbound::Response { id: RequestId(id), result: Ok(()) })
+//!     }
+//! }
+//!
+//! let t0 = Instant::now();
+//! let mut s = Session::new(Config::new("ws://h/")?, [1; 32], t0, Tiny);
+//! s.connect(t0);
+//! assert!(matches!(s.poll_output(), Some(Output::Connect(_))));
+//! s.handle_input(t0, Input::TransportUp);
+//! let mut wire = Vec::new();
+//! let _ = s.poll_transmit(&mut wire, usize::MAX);
+//! let head = String::from_utf8(wire)?;
+//! let key = head.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+//! let ok = format!("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+//!     accept_key(key.as_bytes()));
+//! s.handle_input(t0, Input::Received(ok.as_bytes()));
+//! assert!(matches!(s.poll_output().and_then(Output::into_event), Some(Event::Opened(_))));
+//! assert!(matches!(s.poll_output().and_then(Output::into_event), Some(Event::Ready { restored: 0, failed: 0 })));
+//!
+//! let id = s.request(t0, "ping".into(), RequestOptions::default())?;
+//! s.handle_input(t0, Input::Received(&[&[0x81, 9][..], format!("re:{id}:pong").as_bytes()].concat()));
+//! let Some(Event::Response { id: got, result: Ok(m), .. }) = s.poll_output().and_then(Output::into_event) else { panic!() };
+//! assert_eq!((got, m.as_text()), (id, Some("re:1:pong")));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod adapter;
+mod auth;
+mod heartbeat;
+mod inbound;
+#[cfg(feature = "json")]
+pub mod json;
+mod requests;
+mod settings;
+mod stats;
+mod subscriptions;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use adapter::{Adapter, ErrorPolicy, Raw, Strategy, SubscriptionRef};
+pub use auth::{Secret, SecretError};
+pub use heartbeat::HeartbeatSpec;
+pub use inbound::{AuthDenied, AuthGranted, DecodeError, EncodeError, Inbound, Route, ServiceError};
+pub use requests::{RequestError, RequestId, RequestOptions, RequestPayload};
+pub use settings::SessionConfig;
+pub use stats::SessionStats;
+pub use subscriptions::{
+    ServerSubId, SubState, SubscribeError, SubscribeOptions, Subscription, SubscriptionId, Subscriptions, Topic,
+};
+
+use crate::backoff::Decision;
+use crate::client::Client;
+use crate::config::Config;
+use crate::error::{CloseError, Error, SendError, Timeout};
+use crate::history::{History, Stats};
+use crate::io::{Event, Input, Output, State, Termination};
+use crate::limits::OpClass;
+use crate::message::{CloseCode, Message};
+use crate::outbound::SendOptions;
+use auth::AuthState;
+use heartbeat::Heartbeat;
+use requests::{Flight, Pending, Purpose, Table};
+
+/// Where the session is on the way to being usable, on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// No open connection.
+    Offline,
+    /// Open; the authentication is out, its answer awaited.
+    Authenticating,
+    /// Authenticated (or no authentication); subscriptions being restored.
+    Restoring,
+    /// Ready: requests and subscriptions go out as they come.
+    Ready,
+}
+
+/// The restore under way on the current connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Restore {
+    batches: usize,
+    restored: usize,
+    failed: usize,
+}
+
+/// A [`Client`] with a service's behaviour: requests, subscriptions,
+/// authentication, heartbeats (see the [module docs](self)).
+///
+/// Driven exactly like a [`Client`]: the same commands, inputs and pollers,
+/// with the same contract. Its own timers are merged into
+/// [`poll_timeout`](Self::poll_timeout). Within one call, the behaviour
+/// layer's outputs come before the connection's; `Event::Closed` stays last.
+pub struct Session {
+    client: Client,
+    adapter: Box<dyn Adapter + Send>,
+    settings: SessionConfig,
+    now: Instant,
+    outputs: VecDeque<Output>,
+    readiness: Readiness,
+    /// Counts opened connections: in-flight entries carry the one they were sent on.
+    generation: u64,
+    next_id: u64,
+    table: Table,
+    subs: Subscriptions,
+    auth: AuthState,
+    heartbeat: Heartbeat,
+    restore: Restore,
+    stats: SessionStats,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The adapter is not shown: it may hold credentials.
+        f.debug_struct("Session")
+            .field("client", &self.client)
+            .field("readiness", &self.readiness)
+            .field("pending", &self.table.len())
+            .field("subscriptions", &self.subs.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session in [`State::Idle`] with `adapter` and the settings of the
+    /// configuration's profile ([`SessionConfig::for_profile`]).
+    pub fn new(
+        config: impl Into<Arc<Config>>,
+        seed: [u8; 32],
+        now: Instant,
+        adapter: impl Adapter + Send + 'static,
+    ) -> Session {
+        let config = config.into();
+        let settings = SessionConfig::for_profile(config.profile());
+        Session::with_settings(config, seed, now, Box::new(adapter), settings)
+    }
+
+    /// A session that behaves exactly like a bare [`Client`] (the [`Raw`] adapter).
+    pub fn raw(config: impl Into<Arc<Config>>, seed: [u8; 32], now: Instant) -> Session {
+        Session::new(config, seed, now, Raw)
+    }
+
+    /// A session with explicit settings and a boxed adapter.
+    pub fn with_settings(
+        config: impl Into<Arc<Config>>,
+        seed: [u8; 32],
+        now: Instant,
+        adapter: Box<dyn Adapter + Send>,
+        settings: SessionConfig,
+    ) -> Session {
+        Session {
+            client: Client::new(config, seed, now),
+            adapter,
+            settings,
+            now,
+            outputs: VecDeque::new(),
+            readiness: Readiness::Offline,
+            generation: 0,
+            next_id: 0,
+            table: Table::default(),
+            subs: Subscriptions::default(),
+            auth: AuthState::None,
+            heartbeat: Heartbeat::default(),
+            restore: Restore::default(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The connection's state.
+    pub fn state(&self) -> State {
+        self.client.state()
+    }
+
+    /// How far the session is on the current connection.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness
+    }
+
+    /// Whether the session is ready: authenticated and subscriptions restored.
+    pub fn is_ready(&self) -> bool {
+        self.readiness == Readiness::Ready
+    }
+
+    /// The connection's configuration.
+    pub fn config(&self) -> &Config {
+        self.client.config()
+    }
+
+    /// The behaviour layer's settings.
+    pub fn settings(&self) -> &SessionConfig {
+        &self.settings
+    }
+
+    /// The connection's counters.
+    pub fn stats(&self) -> &Stats {
+        self.client.stats()
+    }
+
+    /// The behaviour layer's counters.
+    pub fn session_stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// The last state transitions of the connection.
+    pub fn history(&self) -> &History {
+        self.client.history()
+    }
+
+    /// The subscriptions held.
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subs
+    }
+
+    /// Application requests held (waiting or in flight).
+    pub fn pending_requests(&self) -> usize {
+        self.table.users()
+    }
+
+    /// Every pending entry (requests, authentication, subscribe and
+    /// unsubscribe requests) with its deadline, in id order.
+    pub fn deadlines(&self) -> impl Iterator<Item = (RequestId, Instant)> + '_ {
+        self.table.iter().map(|(id, p)| (*id, p.deadline))
+    }
+
+    /// See [`Client::queued_messages`].
+    pub fn queued_messages(&self) -> usize {
+        self.client.queued_messages()
+    }
+
+    /// See [`Client::buffered_amount`].
+    pub fn buffered_amount(&self) -> usize {
+        self.client.buffered_amount()
+    }
+
+    /// See [`Client::buffered_input`].
+    pub fn buffered_input(&self) -> usize {
+        self.client.buffered_input()
+    }
+
+    /// See [`Client::attempt`].
+    pub fn attempt(&self) -> u32 {
+        self.client.attempt()
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    // ---- connection commands (the client's, unchanged) ----
+
+    /// See [`Client::connect`].
+    pub fn connect(&mut self, now: Instant) {
+        self.advance(now);
+        self.client.connect(now);
+    }
+
+    /// Sends a message as it is, outside the behaviour layer (no id, no
+    /// queueing for readiness): see [`Client::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send`].
+    pub fn send(&mut self, now: Instant, message: impl Into<Message>) -> Result<(), SendError> {
+        self.advance(now);
+        self.client.send(now, message)
+    }
+
+    /// See [`Client::send_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send_with`].
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        message: impl Into<Message>,
+        options: SendOptions,
+    ) -> Result<(), SendError> {
+        self.advance(now);
+        self.client.send_with(now, message, options)
+    }
+
+    /// See [`Client::ping`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::ping`].
+    pub fn ping(&mut self, now: Instant, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.advance(now);
+        self.client.ping(now, payload)
+    }
+
+    /// See [`Client::close`]. Requests still pending when the session ends
+    /// complete with [`RequestError::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::close`].
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), CloseError> {
+        self.advance(now);
+        self.client.close(now, code, reason)
+    }
+
+    /// See [`Client::set_config`].
+    pub fn set_config(&mut self, config: impl Into<Arc<Config>>) {
+        self.client.set_config(config);
+    }
+
+    // ---- application commands ----
+
+    /// Sends a request; its answer comes as [`Event::Response`] with the
+    /// returned id. Before the session is ready it waits (bounded by
+    /// [`SessionConfig::max_queued_requests`]) unless `options` let it go
+    /// before. Its deadline (`options.timeout`, else the session's request
+    /// timeout) runs from now, whatever happens to the connection.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Closed`], [`RequestError::TooManyPending`],
+    /// [`RequestError::QueueFull`], [`RequestError::Encode`] (from the
+    /// adapter), [`RequestError::Send`] or [`RequestError::RateLimited`]. No
+    /// [`Event::Response`] follows an error returned here.
+    pub fn request(
+        &mut self,
+        now: Instant,
+        payload: RequestPayload,
+        options: RequestOptions,
+    ) -> Result<RequestId, RequestError> {
+        self.advance(now);
+        if self.client.is_closed() {
+            return Err(RequestError::Closed);
+        }
+        let max = self.settings.max_pending_requests;
+        if self.table.users() >= max {
+            return Err(RequestError::TooManyPending { max });
+        }
+        let sendable = match self.readiness {
+            Readiness::Ready => true,
+            Readiness::Authenticating | Readiness::Restoring => options.before_ready,
+            Readiness::Offline => false,
+        };
+        let max = self.settings.max_queued_requests;
+        if !sendable && self.table.queued_users() >= max {
+            return Err(RequestError::QueueFull { max });
+        }
+        let id = self.next_request_id();
+        let message = self.adapter.encode_request(id, &payload).map_err(RequestError::Encode)?;
+        let flight = if sendable {
+            self.transmit(OpClass::Request, message.clone())?;
+            self.stats.requests_sent += 1;
+            Flight::Sent { generation: self.generation }
+        } else {
+            Flight::Queued
+        };
+        let timeout = options.timeout.unwrap_or(self.settings.request_timeout);
+        let purpose = Purpose::User { message, idempotent: options.idempotent, before_ready: options.before_ready };
+        self.table.insert(id, Pending { purpose, issued: self.now, deadline: self.deadline(timeout), flight });
+        self.stats.requests += 1;
+        Ok(id)
+    }
+
+    /// Cancels a pending request: it completes at once with
+    /// [`RequestError::Cancelled`], and an answer that comes later is dropped
+    /// (counted in [`SessionStats::late_responses`]). Returns whether it was pending.
+    pub fn cancel(&mut self, now: Instant, id: RequestId) -> bool {
+        self.advance(now);
+        if !matches!(self.table.get(id), Some(Pending { purpose: Purpose::User { .. }, .. })) {
+            return false;
+        }
+        if let Some(p) = self.table.remove(id) {
+            self.stats.requests_cancelled += 1;
+            self.respond(id, p.issued, Err(RequestError::Cancelled));
+        }
+        true
+    }
+
+    /// Subscribes to `topic`. The handle stays valid across reconnects; the
+    /// confirmation comes as [`Event::Subscribed`] (or
+    /// [`Event::SubscriptionFailed`]). Before the session is ready the
+    /// subscription waits and goes out with the restore.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Duplicate`], [`SubscribeError::TooMany`],
+    /// [`SubscribeError::Closed`], or [`SubscribeError::Failed`] when the
+    /// request could not be encoded or sent (the session does not hold it then).
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        topic: impl Into<Topic>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let _ = options;
+        self.advance(now);
+        if self.client.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let id = self.subs.add(topic.into(), self.settings.max_subscriptions)?;
+        if self.readiness == Readiness::Ready {
+            if let Err(e) = self.send_subscribe(vec![id], false) {
+                self.subs.remove(id);
+                return Err(SubscribeError::Failed(e));
+            }
+        }
+        Ok(id)
+    }
+
+    /// Unsubscribes. [`Event::Unsubscribed`] follows once the server confirms
+    /// (at once when the subscription was never on the server); data for it
+    /// is delivered until then.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Unknown`] for a handle the session does not hold.
+    pub fn unsubscribe(&mut self, now: Instant, id: SubscriptionId) -> Result<(), SubscribeError> {
+        self.advance(now);
+        let Some(sub) = self.subs.get_mut(id) else {
+            return Err(SubscribeError::Unknown(id));
+        };
+        match sub.state {
+            SubState::Pending | SubState::Restoring => self.forget(id),
+            SubState::Subscribing => sub.drop_when_confirmed = true,
+            SubState::Active => self.send_unsubscribe(id),
+            SubState::Unsubscribing => {}
+        }
+        Ok(())
+    }
+
+    // ---- inputs ----
+
+    /// See [`Client::handle_input`].
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.advance(now);
+        self.client.handle_input(now, input);
+    }
+
+    /// Fires every timer due at `now`, the connection's and the session's.
+    /// Calling it early, or twice, does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.client.handle_timeout(now);
+        if self.client.is_closed() {
+            // Everything pending completes when `Closed` is handed out.
+            return;
+        }
+        while let Some((id, pending)) = self.table.pop_due(self.now) {
+            self.expired(id, pending);
+        }
+        if let AuthState::Granted { renew_at: Some(at) } = self.auth {
+            if at <= self.now && self.readiness == Readiness::Ready {
+                self.authenticate(true);
+            }
+        }
+        if self.heartbeat.next.is_some_and(|at| at <= self.now) && self.readiness == Readiness::Ready {
+            self.beat();
+        }
+    }
+
+    // ---- pollers ----
+
+    /// See [`Client::poll_transmit`].
+    #[must_use = "the bytes must be written to the transport"]
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        self.client.poll_transmit(out, max)
+    }
+
+    /// The next output (see [`Client::poll_output`]): the connection's, and
+    /// the behaviour layer's [`Event`]s. Inbound messages are classified here,
+    /// one at a time, as they are decoded.
+    #[must_use = "every output asks the driver to act"]
+    #[inline]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.next_output(true)
+    }
+
+    /// See [`Client::poll_queued_output`].
+    #[must_use = "every output asks the driver to act"]
+    pub fn poll_queued_output(&mut self) -> Option<Output> {
+        self.next_output(false)
+    }
+
+    /// The next deadline, the connection's or the session's.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let renew = match self.auth {
+            AuthState::Granted { renew_at } if self.readiness == Readiness::Ready => renew_at,
+            _ => None,
+        };
+        let heartbeat = self.heartbeat.next.filter(|_| self.readiness == Readiness::Ready);
+        let own = if self.client.is_closed() { None } else { self.table.next_deadline() };
+        [self.client.poll_timeout(), own, renew, heartbeat].into_iter().flatten().min()
+    }
+
+    // ---- the connection's outputs ----
+
+    #[inline]
+    fn next_output(&mut self, decode: bool) -> Option<Output> {
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return Some(output);
+            }
+            let output = if decode { self.client.poll_output() } else { self.client.poll_queued_output() }?;
+            match output {
+                Output::Message(message) => {
+                    if let Some(output) = self.on_message(message) {
+                        return Some(output);
+                    }
+                }
+                Output::Event(event) => match &*event {
+                    Event::Opened(_) => {
+                        self.on_opened();
+                        return Some(Output::Event(event));
+                    }
+                    Event::Disconnected { .. } => {
+                        self.on_connection_lost();
+                        return Some(Output::Event(event));
+                    }
+                    Event::Closed(_) => {
+                        // Every request completes before the last output.
+                        self.on_closed();
+                        self.outputs.push_back(Output::Event(event));
+                    }
+                    _ => return Some(Output::Event(event)),
+                },
+                other => return Some(other),
+            }
+        }
+    }
+
+    #[inline]
+    fn on_message(&mut self, message: Message) -> Option<Output> {
+        let inbound = self.adapter.classify(&message);
+        if self.heartbeat.outstanding.is_some() && self.adapter.heartbeat().is_some_and(|h| h.any_traffic) {
+            self.heartbeat.answered();
+        }
+        match inbound {
+            // The hot path of a raw session: the message goes straight out.
+            Inbound::Other => return Some(Output::Message(message)),
+            Inbound::Data { route, seq } => return self.on_data(route, seq, message),
+            Inbound::Response { id, result } => self.on_response(id, result, &message),
+            Inbound::Auth(result) => match self.auth {
+                AuthState::Waiting { id, .. } => {
+                    self.table.remove(id);
+                    self.auth_outcome(result);
+                }
+                _ => self.stats.ignored += 1,
+            },
+            Inbound::Heartbeat { reply } => {
+                self.stats.server_heartbeats += 1;
+                if let Some(reply) = reply {
+                    // A refused reply (connection closing) changes nothing: the
+                    // server's own liveness rules apply.
+                    let _ = self.transmit(OpClass::Heartbeat, reply);
+                }
+            }
+            Inbound::HeartbeatReply => self.heartbeat.answered(),
+            Inbound::Error(error) => self.on_service_error(error),
+            Inbound::Malformed(error) => {
+                self.stats.malformed += 1;
+                return Some(Event::Malformed { error, message }.into());
+            }
+            Inbound::Ignore => self.stats.ignored += 1,
+        }
+        None
+    }
+
+    fn on_data(&mut self, route: Route, seq: Option<u64>, message: Message) -> Option<Output> {
+        let Some(id) = self.subs.route(&route) else {
+            // Not a subscription held (unsubscribed, or a server id from an
+            // earlier connection): never routed to a wrong handle.
+            self.stats.data_unrouted += 1;
+            return None;
+        };
+        if let (Some(seq), Some(sub)) = (seq, self.subs.get_mut(id)) {
+            if sub.last_seq.is_some_and(|last| seq <= last) {
+                self.stats.data_duplicates += 1;
+                return None;
+            }
+            sub.last_seq = Some(seq);
+        }
+        self.stats.data_delivered += 1;
+        Some(Event::Data { subscription: id, message }.into())
+    }
+
+    fn on_response(&mut self, id: RequestId, result: Result<(), ServiceError>, message: &Message) {
+        if self.heartbeat.outstanding == Some(id) {
+            self.heartbeat.answered();
+            return;
+        }
+        let Some(pending) = self.table.remove(id) else {
+            self.stats.late_responses += 1;
+            return;
+        };
+        let latency = self.now.saturating_duration_since(pending.issued);
+        match pending.purpose {
+            Purpose::User { .. } => {
+                let result = match result {
+                    Ok(()) => {
+                        self.stats.requests_completed += 1;
+                        Ok(message.clone())
+                    }
+                    Err(e) => {
+                        self.stats.requests_failed += 1;
+                        Err(RequestError::Service(e))
+                    }
+                };
+                self.outputs.push_back(Event::Response { id, result, latency }.into());
+            }
+            Purpose::Auth => {
+                if matches!(self.auth, AuthState::Waiting { id: waiting, .. } if waiting == id) {
+                    let outcome = self.adapter.auth_result(message, result);
+                    self.auth_outcome(outcome);
+                }
+            }
+            Purpose::Subscribe { subs, restore } => {
+                let result = result.map(|()| message).map_err(RequestError::Service);
+                self.subscribe_outcome(&subs, restore, result, latency);
+            }
+            Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+        }
+    }
+
+    fn on_opened(&mut self) {
+        self.generation += 1;
+        self.heartbeat = Heartbeat::default();
+        self.restore = Restore::default();
+        self.readiness = Readiness::Authenticating;
+        if !self.authenticate(false) {
+            self.authenticated();
+        }
+    }
+
+    /// Sends the adapter's auth message; whether there was one.
+    fn authenticate(&mut self, renewal: bool) -> bool {
+        // The id is taken only when used: a session without authentication
+        // numbers its first request 1.
+        let id = RequestId(self.next_id + 1);
+        let Some(message) = self.adapter.auth_message(id) else {
+            self.auth = AuthState::None;
+            return false;
+        };
+        self.next_id = id.0;
+        self.stats.auth_attempts += 1;
+        if let Err(e) = self.transmit(OpClass::Auth, message) {
+            // It would fail the same way on every connection.
+            self.auth_outcome(Err(AuthDenied { retry: false, reason: e.to_string() }));
+            return true;
+        }
+        let pending = Pending {
+            purpose: Purpose::Auth,
+            issued: self.now,
+            deadline: self.deadline(self.settings.auth_timeout),
+            flight: Flight::Sent { generation: self.generation },
+        };
+        self.table.insert(id, pending);
+        self.auth = AuthState::Waiting { id, renewal };
+        if !renewal {
+            // Requests allowed before readiness follow the authentication.
+            self.send_queued(true);
+        }
+        true
+    }
+
+    fn auth_outcome(&mut self, outcome: Result<AuthGranted, AuthDenied>) {
+        let renewal = matches!(self.auth, AuthState::Waiting { renewal: true, .. });
+        match outcome {
+            Ok(granted) => {
+                let renew_at = granted.expires_in.map(|life| {
+                    let before = self.adapter.reauth_before_expiry();
+                    let lead = if life > before { life - before } else { life / 2 };
+                    self.deadline(lead)
+                });
+                self.auth = AuthState::Granted { renew_at };
+                if renewal {
+                    self.stats.reauths += 1;
+                } else {
+                    self.authenticated();
+                }
+            }
+            Err(denied) => {
+                self.stats.auth_failures += 1;
+                self.auth = AuthState::None;
+                let reason = denied.reason;
+                self.outputs.push_back(Event::AuthFailed { reason: reason.clone(), retry: denied.retry }.into());
+                if denied.retry {
+                    self.abort(Error::Aborted(format!("authentication refused: {reason}")), None);
+                } else {
+                    self.client.stop(
+                        self.now,
+                        CloseCode::POLICY_VIOLATION,
+                        "authentication failed",
+                        Termination::AuthFailed,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Authentication is done (or not needed): restore, then ready.
+    fn authenticated(&mut self) {
+        self.readiness = Readiness::Restoring;
+        self.send_queued(true);
+        let ids = self.subs.to_restore();
+        let per = self.adapter.max_topics_per_request().max(1);
+        for batch in ids.chunks(per) {
+            match self.send_subscribe(batch.to_vec(), true) {
+                Ok(()) => self.restore.batches += 1,
+                Err(e) => self.fail_subscriptions(batch, true, &e),
+            }
+        }
+        if self.restore.batches == 0 {
+            self.become_ready();
+        }
+    }
+
+    fn become_ready(&mut self) {
+        self.readiness = Readiness::Ready;
+        self.stats.readies += 1;
+        if self.adapter.reports_ready() {
+            let Restore { restored, failed, .. } = self.restore;
+            self.outputs.push_back(Event::Ready { restored, failed }.into());
+        }
+        // Subscriptions asked for while authenticating or restoring go now.
+        let per = self.adapter.max_topics_per_request().max(1);
+        for batch in self.subs.to_restore().chunks(per) {
+            if let Err(e) = self.send_subscribe(batch.to_vec(), false) {
+                self.fail_subscriptions(batch, false, &e);
+            }
+        }
+        self.send_queued(false);
+        if let Some(spec) = self.adapter.heartbeat() {
+            self.heartbeat.next = Some(self.deadline(spec.interval));
+        }
+    }
+
+    /// Sends the waiting application requests, in id order (only those
+    /// allowed before readiness when `before_ready_only`).
+    fn send_queued(&mut self, before_ready_only: bool) {
+        let ids: Vec<RequestId> = self
+            .table
+            .iter()
+            .filter(|(_, p)| p.flight == Flight::Queued)
+            .filter(
+                |(_, p)| matches!(p.purpose, Purpose::User { before_ready, .. } if before_ready || !before_ready_only),
+            )
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(Pending { purpose: Purpose::User { message, .. }, .. }) = self.table.get(id) else { continue };
+            match self.transmit(OpClass::Request, message.clone()) {
+                Ok(()) => {
+                    self.stats.requests_sent += 1;
+                    self.table.set_flight(id, Flight::Sent { generation: self.generation });
+                }
+                Err(e) => {
+                    if let Some(p) = self.table.remove(id) {
+                        self.respond(id, p.issued, Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_subscribe(&mut self, subs: Vec<SubscriptionId>, restore: bool) -> Result<(), RequestError> {
+        let topics: Vec<Topic> = subs.iter().filter_map(|s| self.subs.get(*s).map(|s| s.topic.clone())).collect();
+        let id = self.next_request_id();
+        let message = self.adapter.encode_subscribe(id, &topics).map_err(RequestError::Encode)?;
+        self.transmit(OpClass::Subscribe, message)?;
+        self.stats.subscribe_requests += 1;
+        for s in &subs {
+            if let Some(sub) = self.subs.get_mut(*s) {
+                sub.state = SubState::Subscribing;
+            }
+        }
+        let pending = Pending {
+            purpose: Purpose::Subscribe { subs, restore },
+            issued: self.now,
+            deadline: self.deadline(self.settings.request_timeout),
+            flight: Flight::Sent { generation: self.generation },
+        };
+        self.table.insert(id, pending);
+        Ok(())
+    }
+
+    fn subscribe_outcome(
+        &mut self,
+        subs: &[SubscriptionId],
+        restore: bool,
+        result: Result<&Message, RequestError>,
+        latency: Duration,
+    ) {
+        match result {
+            Ok(response) => {
+                let topics: Vec<Topic> =
+                    subs.iter().filter_map(|s| self.subs.get(*s).map(|s| s.topic.clone())).collect();
+                for (topic, server) in self.adapter.server_ids(&topics, response) {
+                    if let Some(id) = self.subs.find(&topic) {
+                        self.subs.set_server_id(id, server);
+                    }
+                }
+                for &id in subs {
+                    let Some(sub) = self.subs.get_mut(id) else { continue };
+                    if sub.state != SubState::Subscribing {
+                        continue;
+                    }
+                    sub.state = SubState::Active;
+                    let drop = sub.drop_when_confirmed;
+                    self.stats.subscriptions_confirmed += 1;
+                    if restore {
+                        self.stats.subscriptions_restored += 1;
+                        self.restore.restored += 1;
+                    }
+                    self.outputs.push_back(Event::Subscribed { id, latency }.into());
+                    if drop {
+                        self.send_unsubscribe(id);
+                    }
+                }
+            }
+            Err(error) => self.fail_subscriptions(subs, restore, &error),
+        }
+        if restore {
+            self.restore.batches = self.restore.batches.saturating_sub(1);
+            if self.restore.batches == 0 && self.readiness == Readiness::Restoring {
+                self.become_ready();
+            }
+        }
+    }
+
+    fn fail_subscriptions(&mut self, subs: &[SubscriptionId], restore: bool, error: &RequestError) {
+        for &id in subs {
+            if self.subs.remove(id).is_none() {
+                continue;
+            }
+            self.stats.subscriptions_failed += 1;
+            if restore {
+                self.restore.failed += 1;
+            }
+            self.outputs.push_back(Event::SubscriptionFailed { id, error: error.clone() }.into());
+        }
+    }
+
+    fn send_unsubscribe(&mut self, id: SubscriptionId) {
+        let Some(sub) = self.subs.get(id) else { return };
+        let target = SubscriptionRef { topic: sub.topic.clone(), server_id: sub.server_id.clone() };
+        let request = self.next_request_id();
+        let sent = match self.adapter.encode_unsubscribe(request, std::slice::from_ref(&target)) {
+            Ok(message) => self.transmit(OpClass::Subscribe, message).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            // The user no longer wants it: forget it here; data the server
+            // still sends for it is dropped as unrouted.
+            self.forget(id);
+            return;
+        }
+        if let Some(sub) = self.subs.get_mut(id) {
+            sub.state = SubState::Unsubscribing;
+        }
+        let pending = Pending {
+            purpose: Purpose::Unsubscribe { subs: vec![id] },
+            issued: self.now,
+            deadline: self.deadline(self.settings.request_timeout),
+            flight: Flight::Sent { generation: self.generation },
+        };
+        self.table.insert(request, pending);
+    }
+
+    /// Drops a subscription and says so.
+    fn forget(&mut self, id: SubscriptionId) {
+        if self.subs.remove(id).is_some() {
+            self.outputs.push_back(Event::Unsubscribed { id }.into());
+        }
+    }
+
+    fn on_service_error(&mut self, error: ServiceError) {
+        self.stats.service_errors += 1;
+        let strategy = self.adapter.classify_error(&error);
+        let reason = error.to_string();
+        self.outputs.push_back(Event::ServiceError { error, strategy }.into());
+        match strategy {
+            Strategy::Continue => {}
+            Strategy::Reconnect => self.abort(Error::Aborted(reason), None),
+            Strategy::RetryAfter(wait) => {
+                // rate limiter integration (issue7-limits): `self.limiter.pause_until(self.now + wait)`.
+                self.abort(Error::Aborted(reason), Some(Decision::ReconnectAfter(wait)));
+            }
+            Strategy::Stop => self.client.stop(self.now, CloseCode::NORMAL, "service error", Termination::Stopped),
+        }
+    }
+
+    /// The connection dropped: requests in flight fail (or wait to be re-sent
+    /// when idempotent), subscriptions wait to be restored.
+    fn on_connection_lost(&mut self) {
+        self.adapter.on_disconnect();
+        self.readiness = Readiness::Offline;
+        self.auth = AuthState::None;
+        self.heartbeat = Heartbeat::default();
+        self.restore = Restore::default();
+        for id in self.table.ids() {
+            let Some(p) = self.table.get(id) else { continue };
+            match (&p.purpose, p.flight) {
+                (Purpose::User { .. }, Flight::Queued) => {}
+                (Purpose::User { idempotent: true, .. }, Flight::Sent { .. }) => {
+                    self.stats.requests_resent += 1;
+                    self.table.set_flight(id, Flight::Queued);
+                }
+                (Purpose::User { .. }, Flight::Sent { .. }) => {
+                    if let Some(p) = self.table.remove(id) {
+                        self.stats.requests_lost += 1;
+                        self.respond(id, p.issued, Err(RequestError::ConnectionLost));
+                    }
+                }
+                // Per-connection work: redone on the next open.
+                (Purpose::Auth | Purpose::Subscribe { .. } | Purpose::Unsubscribe { .. }, _) => {
+                    self.table.remove(id);
+                }
+            }
+        }
+        for id in self.subs.connection_lost() {
+            self.outputs.push_back(Event::Unsubscribed { id }.into());
+        }
+    }
+
+    fn on_closed(&mut self) {
+        self.readiness = Readiness::Offline;
+        self.heartbeat = Heartbeat::default();
+        self.auth = AuthState::None;
+        for id in self.table.ids() {
+            if let Some(p) = self.table.remove(id) {
+                if let Purpose::User { .. } = p.purpose {
+                    self.respond(id, p.issued, Err(RequestError::Closed));
+                }
+            }
+        }
+    }
+
+    /// An entry's deadline passed.
+    fn expired(&mut self, id: RequestId, pending: Pending) {
+        match pending.purpose {
+            Purpose::User { .. } => {
+                self.stats.requests_timed_out += 1;
+                self.respond(id, pending.issued, Err(RequestError::Timeout));
+            }
+            Purpose::Auth => {
+                self.stats.auth_failures += 1;
+                self.auth = AuthState::None;
+                let reason = "no answer in time".to_owned();
+                self.outputs.push_back(Event::AuthFailed { reason, retry: true }.into());
+                self.abort(Error::Timeout(Timeout::Auth), None);
+            }
+            Purpose::Subscribe { subs, restore } => {
+                let latency = self.now.saturating_duration_since(pending.issued);
+                self.subscribe_outcome(&subs, restore, Err(RequestError::Timeout), latency);
+            }
+            Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+        }
+    }
+
+    /// The heartbeat timer fired: count a miss, maybe end the connection, beat.
+    fn beat(&mut self) {
+        let Some(spec) = self.adapter.heartbeat() else {
+            self.heartbeat.next = None;
+            return;
+        };
+        if self.heartbeat.outstanding.is_some() {
+            self.heartbeat.missed += 1;
+            self.stats.heartbeats_missed += 1;
+            let (missed, limit) = (self.heartbeat.missed, spec.missed_limit.max(1));
+            self.outputs.push_back(Event::HeartbeatMissed { missed, limit }.into());
+            if missed >= limit {
+                self.heartbeat = Heartbeat::default();
+                self.abort(Error::Timeout(Timeout::Heartbeat), None);
+                return;
+            }
+        }
+        let id = RequestId(self.next_id + 1);
+        if let Some(message) = self.adapter.heartbeat_message(id) {
+            self.next_id = id.0;
+            if self.transmit(OpClass::Heartbeat, message).is_ok() {
+                self.stats.heartbeats_sent += 1;
+                self.heartbeat.outstanding = Some(id);
+            }
+        }
+        self.heartbeat.next = Some(self.deadline(spec.interval));
+    }
+
+    // ---- helpers ----
+
+    fn respond(&mut self, id: RequestId, issued: Instant, result: Result<Message, RequestError>) {
+        let latency = self.now.saturating_duration_since(issued);
+        self.outputs.push_back(Event::Response { id, result, latency }.into());
+    }
+
+    fn abort(&mut self, error: Error, decision: Option<Decision>) {
+        self.client.abort_connection(self.now, error, decision);
+    }
+
+    /// Sends a message of the behaviour layer (never queued while offline:
+    /// the session only sends on an open connection).
+    fn transmit(&mut self, class: OpClass, message: Message) -> Result<(), RequestError> {
+        if let Some(until) = self.admit(class, &message) {
+            return Err(RequestError::RateLimited { until });
+        }
+        let options = SendOptions::from_config(self.client.config().outbound()).offline(false);
+        self.client.send_with(self.now, message, options).map_err(|e| match e {
+            SendError::Closed(_) => RequestError::Closed,
+            e => RequestError::Send(e),
+        })
+    }
+
+    /// The one place the behaviour layer's outgoing messages (requests,
+    /// subscriptions, authentication, heartbeats) pass the rate limiter:
+    /// `None` to send now, `Some(t)` to hold off until `t`. Messages sent
+    /// with [`send`](Self::send) are the raw path and do not pass here.
+    fn admit(&mut self, class: OpClass, message: &Message) -> Option<Instant> {
+        let cost = self.adapter.cost(class, message);
+        // rate limiter integration (issue7-limits): with a limiter,
+        // `match self.limiter.admit(self.now, class, cost) { Admission::Now => None, Admission::At(t) => Some(t) }`.
+        let _ = cost;
+        None
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    /// `now + d`, clamped to the longest duration the configuration allows
+    /// so a huge timeout cannot overflow the clock.
+    fn deadline(&self, d: Duration) -> Instant {
+        self.now + d.min(crate::config::MAX_DURATION)
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+}
