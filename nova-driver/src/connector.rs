@@ -221,7 +221,8 @@ impl<R> Connector<R> {
     }
 
     /// Bytes read from the socket at once (16 KiB by default; from 512 bytes
-    /// to 1 MiB). The buffer exists only while a connection is up.
+    /// to 1 MiB). Sessions read into one buffer per thread, so a larger
+    /// chunk costs no memory per session.
     pub fn read_chunk(mut self, bytes: usize) -> Connector<R> {
         self.settings.set_read_chunk(bytes);
         self

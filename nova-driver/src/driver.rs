@@ -29,6 +29,13 @@ use crate::telemetry::Telemetry;
 /// the socket has room (a vectored write would gain nothing over it).
 const WRITE_BATCH: usize = 256 * 1024;
 
+thread_local! {
+    /// The read buffer of every session polled on this thread: bytes read
+    /// are handed to the core before the next read, so one buffer per
+    /// thread serves them all (it grows to the largest read chunk used).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How long a transport being shut may take to write its last bytes and see
 /// the peer's end, before it is dropped anyway.
 const LINGER: Duration = Duration::from_secs(2);
@@ -57,6 +64,7 @@ enum Link<T> {
 /// What woke the driver.
 enum Wake<T> {
     Connected(Result<T, TransportDown>),
+    /// Bytes read, already handed to the core; 0 is the end of the stream.
     Read(usize),
     ReadFailed(io::Error),
     Wrote,
@@ -78,8 +86,6 @@ struct Driver<R: Runtime> {
     written: usize,
     /// Everything in `out` was written; TLS may still hold records.
     flush: bool,
-    /// Read buffer; allocated when a transport comes up, freed when it goes.
-    read_buf: Vec<u8>,
     /// Read from the socket this turn (the core holds little unread input).
     reading: bool,
     /// A write failed: nothing more is written, the transport is read until
@@ -110,7 +116,6 @@ pub(crate) fn run<R: Runtime>(
         out: Vec::new(),
         written: 0,
         flush: false,
-        read_buf: Vec::new(),
         reading: false,
         write_failed: None,
         deadline: None,
@@ -296,7 +301,6 @@ impl<R: Runtime> Driver<R> {
         self.out.clear();
         self.written = 0;
         self.flush = false;
-        self.read_buf = Vec::new();
         if let Link::Up(transport) = link {
             let lingering = linger(transport, rest, self.runtime.timer());
             self.runtime.spawn(Box::pin(lingering.instrument(tracing::Span::current())));
@@ -310,7 +314,6 @@ impl<R: Runtime> Driver<R> {
         self.out.clear();
         self.written = 0;
         self.flush = false;
-        self.read_buf = Vec::new();
     }
 
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake<R::Transport>> {
@@ -352,10 +355,24 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
                 if self.reading {
-                    if self.read_buf.len() != self.settings.read_chunk {
-                        self.read_buf.resize(self.settings.read_chunk, 0);
-                    }
-                    match transport.poll_read(cx, &mut self.read_buf) {
+                    // Read into this thread's buffer and hand the bytes to the
+                    // core (which copies them) at once: no session keeps a
+                    // read buffer of its own while idle.
+                    let chunk = self.settings.read_chunk;
+                    let shared = &self.shared;
+                    let polled = READ_BUF.with_borrow_mut(|buf| {
+                        if buf.len() < chunk {
+                            buf.resize(chunk, 0);
+                        }
+                        let polled = transport.poll_read(cx, &mut buf[..chunk]);
+                        if let Poll::Ready(Ok(n)) = polled
+                            && n > 0
+                        {
+                            shared.lock().client.handle_input(Instant::now(), Input::Received(&buf[..n]));
+                        }
+                        polled
+                    });
+                    match polled {
                         Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Read(n)),
                         Poll::Ready(Err(e)) => return Poll::Ready(Wake::ReadFailed(e)),
                         Poll::Pending => {}
@@ -394,9 +411,8 @@ impl<R: Runtime> Driver<R> {
                 self.lose_transport();
                 self.shared.lock().client.handle_input(now, Input::TransportDown(TransportDown::Eof));
             }
-            Wake::Read(n) => {
-                self.shared.lock().client.handle_input(now, Input::Received(&self.read_buf[..n]));
-            }
+            // The bytes went to the core as they were read.
+            Wake::Read(_) => {}
             Wake::ReadFailed(e) => {
                 self.lose_transport();
                 self.shared.lock().client.handle_input(now, Input::TransportDown(transport_down(&e)));

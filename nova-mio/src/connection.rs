@@ -92,8 +92,6 @@ pub struct Connection {
     /// Bytes taken from the core, written from `written` on.
     out: Vec<u8>,
     written: usize,
-    /// Read buffer; allocated when a transport comes up, freed when it goes.
-    read_buf: Vec<u8>,
     /// The live socket may have bytes to read: set by a readable event,
     /// cleared when a read would block. Readiness is edge-triggered, so this
     /// is the only memory of it.
@@ -201,7 +199,6 @@ impl Connection {
             linger: None,
             out: Vec::new(),
             written: 0,
-            read_buf: Vec::new(),
             readable: false,
             events: VecDeque::new(),
             event_bytes: 0,
@@ -681,7 +678,6 @@ impl Connection {
         self.link = Link::Up { transport, up, interest: Interest::READABLE | Interest::WRITABLE };
         // Bytes may have arrived before this turn looked: try once.
         self.readable = true;
-        self.read_buf = vec![0; self.settings.read_chunk];
         if up {
             self.client.handle_input(now, Input::TransportUp);
         }
@@ -728,12 +724,20 @@ impl Connection {
             } else {
                 let mut drained = 0;
                 while drained < DRAIN_LIMIT && end.is_none() {
-                    match transport.read(&mut self.read_buf) {
-                        Ok(0) => end = Some(TransportDown::Eof),
-                        Ok(n) => {
-                            drained += n;
-                            self.client.handle_input(now, Input::Received(&self.read_buf[..n]));
+                    let chunk = self.settings.read_chunk;
+                    let client = &mut self.client;
+                    let result = with_read_buf(chunk, |buf| {
+                        let result = transport.read(buf);
+                        if let Ok(n) = result
+                            && n > 0
+                        {
+                            client.handle_input(now, Input::Received(&buf[..n]));
                         }
+                        result
+                    });
+                    match result {
+                        Ok(0) => end = Some(TransportDown::Eof),
+                        Ok(n) => drained += n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => end = Some(transport_down(&e)),
@@ -756,13 +760,24 @@ impl Connection {
             return false;
         };
         let was_up = *up;
-        let result = transport.read(&mut self.read_buf);
-        let handshake_done = !*up && !transport.is_handshaking();
-        if handshake_done {
-            *up = true;
-            tracing::debug!("TLS established");
-            self.client.handle_input(now, Input::TransportUp);
-        }
+        let client = &mut self.client;
+        // Bytes go to the core straight from this thread's read buffer
+        // (after `TransportUp` when this read finished the TLS handshake).
+        let (result, handshake_done) = with_read_buf(self.settings.read_chunk, |buf| {
+            let result = transport.read(buf);
+            let handshake_done = !*up && !transport.is_handshaking();
+            if handshake_done {
+                *up = true;
+                tracing::debug!("TLS established");
+                client.handle_input(now, Input::TransportUp);
+            }
+            if let Ok(n) = result
+                && n > 0
+            {
+                client.handle_input(now, Input::Received(&buf[..n]));
+            }
+            (result, handshake_done)
+        });
         match result {
             Ok(0) => {
                 self.drop_link(registry);
@@ -776,7 +791,6 @@ impl Connection {
             }
             Ok(n) => {
                 *budget = budget.saturating_sub(n);
-                self.client.handle_input(now, Input::Received(&self.read_buf[..n]));
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -831,7 +845,6 @@ impl Connection {
         }
         self.out.clear();
         self.written = 0;
-        self.read_buf = Vec::new();
         self.readable = false;
     }
 
@@ -927,6 +940,23 @@ impl Linger {
             }
         }
     }
+}
+
+thread_local! {
+    /// The read buffer of every connection driven on this thread: bytes are
+    /// handed to the core as soon as they are read, so one buffer serves
+    /// them all and an idle connection holds none.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's read buffer, `chunk` bytes long.
+fn with_read_buf<T>(chunk: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    READ_BUF.with_borrow_mut(|buf| {
+        if buf.len() < chunk {
+            buf.resize(chunk, 0);
+        }
+        f(&mut buf[..chunk])
+    })
 }
 
 /// Where a non-blocking connect stands: an error on the socket means it
