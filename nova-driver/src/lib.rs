@@ -47,20 +47,24 @@ mod connector;
 mod driver;
 mod event;
 mod handle;
+mod request;
 pub mod runtime;
 pub mod shared;
 mod state;
+mod subscription;
 mod telemetry;
 mod tls;
 
 pub use connector::{
     ConnectError, Connector, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT,
-    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, IntoConfig, NeverOpened,
+    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, DEFAULT_SUBSCRIPTION_CAPACITY, IntoConfig, NeverOpened,
 };
 pub use event::Event;
 pub use handle::{Events, Handle, MessageSink};
 pub use nova_proto;
 pub use nova_proto::{CloseCode, Config, Message};
+pub use request::Request;
 pub use runtime::{Runtime, Timer, Transport};
+pub use subscription::Subscription;
 pub use telemetry::names as metrics_names;
 pub use tls::Tls;
