@@ -149,6 +149,7 @@
 mod behavior;
 mod engine;
 pub mod faults;
+pub mod jsonrpc;
 mod peer;
 pub mod proxy;
 mod record;
@@ -160,6 +161,7 @@ pub mod tls;
 pub use behavior::{Behavior, Handler};
 pub use engine::Handshake;
 pub use faults::{Delivery, Direction, Faults, Pipe};
+pub use jsonrpc::JsonRpcService;
 pub use peer::{Frame, Request};
 pub use proxy::{FaultProxy, FaultProxyBuilder};
 pub use record::{ConnectionLog, Ended, Entry, Logged, Transcript};
