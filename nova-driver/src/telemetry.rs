@@ -18,42 +18,43 @@ use metrics::{Counter, Gauge, Histogram};
 use nova_proto::session::{Readiness, SessionStats};
 use nova_proto::{Disconnect, Error, Event, History, Message, Session, Stats, TelemetryLevel, TransportDown};
 
-/// Metric names, after the telemetry catalogue of the design notes: the
-/// same in every driver, so dashboards see them all alike. Every metric is
-/// labelled `client` (the connector's `name`).
-///
-/// # The design notes' telemetry events
-///
-/// WebsockexNova's "Telemetry Hooks" are events with measurements; here
-/// each becomes `metrics` values (counted once per driver turn) and a
-/// `tracing` event inside the session's `nova` span:
-///
-/// | design-notes event | metrics | `tracing` event |
-/// |---|---|---|
-/// | connection started | [`CONNECTIONS_STARTED`] | `connecting` (debug, nova-mio), `state changed` (debug) |
-/// | connection completed | [`CONNECTIONS_OPENED`] | `connection opened` (info), then `session ready` (info) with an adapter |
-/// | subscription started | [`SUBSCRIBE_REQUESTS`] | `state changed` of the session (debug) |
-/// | subscription completed (duration) | [`SUBSCRIPTION_LATENCY`], [`SUBSCRIPTIONS_ACTIVE`], [`SUBSCRIPTIONS_RESTORED`] | `subscribed` (debug; info at the detailed level), `subscription failed` (warn) |
-/// | message received (size) | [`MESSAGES_RECEIVED`], [`BYTES_RECEIVED`] | `message received` with `len` (trace, when message events are on) |
-/// | message sent (size) | [`MESSAGES_SENT`], [`BYTES_SENT`] | — (counted per turn, not logged per message) |
-/// | error occurred (type) | [`ERRORS`] by `kind`, [`AUTH_FAILURES`], [`SERVICE_ERRORS`], [`MALFORMED`], [`HEARTBEATS_MISSED`], [`REQUESTS_FAILED`], [`REQUESTS_TIMED_OUT`], [`REQUESTS_LOST`] | `disconnected` (warn), `authentication failed`, `service error`, `heartbeat missed` (warn), `malformed message` (debug) |
-/// | reconnection started (attempt) | [`RECONNECTS`] | `reconnecting` (info) |
-/// | reconnection completed | [`CONNECTIONS_OPENED`] (attempt > 0) | `connection opened` with its `attempt`, then `session ready` |
-///
-/// Requests, which the design notes time as part of a message round trip,
-/// have their own: [`REQUESTS_SENT`], [`REQUESTS_COMPLETED`],
-/// [`REQUESTS_CANCELLED`], [`REQUEST_LATENCY`], and authentication
-/// [`AUTH_ATTEMPTS`].
-///
-/// # Verbosity
-///
-/// The configuration's [`Telemetry`](nova_proto::Telemetry) (set by its
-/// profile) decides: counters and the gauge at every level; the latency
-/// histograms ([`REQUEST_LATENCY`], [`SUBSCRIPTION_LATENCY`]) from the
-/// standard level on; [`PONG_RTT`] at the detailed level only. Connection
-/// events (`connection_events`), error events (`error_events`) and
-/// per-message events (`message_events`) are switched separately.
 pub mod names {
+    //! Metric names, after the telemetry catalogue of the design notes: the
+    //! same in every driver, so dashboards see them all alike. Every metric is
+    //! labelled `client` (the connector's `name`).
+    //!
+    //! # The design notes' telemetry events
+    //!
+    //! WebsockexNova's "Telemetry Hooks" are events with measurements; here
+    //! each becomes `metrics` values (counted once per driver turn) and a
+    //! `tracing` event inside the session's `nova` span:
+    //!
+    //! | design-notes event | metrics | `tracing` event |
+    //! |---|---|---|
+    //! | connection started | [`CONNECTIONS_STARTED`] | `connecting` (debug, nova-mio), `state changed` (debug) |
+    //! | connection completed | [`CONNECTIONS_OPENED`] | `connection opened` (info), then `session ready` (info) with an adapter |
+    //! | subscription started | [`SUBSCRIBE_REQUESTS`] | — (the confirmation is the event) |
+    //! | subscription completed (duration) | [`SUBSCRIPTION_LATENCY`], [`SUBSCRIPTIONS_ACTIVE`], [`SUBSCRIPTIONS_RESTORED`] | `subscribed` (debug; info at the detailed level), `subscription failed` (warn) |
+    //! | message received (size) | [`MESSAGES_RECEIVED`], [`BYTES_RECEIVED`] | `message received` with `len` (trace, when message events are on) |
+    //! | message sent (size) | [`MESSAGES_SENT`], [`BYTES_SENT`] | — (counted per turn, not logged per message) |
+    //! | error occurred (type) | [`ERRORS`] by `kind`, [`AUTH_FAILURES`], [`SERVICE_ERRORS`], [`MALFORMED`], [`HEARTBEATS_MISSED`], [`REQUESTS_FAILED`], [`REQUESTS_TIMED_OUT`], [`REQUESTS_LOST`] | `disconnected` (warn), `authentication failed`, `service error`, `heartbeat missed` (warn), `malformed message` (debug) |
+    //! | reconnection started (attempt) | [`RECONNECTS`] | `reconnecting` (info) |
+    //! | reconnection completed | [`CONNECTIONS_OPENED`] (attempt > 0) | `connection opened` with its `attempt`, then `session ready` |
+    //!
+    //! Requests, which the design notes time as part of a message round trip,
+    //! have their own: [`REQUESTS_SENT`], [`REQUESTS_COMPLETED`],
+    //! [`REQUESTS_CANCELLED`], [`REQUEST_LATENCY`], and authentication
+    //! [`AUTH_ATTEMPTS`].
+    //!
+    //! # Verbosity
+    //!
+    //! The configuration's [`Telemetry`](nova_proto::Telemetry) (set by its
+    //! profile) decides: counters and the gauge at every level; the latency
+    //! histograms ([`REQUEST_LATENCY`], [`SUBSCRIPTION_LATENCY`]) from the
+    //! standard level on; [`PONG_RTT`] at the detailed level only. Connection
+    //! events (`connection_events`), error events (`error_events`) and
+    //! per-message events (`message_events`) are switched separately.
+
     /// Transports opened or attempted (DNS, TCP, TLS), the first included.
     pub const CONNECTIONS_STARTED: &str = "nova_connections_started_total";
     /// WebSocket upgrades that succeeded.
