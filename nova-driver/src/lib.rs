@@ -20,6 +20,16 @@
 //!   [`Stream`](futures_core::Stream)), [`MessageSink`] (a
 //!   [`Sink`](futures_sink::Sink)), [`Event`];
 //! - the settings: [`Connector`], [`Tls`], [`ConnectError`];
+//! - the behaviour layer: the loop drives a [`nova_proto::Session`] (a
+//!   plain client with the default `Raw` adapter; the service's rules with
+//!   [`Connector::adapter`]), and carries what it decides to the
+//!   application: [`Handle::request`] gives a [`Request`] future completed
+//!   by the session's answer (a bounded table of completion slots; dropping
+//!   the future cancels the request), [`Handle::subscribe`] a
+//!   [`Subscription`] stream fed by the session's routed data (a bounded
+//!   queue per subscription that pauses the socket when full, like the
+//!   event queue; dropping it unsubscribes), and the other behaviour events
+//!   ([`Event::Ready`], [`Event::AuthFailed`], ...) go on [`Events`];
 //! - telemetry: a `tracing` span per session and event per state change,
 //!   `metrics` counters named in [`metrics_names`].
 //!
