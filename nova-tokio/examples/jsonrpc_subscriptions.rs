@@ -65,6 +65,20 @@ fn all_back(log: &Log, connection: u64) -> bool {
     TOPICS.iter().all(|t| log.get(t).is_some_and(|s| s.connections.contains_key(&connection)))
 }
 
+/// Prints what each stream saw; returns whether every subscription came
+/// back on every connection.
+fn report(log: &Log) -> bool {
+    let log = log.lock().unwrap();
+    for topic in TOPICS {
+        let seen = &log[topic];
+        let ids: Vec<&str> = seen.connections.values().map(String::as_str).collect();
+        println!("  {topic:<24} {:>4} messages, server ids by connection: {}", seen.messages, ids.join(" "));
+    }
+    let distinct: BTreeSet<&String> = log.values().flat_map(|s| s.connections.values()).collect();
+    println!("  {} distinct server ids, one stream per subscription throughout", distinct.len());
+    (1..=u64::from(DROPS) + 1).all(|c| TOPICS.iter().all(|t| log[t].connections.contains_key(&c)))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
@@ -161,13 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = handle.session_stats();
     println!();
     println!("summary after {} connections ({DROPS} dropped by the server):", DROPS + 1);
-    let log = log.lock().unwrap();
-    for topic in TOPICS {
-        let seen = &log[topic];
-        let ids: Vec<&str> = seen.connections.values().map(String::as_str).collect();
-        println!("  {topic:<24} {:>4} messages, server ids by connection: {}", seen.messages, ids.join(" "));
-    }
-    let every = (1..=u64::from(DROPS) + 1).all(|c| TOPICS.iter().all(|t| log[t].connections.contains_key(&c)));
+    let every = report(&log);
     println!(
         "  requests: {} sent, {} answered, {} timed out, {} lost, {} re-sent; auth attempts: {}; subscriptions restored: {}",
         stats.requests_sent,
@@ -178,14 +186,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.auth_attempts,
         stats.subscriptions_restored
     );
-    let distinct: BTreeSet<&String> = log.values().flat_map(|s| s.connections.values()).collect();
-    println!("  {} distinct server ids, one stream per subscription throughout", distinct.len());
     if !every {
         eprintln!("some subscription did not come back on every connection");
         std::process::exit(1);
     }
     println!("every subscription came back after every drop");
-    drop(log);
     handle.close(1000, "done")?;
     handle.closed().await;
     Ok(())
