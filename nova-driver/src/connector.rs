@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use nova_proto::{Client, Closed, Config, ConfigBuilder, ConfigError, Disconnect};
+use nova_proto::session::{Adapter, SessionConfig};
+use nova_proto::{Closed, Config, ConfigBuilder, ConfigError, Disconnect};
 use tracing::Instrument;
 
 use crate::driver::{self, DriverSettings};
 use crate::handle::{Events, Handle};
 use crate::runtime::Runtime;
-use crate::shared::{Settings, never_opened};
+use crate::shared::{Behaviour, Settings, never_opened};
 use crate::state::{Bounds, Shared};
+use crate::subscription::Feeds;
 use crate::tls::Tls;
 
 /// Default bound on the events waiting for the application, in every
@@ -25,6 +27,8 @@ pub const DEFAULT_EVENT_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_BUFFERED_INPUT: usize = 1 << 20;
 /// Default for [`Connector::send_buffer`]: 1 MiB.
 pub const DEFAULT_SEND_BUFFER: usize = 1 << 20;
+/// Default for [`Connector::subscription_capacity`]: 1024 messages per subscription.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1024;
 /// Default size of one read from the socket, in every driver (its
 /// connector's `read_chunk`): 16 KiB, the largest TLS record.
 pub const DEFAULT_READ_CHUNK: usize = 16 << 10;
@@ -152,6 +156,10 @@ pub struct Connector<R> {
     settings: Settings,
     /// Only the async drivers' handles wait for room to send.
     send_buffer: usize,
+    /// The adapter and the session's settings.
+    behaviour: Behaviour,
+    /// Bound of each subscription's queue, in messages.
+    subscription_capacity: usize,
     /// The runtime given with [`Connector::runtime`]; by default, the
     /// caller's at start.
     runtime: Option<R>,
@@ -163,6 +171,8 @@ impl<R> std::fmt::Debug for Connector<R> {
             .field("config", &self.config)
             .field("settings", &self.settings)
             .field("send_buffer", &self.send_buffer)
+            .field("behaviour", &self.behaviour)
+            .field("subscription_capacity", &self.subscription_capacity)
             .field("runtime", &if self.runtime.is_some() { "given" } else { "current" })
             .finish()
     }
@@ -175,8 +185,42 @@ impl<R> Connector<R> {
             config: config.into_config(),
             settings: Settings::default(),
             send_buffer: DEFAULT_SEND_BUFFER,
+            behaviour: Behaviour::default(),
+            subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
             runtime: None,
         }
+    }
+
+    /// The service's behaviour: how requests, subscriptions, authentication
+    /// and heartbeats look on the wire (the JSON-RPC 2.0 one is
+    /// [`JsonRpc`](nova_proto::session::json::JsonRpc)). Enables
+    /// [`Handle::request`] and [`Handle::subscribe`], and the behaviour
+    /// layer's events ([`Event::Ready`](crate::Event::Ready) and others).
+    ///
+    /// By default a session has the [`Raw`](nova_proto::session::Raw)
+    /// adapter: it behaves exactly like a plain WebSocket client.
+    pub fn adapter(mut self, adapter: impl Adapter + Send + 'static) -> Connector<R> {
+        self.behaviour.set_adapter(Box::new(adapter));
+        self
+    }
+
+    /// The behaviour layer's limits and timeouts (request and
+    /// authentication timeouts, how many requests and subscriptions are
+    /// held), instead of those of the configuration's profile
+    /// ([`SessionConfig::for_profile`]).
+    pub fn session_config(mut self, settings: SessionConfig) -> Connector<R> {
+        self.behaviour.set_settings(settings);
+        self
+    }
+
+    /// Most messages waiting in each [`Subscription`](crate::Subscription)
+    /// stream (at least 1; 1024 by default); its payload bytes are bounded
+    /// by [`event_bytes`](Self::event_bytes) too. A full subscription pauses
+    /// reading from the socket, as a full event queue does: nothing is
+    /// dropped, TCP slows the server down.
+    pub fn subscription_capacity(mut self, messages: usize) -> Connector<R> {
+        self.subscription_capacity = messages.max(1);
+        self
     }
 
     /// The runtime to run the session on, instead of the one
@@ -299,7 +343,7 @@ impl<R: Runtime> Connector<R> {
         let now = Instant::now();
         let span = settings.span(&config);
         let telemetry = settings.telemetry(&config);
-        let mut client = Client::new(config, settings.seed(), now);
+        let mut client = self.behaviour.session(config, settings.seed(), now);
         client.connect(now);
         let bounds = Bounds {
             event_capacity: settings.event_capacity(),
@@ -307,7 +351,8 @@ impl<R: Runtime> Connector<R> {
             max_buffered_input: settings.max_buffered_input(),
             send_buffer: self.send_buffer,
         };
-        let shared = Arc::new(Shared::new(client, bounds));
+        let feeds = Feeds::new(self.subscription_capacity, settings.event_bytes());
+        let shared = Arc::new(Shared::new(client, bounds, feeds));
         let settings =
             DriverSettings { tls: Some(tls), nodelay: settings.nodelay(), read_chunk: settings.read_chunk() };
         let session = driver::run(Arc::clone(&shared), settings, telemetry, runtime.clone());

@@ -169,7 +169,7 @@ impl<R: Runtime> Driver<R> {
         loop {
             self.pull_transmit(&mut inner);
             let output =
-                if inner.has_room(&bounds) { inner.client.poll_output() } else { inner.client.poll_queued_output() };
+                if inner.can_deliver(&bounds) { inner.client.poll_output() } else { inner.client.poll_queued_output() };
             match output {
                 Some(output) => status_changed |= self.perform(&mut inner, output),
                 None if self.pull_transmit(&mut inner) => {}
@@ -177,15 +177,16 @@ impl<R: Runtime> Driver<R> {
             }
         }
         self.telemetry.count(inner.client.stats());
+        self.telemetry.session(&inner.client);
         self.telemetry.transitions(inner.client.history());
         inner.unwritten = self.out.len() - self.written + usize::from(self.flush);
         inner.wake_writers(&bounds);
-        // With room in the event queue, the core decoded every complete
-        // frame it holds: what it buffers is the start of one (bounded by its
-        // own frame and message limits), and only more input completes it.
-        // Without room, the application is behind: stop reading past the
-        // bound, and TCP pushes back on the server.
-        let has_room = inner.has_room(&bounds);
+        // With room in the event queue (and in every subscription's), the
+        // core decoded every complete frame it holds: what it buffers is the
+        // start of one (bounded by its own frame and message limits), and
+        // only more input completes it. Without room, the application is
+        // behind: stop reading past the bound, and TCP pushes back on the server.
+        let has_room = inner.can_deliver(&bounds);
         self.reading =
             matches!(self.link, Link::Up(_)) && (has_room || inner.client.buffered_input() < bounds.max_buffered_input);
         if inner.client.is_closed() && inner.closed.is_some() {
@@ -261,6 +262,20 @@ impl<R: Runtime> Driver<R> {
                 let event = *event;
                 self.telemetry.event(&event, inner.client.stats());
                 let changed = match &event {
+                    // Answers and subscription data go to their futures and
+                    // streams, never to the event queue.
+                    nova_proto::Event::Response { .. } | nova_proto::Event::Data { .. } => {
+                        route(inner, event, &self.telemetry);
+                        return false;
+                    }
+                    nova_proto::Event::Unsubscribed { id } => {
+                        inner.feeds.end_unsubscribed(*id);
+                        false
+                    }
+                    nova_proto::Event::SubscriptionFailed { id, error } => {
+                        inner.feeds.end_failed(*id, error.clone());
+                        false
+                    }
                     nova_proto::Event::Opened(_) => {
                         inner.opened = true;
                         true
@@ -270,6 +285,7 @@ impl<R: Runtime> Driver<R> {
                         false
                     }
                     nova_proto::Event::Closed(closed) => {
+                        inner.feeds.end_all();
                         inner.closed = Some(closed.clone());
                         inner.wake_end();
                         true
@@ -444,6 +460,25 @@ impl<R: Runtime> Driver<R> {
     /// The session is over: anything still open is shut in the background.
     fn shut(&mut self) {
         self.close_transport();
+    }
+}
+
+/// Carries a request's answer to its future, or subscription data to its
+/// stream. What nobody waits for any more is discarded: the answer to a
+/// cancelled request (the session counted it), data for a dropped stream
+/// (counted here).
+fn route(inner: &mut Inner, event: nova_proto::Event, telemetry: &Telemetry) {
+    match event {
+        nova_proto::Event::Response { id, result, .. } => {
+            inner.calls.complete(id, result);
+        }
+        nova_proto::Event::Data { subscription, message } => {
+            telemetry.message(&message);
+            if !inner.feeds.deliver(subscription, message) {
+                telemetry.discarded();
+            }
+        }
+        _ => {}
     }
 }
 

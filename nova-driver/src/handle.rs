@@ -9,10 +9,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_core::Stream;
+use nova_proto::session::{
+    Readiness, RequestError, RequestOptions, RequestPayload, SessionStats, SubscribeError, SubscribeOptions, Topic,
+};
 use nova_proto::{CloseCode, CloseError, Closed, Config, Message, SendError, SendOptions, State, Stats};
 
 use crate::Event;
+use crate::request::Request;
 use crate::state::Shared;
+use crate::subscription::Subscription;
 
 /// Sends messages and controls the session; cheap to clone.
 ///
@@ -173,6 +178,124 @@ impl Handle {
             Poll::Pending
         })
         .await
+    }
+
+    /// Sends a request through the session's adapter and returns the future
+    /// of its answer. The session assigns the id, the adapter encodes the
+    /// payload, and the answer (matched by the adapter) completes the
+    /// future; so do a service error, the request's timeout, a dropped
+    /// connection (unless the request is idempotent: then it is re-sent once
+    /// the session is ready again) and the end of the session. It never waits
+    /// forever. Before the session is ready the request waits for it (unless
+    /// `options` let it go before).
+    ///
+    /// The request is handed to the session now, not when the future is
+    /// first polled; dropping the future cancels it (see [`Request`]).
+    /// Requests need an adapter ([`Connector::adapter`](crate::Connector::adapter)):
+    /// the default one sends a [`RequestPayload::Message`] as it is and
+    /// cannot tell its answer, so the request times out.
+    ///
+    /// # Errors
+    ///
+    /// The future's: as [`try_request`](Self::try_request), or later
+    /// [`RequestError::Timeout`], [`RequestError::Service`],
+    /// [`RequestError::ConnectionLost`], [`RequestError::Closed`].
+    pub fn request(&self, payload: impl Into<RequestPayload>, options: RequestOptions) -> Request {
+        match self.try_request(payload, options) {
+            Ok(request) => request,
+            Err(error) => Request::refused(Arc::clone(&self.shared), error),
+        }
+    }
+
+    /// Like [`request`](Self::request), but a request the session refuses
+    /// at once is an error here rather than from the future.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Closed`] once the session is over,
+    /// [`RequestError::TooManyPending`] when the session's
+    /// [`max_pending_requests`](nova_proto::session::SessionConfig::max_pending_requests)
+    /// requests (or unclaimed answers) are held, [`RequestError::QueueFull`],
+    /// [`RequestError::Encode`] (from the adapter), [`RequestError::Send`],
+    /// [`RequestError::RateLimited`].
+    pub fn try_request(
+        &self,
+        payload: impl Into<RequestPayload>,
+        options: RequestOptions,
+    ) -> Result<Request, RequestError> {
+        let mut inner = self.shared.lock();
+        if inner.finished {
+            return Err(RequestError::Closed);
+        }
+        let max = inner.client.settings().max_pending_requests;
+        if inner.calls.len() >= max {
+            return Err(RequestError::TooManyPending { max });
+        }
+        let id = inner.client.request(Instant::now(), payload.into(), options)?;
+        inner.calls.insert(id);
+        drop(inner);
+        self.shared.driver.notify();
+        Ok(Request::pending(Arc::clone(&self.shared), id))
+    }
+
+    /// Subscribes to `topic` through the session's adapter and returns the
+    /// stream of its data. The subscription lives across reconnects: the
+    /// session restores it on every new connection (remapping the server's
+    /// new id) and its data keeps coming to the same stream. Its
+    /// confirmation comes on [`Events`] as [`Event::Subscribed`] (or
+    /// [`Event::SubscriptionFailed`], which also ends the stream). Before the
+    /// session is ready the subscribe request waits and goes out with the
+    /// restore. Dropping the stream unsubscribes.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Duplicate`] for a topic already subscribed,
+    /// [`SubscribeError::TooMany`] at the session's
+    /// [`max_subscriptions`](nova_proto::session::SessionConfig::max_subscriptions)
+    /// (streams of ended subscriptions still held count), [`SubscribeError::Closed`],
+    /// [`SubscribeError::Failed`] when the adapter cannot encode it (the
+    /// default adapter supports no subscriptions) or it cannot be sent.
+    pub fn subscribe(
+        &self,
+        topic: impl Into<Topic>,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, SubscribeError> {
+        let mut inner = self.shared.lock();
+        if inner.finished {
+            return Err(SubscribeError::Closed);
+        }
+        let max = inner.client.settings().max_subscriptions;
+        if inner.feeds.len() >= max {
+            return Err(SubscribeError::TooMany { max });
+        }
+        let id = inner.client.subscribe(Instant::now(), topic, options)?;
+        inner.feeds.insert(id);
+        drop(inner);
+        self.shared.driver.notify();
+        Ok(Subscription::new(Arc::clone(&self.shared), id))
+    }
+
+    /// Whether the session is ready: connected, authenticated (if the
+    /// adapter authenticates) and its subscriptions restored.
+    pub fn is_ready(&self) -> bool {
+        self.shared.lock().client.is_ready()
+    }
+
+    /// How far the session is on the current connection.
+    pub fn readiness(&self) -> Readiness {
+        self.shared.lock().client.readiness()
+    }
+
+    /// The behaviour layer's counters now (requests, subscriptions,
+    /// authentication, heartbeats, malformed messages).
+    pub fn session_stats(&self) -> SessionStats {
+        *self.shared.lock().client.session_stats()
+    }
+
+    /// Subscription data discarded because its [`Subscription`] stream had
+    /// been dropped (while its unsubscribe was under way).
+    pub fn discarded_data(&self) -> u64 {
+        self.shared.lock().feeds.discarded()
     }
 
     /// Replaces the configuration from the next connection attempt on (a new

@@ -20,6 +20,16 @@
 //!   [`Stream`](futures_core::Stream)), [`MessageSink`] (a
 //!   [`Sink`](futures_sink::Sink)), [`Event`];
 //! - the settings: [`Connector`], [`Tls`], [`ConnectError`];
+//! - the behaviour layer: the loop drives a [`nova_proto::Session`] (a
+//!   plain client with the default `Raw` adapter; the service's rules with
+//!   [`Connector::adapter`]), and carries what it decides to the
+//!   application: [`Handle::request`] gives a [`Request`] future completed
+//!   by the session's answer (a bounded table of completion slots; dropping
+//!   the future cancels the request), [`Handle::subscribe`] a
+//!   [`Subscription`] stream fed by the session's routed data (a bounded
+//!   queue per subscription that pauses the socket when full, like the
+//!   event queue; dropping it unsubscribes), and the other behaviour events
+//!   ([`Event::Ready`], [`Event::AuthFailed`], ...) go on [`Events`];
 //! - telemetry: a `tracing` span per session and event per state change,
 //!   `metrics` counters named in [`metrics_names`].
 //!
@@ -47,20 +57,24 @@ mod connector;
 mod driver;
 mod event;
 mod handle;
+mod request;
 pub mod runtime;
 pub mod shared;
 mod state;
+mod subscription;
 mod telemetry;
 mod tls;
 
 pub use connector::{
     ConnectError, Connector, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT,
-    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, IntoConfig, NeverOpened,
+    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, DEFAULT_SUBSCRIPTION_CAPACITY, IntoConfig, NeverOpened,
 };
 pub use event::Event;
 pub use handle::{Events, Handle, MessageSink};
 pub use nova_proto;
 pub use nova_proto::{CloseCode, Config, Message};
+pub use request::Request;
 pub use runtime::{Runtime, Timer, Transport};
+pub use subscription::Subscription;
 pub use telemetry::names as metrics_names;
 pub use tls::Tls;

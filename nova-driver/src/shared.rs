@@ -20,7 +20,9 @@
 //!   application sees them, and what one counts against the event queue's
 //!   byte bound;
 //! - [`never_opened`]: the error value for a session that ended before it
-//!   opened.
+//!   opened;
+//! - [`Behaviour`]: the adapter and session settings a connector was given,
+//!   and the [`Session`] they make.
 //!
 //! The helpers that turn I/O and rustls errors into the core's
 //! [`TransportDown`](nova_proto::TransportDown) values and order addresses
@@ -31,8 +33,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
-use nova_proto::{Closed, Config, Disconnect};
+use nova_proto::session::{Adapter, Raw, SessionConfig};
+use nova_proto::{Closed, Config, Disconnect, Session};
 
 use crate::connector::{DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_CHUNK};
 use crate::{Event, NeverOpened, Tls};
@@ -219,6 +223,55 @@ pub fn event_weight(event: &Event) -> usize {
 /// ended.
 pub fn never_opened(cause: Option<Disconnect>, closed: Option<Closed>) -> NeverOpened {
     NeverOpened { cause, closed }
+}
+
+/// What a session does beyond plain WebSocket: the service's [`Adapter`]
+/// and the behaviour layer's limits and timeouts. Every driver's connector
+/// holds one and forwards its `adapter` and `session_config` methods here.
+///
+/// The default is the [`Raw`] adapter, with which a [`Session`] is a bare
+/// [`Client`](nova_proto::Client), output for output: no request ids, no
+/// subscriptions, no `Ready`.
+#[derive(Default)]
+pub struct Behaviour {
+    adapter: Option<Box<dyn Adapter + Send>>,
+    settings: Option<SessionConfig>,
+}
+
+impl fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The adapter is not shown: it may hold credentials.
+        f.debug_struct("Behaviour")
+            .field("adapter", &if self.adapter.is_some() { "given" } else { "raw" })
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Behaviour {
+    /// The service's adapter (requests, subscriptions, authentication,
+    /// heartbeats). Replaces any given before.
+    pub fn set_adapter(&mut self, adapter: Box<dyn Adapter + Send>) {
+        self.adapter = Some(adapter);
+    }
+
+    /// The behaviour layer's limits and timeouts, instead of those of the
+    /// configuration's profile ([`SessionConfig::for_profile`]).
+    pub fn set_settings(&mut self, settings: SessionConfig) {
+        self.settings = Some(settings);
+    }
+
+    /// The session's settings for `config`: those given, else its profile's.
+    pub fn settings(&self, config: &Config) -> SessionConfig {
+        self.settings.unwrap_or_else(|| SessionConfig::for_profile(config.profile()))
+    }
+
+    /// The core of a new session (not connected yet).
+    pub fn session(self, config: Arc<Config>, seed: [u8; 32], now: Instant) -> Session {
+        let settings = self.settings(&config);
+        let adapter = self.adapter.unwrap_or_else(|| Box::new(Raw));
+        Session::with_settings(config, seed, now, adapter, settings)
+    }
 }
 
 /// A seed from the operating system. Should the OS source fail (it does not

@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use nova_proto::{Client, Closed, Disconnect};
+use nova_proto::{Closed, Disconnect, Session};
 
 use crate::Event;
+use crate::request::Calls;
+use crate::subscription::Feeds;
 
 /// Bounds of the driver's buffers.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +38,14 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Inner {
-    pub(crate) client: Client,
+    /// The core: a [`Session`], which with the default `Raw` adapter is a
+    /// bare `Client`, output for output. (The field keeps its name: the
+    /// driver calls only its `Client`-shaped methods.)
+    pub(crate) client: Session,
+    /// Completion slots of the requests whose futures are alive.
+    pub(crate) calls: Calls,
+    /// Queues of the subscriptions whose streams are alive.
+    pub(crate) feeds: Feeds,
     events: VecDeque<Event>,
     /// Payload bytes held in `events`.
     event_bytes: usize,
@@ -66,10 +75,12 @@ pub(crate) struct Inner {
 }
 
 impl Shared {
-    pub(crate) fn new(client: Client, bounds: Bounds) -> Shared {
+    pub(crate) fn new(client: Session, bounds: Bounds, feeds: Feeds) -> Shared {
         Shared {
             inner: Mutex::new(Inner {
                 client,
+                calls: Calls::default(),
+                feeds,
                 events: VecDeque::new(),
                 event_bytes: 0,
                 events_waker: None,
@@ -209,6 +220,8 @@ impl Inner {
         if let Some(waker) = self.events_waker.take() {
             waker.wake();
         }
+        self.calls.wake_all();
+        self.feeds.wake_all();
         wake(&mut self.write_wakers);
         wake(&mut self.flush_wakers);
         wake(&mut self.end_wakers);

@@ -1,8 +1,9 @@
 //! `tracing` events for every change of the session, `metrics` counters for
-//! its traffic.
+//! its traffic and its behaviour layer.
 //!
-//! Counters are taken from the core's [`Stats`] as deltas once per driver
-//! turn, not per message, so counting costs nothing on the hot path. The
+//! Counters are taken from the core's [`Stats`] and the session's
+//! [`SessionStats`] as deltas once per driver turn, not per message, so
+//! counting costs nothing on the hot path. The
 //! metric handles are registered when the session starts: install your
 //! `metrics` recorder before connecting.
 //!
@@ -13,12 +14,47 @@
 
 use std::sync::Arc;
 
-use metrics::{Counter, Histogram};
-use nova_proto::{Disconnect, Error, Event, History, Message, Stats, TelemetryLevel, TransportDown};
+use metrics::{Counter, Gauge, Histogram};
+use nova_proto::session::{Readiness, SessionStats};
+use nova_proto::{Disconnect, Error, Event, History, Message, Session, Stats, TelemetryLevel, TransportDown};
 
-/// Counter names, after the telemetry catalogue of the design notes: the
-/// same in every driver, so dashboards see them all alike.
 pub mod names {
+    //! Metric names, after the telemetry catalogue of the design notes: the
+    //! same in every driver, so dashboards see them all alike. Every metric is
+    //! labelled `client` (the connector's `name`).
+    //!
+    //! # The design notes' telemetry events
+    //!
+    //! WebsockexNova's "Telemetry Hooks" are events with measurements; here
+    //! each becomes `metrics` values (counted once per driver turn) and a
+    //! `tracing` event inside the session's `nova` span:
+    //!
+    //! | design-notes event | metrics | `tracing` event |
+    //! |---|---|---|
+    //! | connection started | [`CONNECTIONS_STARTED`] | `connecting` (debug, nova-mio), `state changed` (debug) |
+    //! | connection completed | [`CONNECTIONS_OPENED`] | `connection opened` (info), then `session ready` (info) with an adapter |
+    //! | subscription started | [`SUBSCRIBE_REQUESTS`] | — (the confirmation is the event) |
+    //! | subscription completed (duration) | [`SUBSCRIPTION_LATENCY`], [`SUBSCRIPTIONS_ACTIVE`], [`SUBSCRIPTIONS_RESTORED`] | `subscribed` (debug; info at the detailed level), `subscription failed` (warn) |
+    //! | message received (size) | [`MESSAGES_RECEIVED`], [`BYTES_RECEIVED`] | `message received` with `len` (trace, when message events are on) |
+    //! | message sent (size) | [`MESSAGES_SENT`], [`BYTES_SENT`] | — (counted per turn, not logged per message) |
+    //! | error occurred (type) | [`ERRORS`] by `kind`, [`AUTH_FAILURES`], [`SERVICE_ERRORS`], [`MALFORMED`], [`HEARTBEATS_MISSED`], [`REQUESTS_FAILED`], [`REQUESTS_TIMED_OUT`], [`REQUESTS_LOST`] | `disconnected` (warn), `authentication failed`, `service error`, `heartbeat missed` (warn), `malformed message` (debug) |
+    //! | reconnection started (attempt) | [`RECONNECTS`] | `reconnecting` (info) |
+    //! | reconnection completed | [`CONNECTIONS_OPENED`] (attempt > 0) | `connection opened` with its `attempt`, then `session ready` |
+    //!
+    //! Requests, which the design notes time as part of a message round trip,
+    //! have their own: [`REQUESTS_SENT`], [`REQUESTS_COMPLETED`],
+    //! [`REQUESTS_CANCELLED`], [`REQUEST_LATENCY`], and authentication
+    //! [`AUTH_ATTEMPTS`].
+    //!
+    //! # Verbosity
+    //!
+    //! The configuration's [`Telemetry`](nova_proto::Telemetry) (set by its
+    //! profile) decides: counters and the gauge at every level; the latency
+    //! histograms ([`REQUEST_LATENCY`], [`SUBSCRIPTION_LATENCY`]) from the
+    //! standard level on; [`PONG_RTT`] at the detailed level only. Connection
+    //! events (`connection_events`), error events (`error_events`) and
+    //! per-message events (`message_events`) are switched separately.
+
     /// Transports opened or attempted (DNS, TCP, TLS), the first included.
     pub const CONNECTIONS_STARTED: &str = "nova_connections_started_total";
     /// WebSocket upgrades that succeeded.
@@ -39,6 +75,47 @@ pub mod names {
     pub const BYTES_SENT: &str = "nova_bytes_sent_total";
     /// Round-trip time of answered keepalive pings, in seconds (detailed level).
     pub const PONG_RTT: &str = "nova_pong_rtt_seconds";
+
+    /// Requests written (first sends and re-sends after a reconnect).
+    pub const REQUESTS_SENT: &str = "nova_requests_sent_total";
+    /// Requests answered with a success.
+    pub const REQUESTS_COMPLETED: &str = "nova_requests_completed_total";
+    /// Requests answered with a service error.
+    pub const REQUESTS_FAILED: &str = "nova_requests_failed_total";
+    /// Requests that got no answer within their timeout.
+    pub const REQUESTS_TIMED_OUT: &str = "nova_requests_timed_out_total";
+    /// Requests cancelled by the application (a dropped future).
+    pub const REQUESTS_CANCELLED: &str = "nova_requests_cancelled_total";
+    /// Requests failed because their connection dropped (not idempotent).
+    pub const REQUESTS_LOST: &str = "nova_requests_lost_total";
+    /// Time from a request to its answer (any answer), in seconds (standard
+    /// level and above).
+    pub const REQUEST_LATENCY: &str = "nova_request_latency_seconds";
+    /// Subscribe requests written (batches): the design notes'
+    /// "subscription started".
+    pub const SUBSCRIBE_REQUESTS: &str = "nova_subscribe_requests_total";
+    /// Subscriptions confirmed on the current connection (a gauge).
+    pub const SUBSCRIPTIONS_ACTIVE: &str = "nova_subscriptions_active";
+    /// Time from a subscribe request to its confirmation, in seconds
+    /// (standard level and above): the design notes' "subscription completed".
+    pub const SUBSCRIPTION_LATENCY: &str = "nova_subscription_latency_seconds";
+    /// Subscriptions confirmed by the restore after a reconnect.
+    pub const SUBSCRIPTIONS_RESTORED: &str = "nova_subscriptions_restored_total";
+    /// Subscriptions that failed (refused, timed out, not encodable).
+    pub const SUBSCRIPTIONS_FAILED: &str = "nova_subscriptions_failed_total";
+    /// Subscription data discarded because its stream had been dropped
+    /// (async drivers).
+    pub const SUBSCRIPTION_DATA_DISCARDED: &str = "nova_subscription_data_discarded_total";
+    /// Authentication requests written (first and renewals).
+    pub const AUTH_ATTEMPTS: &str = "nova_auth_attempts_total";
+    /// Authentications refused or timed out.
+    pub const AUTH_FAILURES: &str = "nova_auth_failures_total";
+    /// Application heartbeats left unanswered.
+    pub const HEARTBEATS_MISSED: &str = "nova_heartbeats_missed_total";
+    /// Inbound messages the adapter could not decode.
+    pub const MALFORMED: &str = "nova_malformed_messages_total";
+    /// Errors the service reported outside requests.
+    pub const SERVICE_ERRORS: &str = "nova_service_errors_total";
 }
 
 /// Every value of the `reason` label of [`names::DISCONNECTS`] (and the
@@ -72,6 +149,61 @@ pub struct Telemetry {
     bytes_received: Counter,
     bytes_sent: Counter,
     pong_rtt: Option<Histogram>,
+    session: SessionMetrics,
+}
+
+/// The behaviour layer's metrics.
+struct SessionMetrics {
+    last: SessionStats,
+    /// What the gauge was computed from: subscriptions held, confirmations,
+    /// readiness (a drop makes every subscription inactive at once).
+    gauge_basis: (usize, u64, Readiness),
+    requests_sent: Counter,
+    requests_completed: Counter,
+    requests_failed: Counter,
+    requests_timed_out: Counter,
+    requests_cancelled: Counter,
+    requests_lost: Counter,
+    subscribe_requests: Counter,
+    subscriptions_restored: Counter,
+    subscriptions_failed: Counter,
+    data_discarded: Counter,
+    auth_attempts: Counter,
+    auth_failures: Counter,
+    heartbeats_missed: Counter,
+    malformed: Counter,
+    service_errors: Counter,
+    subscriptions_active: Gauge,
+    request_latency: Option<Histogram>,
+    subscription_latency: Option<Histogram>,
+}
+
+impl SessionMetrics {
+    fn new(client: &Arc<str>, standard: bool) -> SessionMetrics {
+        let label = || [("client", client.to_string())];
+        SessionMetrics {
+            last: SessionStats::default(),
+            gauge_basis: (0, 0, Readiness::Offline),
+            requests_sent: metrics::counter!(names::REQUESTS_SENT, &label()),
+            requests_completed: metrics::counter!(names::REQUESTS_COMPLETED, &label()),
+            requests_failed: metrics::counter!(names::REQUESTS_FAILED, &label()),
+            requests_timed_out: metrics::counter!(names::REQUESTS_TIMED_OUT, &label()),
+            requests_cancelled: metrics::counter!(names::REQUESTS_CANCELLED, &label()),
+            requests_lost: metrics::counter!(names::REQUESTS_LOST, &label()),
+            subscribe_requests: metrics::counter!(names::SUBSCRIBE_REQUESTS, &label()),
+            subscriptions_restored: metrics::counter!(names::SUBSCRIPTIONS_RESTORED, &label()),
+            subscriptions_failed: metrics::counter!(names::SUBSCRIPTIONS_FAILED, &label()),
+            data_discarded: metrics::counter!(names::SUBSCRIPTION_DATA_DISCARDED, &label()),
+            auth_attempts: metrics::counter!(names::AUTH_ATTEMPTS, &label()),
+            auth_failures: metrics::counter!(names::AUTH_FAILURES, &label()),
+            heartbeats_missed: metrics::counter!(names::HEARTBEATS_MISSED, &label()),
+            malformed: metrics::counter!(names::MALFORMED, &label()),
+            service_errors: metrics::counter!(names::SERVICE_ERRORS, &label()),
+            subscriptions_active: metrics::gauge!(names::SUBSCRIPTIONS_ACTIVE, &label()),
+            request_latency: standard.then(|| metrics::histogram!(names::REQUEST_LATENCY, &label())),
+            subscription_latency: standard.then(|| metrics::histogram!(names::SUBSCRIPTION_LATENCY, &label())),
+        }
+    }
 }
 
 impl Telemetry {
@@ -80,7 +212,9 @@ impl Telemetry {
     pub fn new(settings: nova_proto::Telemetry, client: Arc<str>) -> Telemetry {
         let label = || [("client", client.to_string())];
         let detailed = settings.level >= TelemetryLevel::Detailed;
+        let standard = settings.level >= TelemetryLevel::Standard;
         Telemetry {
+            session: SessionMetrics::new(&client, standard),
             connections_started: metrics::counter!(names::CONNECTIONS_STARTED, &label()),
             connections_opened: metrics::counter!(names::CONNECTIONS_OPENED, &label()),
             reconnects: metrics::counter!(names::RECONNECTS, &label()),
@@ -122,6 +256,52 @@ impl Telemetry {
             }
         }
         self.last = *stats;
+    }
+
+    /// Adds what the behaviour layer did since the last call to its
+    /// counters, and updates the subscriptions gauge. Once per turn, after
+    /// draining the session, like [`count`](Self::count).
+    pub fn session(&mut self, session: &Session) {
+        let m = &mut self.session;
+        let stats = session.session_stats();
+        if *stats != m.last {
+            let last = &m.last;
+            for (counter, now, before) in [
+                (&m.requests_sent, stats.requests_sent, last.requests_sent),
+                (&m.requests_completed, stats.requests_completed, last.requests_completed),
+                (&m.requests_failed, stats.requests_failed, last.requests_failed),
+                (&m.requests_timed_out, stats.requests_timed_out, last.requests_timed_out),
+                (&m.requests_cancelled, stats.requests_cancelled, last.requests_cancelled),
+                (&m.requests_lost, stats.requests_lost, last.requests_lost),
+                (&m.subscribe_requests, stats.subscribe_requests, last.subscribe_requests),
+                (&m.subscriptions_restored, stats.subscriptions_restored, last.subscriptions_restored),
+                (&m.subscriptions_failed, stats.subscriptions_failed, last.subscriptions_failed),
+                (&m.auth_attempts, stats.auth_attempts, last.auth_attempts),
+                (&m.auth_failures, stats.auth_failures, last.auth_failures),
+                (&m.heartbeats_missed, stats.heartbeats_missed, last.heartbeats_missed),
+                (&m.malformed, stats.malformed, last.malformed),
+                (&m.service_errors, stats.service_errors, last.service_errors),
+            ] {
+                if now > before {
+                    counter.increment(now - before);
+                }
+            }
+            m.last = *stats;
+        }
+        // Counting the active subscriptions walks them all: only when what
+        // it depends on changed, not on every turn with data.
+        let subs = session.subscriptions();
+        let basis = (subs.len(), stats.subscriptions_confirmed, session.readiness());
+        if basis != m.gauge_basis {
+            m.gauge_basis = basis;
+            #[allow(clippy::cast_precision_loss)] // a count of subscriptions, far below 2^52
+            m.subscriptions_active.set(subs.active() as f64);
+        }
+    }
+
+    /// Counts subscription data discarded because its stream was gone.
+    pub fn discarded(&self) {
+        self.session.data_discarded.increment(1);
     }
 
     /// Logs every state change since the last call, at debug level (the
@@ -181,6 +361,46 @@ impl Telemetry {
             }
             Event::Unsent { message, reason } => {
                 tracing::debug!(?reason, len = message.len(), "message not sent");
+            }
+            Event::Ready { restored, failed } if connection => {
+                tracing::info!(restored, failed, "session ready");
+            }
+            Event::AuthFailed { reason, retry } if self.settings.error_events => {
+                tracing::warn!(%reason, retry, "authentication failed");
+            }
+            Event::Subscribed { id, latency } => {
+                if let Some(histogram) = &self.session.subscription_latency {
+                    histogram.record(latency.as_secs_f64());
+                }
+                if connection && self.settings.level >= TelemetryLevel::Detailed {
+                    tracing::info!(id = id.0, ?latency, "subscribed");
+                } else if connection {
+                    tracing::debug!(id = id.0, ?latency, "subscribed");
+                }
+            }
+            Event::SubscriptionFailed { id, error } if self.settings.error_events => {
+                tracing::warn!(id = id.0, %error, "subscription failed");
+            }
+            Event::Unsubscribed { id } if connection => {
+                tracing::debug!(id = id.0, "unsubscribed");
+            }
+            Event::ServiceError { error, strategy } if self.settings.error_events => {
+                tracing::warn!(%error, ?strategy, "service error");
+            }
+            Event::Malformed { error, message } if self.settings.error_events => {
+                tracing::debug!(%error, len = message.len(), "malformed message");
+            }
+            Event::HeartbeatMissed { missed, limit } if self.settings.error_events => {
+                tracing::warn!(missed, limit, "heartbeat missed");
+            }
+            Event::Response { id, result, latency } => {
+                if let Some(histogram) = &self.session.request_latency {
+                    histogram.record(latency.as_secs_f64());
+                }
+                if self.settings.message_events {
+                    let error = result.as_ref().err().map(ToString::to_string);
+                    tracing::trace!(id = id.0, ?latency, ?error, "request answered");
+                }
             }
             Event::Closed(closed) if connection => {
                 tracing::info!(

@@ -23,6 +23,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! With an adapter ([`Connector::adapter`]), [`Client::request`] sends a
+//! request and blocks until its answer (bounded by the request's timeout),
+//! and [`Client::subscribe`] subscribes; the subscription's data comes out
+//! of [`Client::next_event`] as [`Event::Data`].
+//!
 //! Nothing runs between calls: the connection is driven only while a method
 //! waits (keepalive pings, reconnects and reads happen then). A thread that
 //! sends and then does other work for a long time should call
@@ -36,6 +41,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
 use nova_driver::shared::never_opened;
+use nova_proto::session::{
+    RequestError, RequestOptions, RequestPayload, SubscribeError, SubscribeOptions, SubscriptionId, Topic,
+};
 use nova_proto::{CloseCode, CloseError, Closed, Message, SendError, SendOptions};
 
 use crate::{Connection, Connector, Event, IntoConfig, StartError};
@@ -181,6 +189,76 @@ impl Client {
     /// As [`Connection::ping`].
     pub fn ping(&mut self, payload: impl Into<Bytes>) -> Result<(), SendError> {
         self.connection.ping(payload)?;
+        self.flush();
+        Ok(())
+    }
+
+    /// Sends a request through the session's adapter and waits for its
+    /// answer: at most the request's timeout (its `options`, else the
+    /// session's request timeout), whatever the network does.
+    ///
+    /// Other events that arrive meanwhile stay queued, in order, for
+    /// [`next_event`](Self::next_event). They count against the event
+    /// queue's bound: when it is full the connection stops decoding, so the
+    /// answer cannot be read and the request times out. Keep reading events
+    /// between requests on a busy connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::request`] at once; then the answer's:
+    /// [`RequestError::Service`], [`RequestError::Timeout`],
+    /// [`RequestError::ConnectionLost`], [`RequestError::Closed`]. Should
+    /// polling the OS fail, the request is cancelled
+    /// ([`RequestError::Cancelled`]).
+    pub fn request(
+        &mut self,
+        payload: impl Into<RequestPayload>,
+        options: RequestOptions,
+    ) -> Result<Message, RequestError> {
+        let id = self.connection.request(payload, options)?;
+        self.flush();
+        loop {
+            if let Some(result) = self.connection.take_response(id) {
+                return result;
+            }
+            if self.connection.is_closed() {
+                // The session answers every request before it closes: only
+                // an answer already taken elsewhere could get here.
+                return Err(RequestError::Closed);
+            }
+            if self.turn(None).is_err() {
+                self.connection.cancel(id);
+                let _ = self.connection.take_response(id);
+                return Err(RequestError::Cancelled);
+            }
+        }
+    }
+
+    /// Subscribes to `topic` through the session's adapter; the returned id
+    /// stays the same across reconnects. Its data comes out of
+    /// [`next_event`](Self::next_event) as [`Event::Data`], its
+    /// confirmation as [`Event::Subscribed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::subscribe`].
+    pub fn subscribe(
+        &mut self,
+        topic: impl Into<Topic>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let id = self.connection.subscribe(topic, options)?;
+        self.flush();
+        Ok(id)
+    }
+
+    /// Unsubscribes; [`Event::Unsubscribed`] follows once the server confirms.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::unsubscribe`].
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), SubscribeError> {
+        self.connection.unsubscribe(id)?;
         self.flush();
         Ok(())
     }

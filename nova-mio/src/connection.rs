@@ -22,8 +22,12 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, transport_down};
 use nova_driver::shared::{Telemetry, event_from_core, event_weight};
+use nova_proto::session::{
+    Readiness, RequestError, RequestId, RequestOptions, RequestPayload, SessionStats, SubscribeError, SubscribeOptions,
+    SubscriptionId, Topic,
+};
 use nova_proto::{
-    Client, CloseCode, CloseError, Closed, Config, Disconnect, Input, Message, Output, SendError, SendOptions, State,
+    CloseCode, CloseError, Closed, Config, Disconnect, Input, Message, Output, SendError, SendOptions, Session, State,
     Stats, Target, TransportDown,
 };
 
@@ -77,10 +81,28 @@ pub(crate) struct Settings {
 ///   to write what commands queued without waiting for the next turn;
 /// - **take** what happened with [`poll_event`](Self::poll_event);
 /// - **command** it: [`send`](Self::send), [`ping`](Self::ping),
-///   [`close`](Self::close). Commands only queue: the next driving call
-///   writes (and `poll_timeout` says so by returning a time already passed).
+///   [`close`](Self::close), and with an adapter
+///   ([`Connector::adapter`](crate::Connector::adapter))
+///   [`request`](Self::request), [`subscribe`](Self::subscribe),
+///   [`unsubscribe`](Self::unsubscribe), [`cancel`](Self::cancel).
+///   Commands only queue: the next driving call writes (and `poll_timeout`
+///   says so by returning a time already passed).
+///
+/// # Requests and subscriptions
+///
+/// A caller-owned loop has no futures: [`request`](Self::request) returns
+/// the id the session gave the request, and its answer comes out of
+/// [`poll_event`](Self::poll_event) as [`Event::Response`] with that id
+/// (exactly one per accepted request: the answer, a service error, or why
+/// there is none: timeout, cancellation, lost connection, end of the
+/// session). Subscription data comes out as [`Event::Data`] under the
+/// subscription's stable id, across reconnects. Both take their place in
+/// the one bounded event queue, in order with the other events, and count
+/// against its bounds like messages do.
 pub struct Connection {
-    client: Client,
+    /// The core: a [`Session`], which with the default `Raw` adapter is a
+    /// bare `Client`, output for output.
+    client: Session,
     token: Token,
     settings: Settings,
     resolver: Box<dyn Resolve>,
@@ -180,7 +202,7 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     pub(crate) fn new(
-        client: Client,
+        client: Session,
         token: Token,
         settings: Settings,
         resolver: Box<dyn Resolve>,
@@ -348,6 +370,64 @@ impl Connection {
         self.client.close(Instant::now(), code.into(), reason)
     }
 
+    /// Sends a request through the session's adapter; its answer comes out of
+    /// [`poll_event`](Self::poll_event) as [`Event::Response`] with the
+    /// returned id, within the request's timeout at the latest. Before the
+    /// session is ready it waits (unless `options` let it go before).
+    ///
+    /// # Errors
+    ///
+    /// The session's: [`RequestError::Closed`],
+    /// [`RequestError::TooManyPending`], [`RequestError::QueueFull`],
+    /// [`RequestError::Encode`] (from the adapter), [`RequestError::Send`],
+    /// [`RequestError::RateLimited`]. No `Event::Response` follows an error.
+    pub fn request(
+        &mut self,
+        payload: impl Into<RequestPayload>,
+        options: RequestOptions,
+    ) -> Result<RequestId, RequestError> {
+        self.dirty = true;
+        self.client.request(Instant::now(), payload.into(), options)
+    }
+
+    /// Cancels a pending request: its [`Event::Response`] comes at once with
+    /// [`RequestError::Cancelled`], and an answer that arrives later is
+    /// dropped. Returns whether it was pending.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        self.dirty = true;
+        self.client.cancel(Instant::now(), id)
+    }
+
+    /// Subscribes to `topic` through the session's adapter. The id stays the
+    /// same across reconnects (the session restores the subscription and
+    /// maps the server's new id back to it); its data comes out of
+    /// [`poll_event`](Self::poll_event) as [`Event::Data`], its confirmation
+    /// as [`Event::Subscribed`] (or [`Event::SubscriptionFailed`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Duplicate`], [`SubscribeError::TooMany`],
+    /// [`SubscribeError::Closed`], [`SubscribeError::Failed`].
+    pub fn subscribe(
+        &mut self,
+        topic: impl Into<Topic>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        self.dirty = true;
+        self.client.subscribe(Instant::now(), topic, options)
+    }
+
+    /// Unsubscribes; [`Event::Unsubscribed`] follows once the server
+    /// confirms, and data for it comes until then.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Unknown`] for a subscription the session does not hold.
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), SubscribeError> {
+        self.dirty = true;
+        self.client.unsubscribe(Instant::now(), id)
+    }
+
     /// Replaces the configuration from the next connection attempt on (a
     /// resume URL, a refreshed token). The current connection is not touched.
     pub fn set_config(&mut self, config: impl Into<Arc<Config>>) {
@@ -381,9 +461,26 @@ impl Connection {
         self.client.stats()
     }
 
-    /// The core, for its getters (history, configuration, queue lengths).
-    pub fn client(&self) -> &Client {
+    /// The core, for its getters (history, configuration, queue lengths,
+    /// subscriptions): a [`Session`], the client plus the adapter's behaviour.
+    pub fn client(&self) -> &Session {
         &self.client
+    }
+
+    /// Whether the session is ready: connected, authenticated (if the
+    /// adapter authenticates) and its subscriptions restored.
+    pub fn is_ready(&self) -> bool {
+        self.client.is_ready()
+    }
+
+    /// How far the session is on the current connection.
+    pub fn readiness(&self) -> Readiness {
+        self.client.readiness()
+    }
+
+    /// The behaviour layer's counters.
+    pub fn session_stats(&self) -> &SessionStats {
+        self.client.session_stats()
     }
 
     /// Payload bytes sent and not written to the socket yet: the core's
@@ -419,6 +516,18 @@ impl Connection {
     /// Why the last connection or attempt ended, if one did.
     pub(crate) fn last_disconnect(&self) -> Option<&Disconnect> {
         self.last_disconnect.as_ref()
+    }
+
+    /// Takes the [`Event::Response`] for `id` out of the event queue,
+    /// wherever it is, leaving every other event in order.
+    pub(crate) fn take_response(&mut self, id: RequestId) -> Option<Result<Message, RequestError>> {
+        let at = self.events.iter().position(|e| matches!(e, Event::Response { id: got, .. } if *got == id))?;
+        let event = self.events.remove(at)?;
+        self.event_bytes -= event_weight(&event);
+        match event {
+            Event::Response { result, .. } => Some(result),
+            _ => None,
+        }
     }
 
     /// The `Closed` event waiting in the queue, if any.

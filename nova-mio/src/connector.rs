@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Registry, Token};
-use nova_driver::shared;
+use nova_driver::shared::{self, Behaviour};
 use nova_driver::{IntoConfig, Tls};
-use nova_proto::{Client, Config, ConfigError};
+use nova_proto::session::{Adapter, SessionConfig};
+use nova_proto::{Config, ConfigError};
 
 use crate::connection::{Bounds, Connection, Settings};
 
@@ -100,6 +101,8 @@ pub struct Connector {
     /// Only a driver that shares its thread with other work bounds a turn.
     read_budget: usize,
     resolver: Box<dyn Resolve>,
+    /// The adapter and the session's settings.
+    behaviour: Behaviour,
 }
 
 impl std::fmt::Debug for Connector {
@@ -108,6 +111,7 @@ impl std::fmt::Debug for Connector {
             .field("config", &self.config)
             .field("settings", &self.settings)
             .field("read_budget", &self.read_budget)
+            .field("behaviour", &self.behaviour)
             .finish_non_exhaustive()
     }
 }
@@ -120,7 +124,27 @@ impl Connector {
             settings: shared::Settings::default(),
             read_budget: DEFAULT_READ_BUDGET,
             resolver: Box::new(SystemResolver),
+            behaviour: Behaviour::default(),
         }
+    }
+
+    /// The service's behaviour: how requests, subscriptions, authentication
+    /// and heartbeats look on the wire (the JSON-RPC 2.0 one is
+    /// [`JsonRpc`](nova_proto::session::json::JsonRpc)). Enables
+    /// [`Connection::request`](crate::Connection::request) and
+    /// [`Connection::subscribe`](crate::Connection::subscribe), and the
+    /// behaviour layer's events. By default a connection has the
+    /// [`Raw`](nova_proto::session::Raw) adapter: a plain WebSocket client.
+    pub fn adapter(mut self, adapter: impl Adapter + Send + 'static) -> Connector {
+        self.behaviour.set_adapter(Box::new(adapter));
+        self
+    }
+
+    /// The behaviour layer's limits and timeouts, instead of those of the
+    /// configuration's profile ([`SessionConfig::for_profile`]).
+    pub fn session_config(mut self, settings: SessionConfig) -> Connector {
+        self.behaviour.set_settings(settings);
+        self
     }
 
     /// Which certificates `wss://` trusts (Mozilla's roots by default).
@@ -221,7 +245,7 @@ impl Connector {
         let tls = shared.tls_config().map_err(StartError::Tls)?;
         let span = shared.span(&config);
         let telemetry = shared.telemetry(&config);
-        let client = Client::new(config, shared.seed(), now);
+        let client = self.behaviour.session(config, shared.seed(), now);
         let settings = Settings {
             tls,
             nodelay: shared.nodelay(),

@@ -105,6 +105,23 @@
 //! in one buffer per turn (one `write`, or one vectored write of TLS records),
 //! up to 256 KiB.
 //!
+//! # Requests and subscriptions
+//!
+//! With an adapter ([`Connector::adapter`], e.g. nova-proto's
+//! [`JsonRpc`](nova_proto::session::json::JsonRpc)) the connection holds a
+//! behaviour-layer [`Session`](nova_proto::Session): authentication on
+//! every open, request/response correlation, subscriptions restored after
+//! each reconnect, application heartbeats. There are no futures in a
+//! caller-owned loop: [`Connection::request`] returns the request's id and
+//! its answer comes out of [`Connection::poll_event`] as
+//! [`Event::Response`] with that id (exactly one per accepted request,
+//! within its timeout at the latest); subscription data comes out as
+//! [`Event::Data`] under the subscription's stable id. These two variants
+//! are nova-mio's: the async drivers hand answers and data to futures and
+//! streams instead. Without an adapter (the default
+//! [`Raw`](nova_proto::session::Raw)) nothing changes: a plain WebSocket
+//! client. [`blocking::Client::request`] waits for the answer.
+//!
 //! # Names and addresses
 //!
 //! A URL whose host is an IP literal (`ws://127.0.0.1:9001`,

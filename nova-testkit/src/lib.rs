@@ -20,7 +20,9 @@
 //!    ping and check the pongs, ignore pings or go silent (a dead peer), drop,
 //!    reset or close after a delay or N messages, send malformed bytes. TLS with
 //!    a certificate generated at start ([`TestCa`]). Every frame it receives is
-//!    recorded, with its masking checked ([`ConnectionLog`]). A client that
+//!    recorded, with its masking checked ([`ConnectionLog`]). For
+//!    behaviour-layer clients, [`JsonRpcService`] is a ready JSON-RPC 2.0
+//!    handler (authentication, requests, `eth_subscribe`). A client that
 //!    stops reading holds the server back (pushes wait) instead of making it
 //!    buffer without bound.
 //! 3. **[`FaultProxy`]**: a TCP proxy between any client and any server on
@@ -149,6 +151,7 @@
 mod behavior;
 mod engine;
 pub mod faults;
+pub mod jsonrpc;
 mod peer;
 pub mod proxy;
 mod record;
@@ -160,6 +163,7 @@ pub mod tls;
 pub use behavior::{Behavior, Handler};
 pub use engine::Handshake;
 pub use faults::{Delivery, Direction, Faults, Pipe};
+pub use jsonrpc::JsonRpcService;
 pub use peer::{Frame, Request};
 pub use proxy::{FaultProxy, FaultProxyBuilder};
 pub use record::{ConnectionLog, Ended, Entry, Logged, Transcript};

@@ -1,9 +1,11 @@
 //! nova-driver's application-facing API (`Handle`, `Events`,
 //! `MessageSink`, `Connector`) under every async runtime: each test body is
 //! written once and runs under tokio (nova-tokio), async-std and smol
-//! (nova-async-std).
+//! (nova-async-std). `session` covers the behaviour layer through the
+//! handle: requests, subscriptions and authentication with a JSON-RPC adapter.
 
 #[macro_use]
 mod support;
 mod driver;
 mod edges;
+mod session;

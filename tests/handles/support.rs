@@ -104,6 +104,18 @@ impl AnyConnector {
         each!(self, c => c.read_chunk(bytes))
     }
 
+    pub fn adapter(self, adapter: impl nova_proto::session::Adapter + Send + 'static) -> AnyConnector {
+        each!(self, c => c.adapter(adapter))
+    }
+
+    pub fn session_config(self, settings: nova_proto::session::SessionConfig) -> AnyConnector {
+        each!(self, c => c.session_config(settings))
+    }
+
+    pub fn subscription_capacity(self, messages: usize) -> AnyConnector {
+        each!(self, c => c.subscription_capacity(messages))
+    }
+
     pub async fn connect(self) -> Result<(Handle, Events), ConnectError> {
         match self {
             AnyConnector::Tokio(c) => c.connect().await,
