@@ -102,7 +102,7 @@ pub mod runtime;
 pub use nova_driver::{self, nova_proto};
 pub use nova_driver::{
     ConnectError, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_CHUNK,
-    DEFAULT_SEND_BUFFER, Event, Events, Handle, IntoConfig, MessageSink, NeverOpened, Tls, metrics_names,
+    DEFAULT_SEND_BUFFER, Event, Events, Handle, IntoConfig, MessageSink, NeverOpened, Overflow, Tls, metrics_names,
 };
 pub use nova_proto::{CloseCode, Config, Message};
 pub use runtime::AsyncIo;

@@ -29,6 +29,27 @@ pub const DEFAULT_SEND_BUFFER: usize = 1 << 20;
 /// connector's `read_chunk`): 16 KiB, the largest TLS record.
 pub const DEFAULT_READ_CHUNK: usize = 16 << 10;
 
+/// What the driver does when the event queue is full and another message
+/// arrives ([`Connector::overflow`]).
+///
+/// Only [`Event::Message`](crate::Event::Message) is ever dropped: session
+/// events (opened, disconnected, closed, unsent, ...) are always delivered.
+/// Not to be confused with [`nova_proto::Overflow`], the policy of the
+/// *outbound* queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Stop reading the socket until the application makes room: TCP slows
+    /// the server down, nothing is lost. The default.
+    #[default]
+    Block,
+    /// Drop the oldest waiting message to make room: the application sees
+    /// the latest data (market data, where a stale tick is worthless).
+    DropOldest,
+    /// Drop the message that arrived: what is waiting is kept.
+    DropNewest,
+}
+
 /// Anything a session can be configured from: a URL (`&str`, `String`), a
 /// [`Config`], an `Arc<Config>` or a [`ConfigBuilder`]. Every driver's
 /// connector takes one.
@@ -152,6 +173,12 @@ pub struct Connector<R> {
     settings: Settings,
     /// Only the async drivers' handles wait for room to send.
     send_buffer: usize,
+    /// What a full event queue does with one more message. Only the async
+    /// loop has the policy (`nova-mio` keeps its own queue), so it is not in
+    /// [`Settings`].
+    overflow: Overflow,
+    /// The backlog warning's mark, as a fraction of the event queue's bounds.
+    backlog_warning: Option<f64>,
     /// The runtime given with [`Connector::runtime`]; by default, the
     /// caller's at start.
     runtime: Option<R>,
@@ -163,6 +190,8 @@ impl<R> std::fmt::Debug for Connector<R> {
             .field("config", &self.config)
             .field("settings", &self.settings)
             .field("send_buffer", &self.send_buffer)
+            .field("overflow", &self.overflow)
+            .field("backlog_warning", &self.backlog_warning)
             .field("runtime", &if self.runtime.is_some() { "given" } else { "current" })
             .finish()
     }
@@ -175,6 +204,8 @@ impl<R> Connector<R> {
             config: config.into_config(),
             settings: Settings::default(),
             send_buffer: DEFAULT_SEND_BUFFER,
+            overflow: Overflow::Block,
+            backlog_warning: None,
             runtime: None,
         }
     }
@@ -193,9 +224,30 @@ impl<R> Connector<R> {
     }
 
     /// Most events waiting for the application (at least 1; 1024 by default).
-    /// A full queue pauses reading from the socket.
+    /// A full queue pauses reading from the socket, or drops messages (see
+    /// [`overflow`](Self::overflow)).
     pub fn event_capacity(mut self, events: usize) -> Connector<R> {
         self.settings.set_event_capacity(events);
+        self
+    }
+
+    /// What a full event queue does with one more message:
+    /// [`Overflow::Block`] (the default) stops reading the socket,
+    /// [`Overflow::DropOldest`] and [`Overflow::DropNewest`] keep reading and
+    /// drop a message, counted in [`Event::Overflow`](crate::Event::Overflow).
+    pub fn overflow(mut self, overflow: Overflow) -> Connector<R> {
+        self.overflow = overflow;
+        self
+    }
+
+    /// A high-water mark, as a fraction of the event queue's bounds (count
+    /// and bytes, whichever is crossed first): crossing it queues one
+    /// [`Event::Backlog`](crate::Event::Backlog), and another only after the
+    /// queue falls below half the mark. Off (`None`) by default; the design
+    /// notes suggest `0.8`. A fraction outside `0.0..=1.0` is clamped into
+    /// it; NaN turns the warning off.
+    pub fn backlog_warning(mut self, fraction: Option<f64>) -> Connector<R> {
+        self.backlog_warning = fraction.filter(|f| !f.is_nan()).map(|f| f.clamp(0.0, 1.0));
         self
     }
 
@@ -305,6 +357,8 @@ impl<R: Runtime> Connector<R> {
             event_bytes: settings.event_bytes(),
             max_buffered_input: settings.max_buffered_input(),
             send_buffer: self.send_buffer,
+            overflow: self.overflow,
+            backlog_warning: self.backlog_warning,
         };
         let shared = Arc::new(Shared::new(client, bounds));
         let settings =

@@ -1,9 +1,11 @@
 //! nova-driver's application-facing API (`Handle`, `Events`,
 //! `MessageSink`, `Connector`) under every async runtime: each test body is
 //! written once and runs under tokio (nova-tokio), async-std and smol
-//! (nova-async-std).
+//! (nova-async-std). `overflow` covers the event queue's overflow policies
+//! and backlog warning.
 
 #[macro_use]
 mod support;
 mod driver;
 mod edges;
+mod overflow;
