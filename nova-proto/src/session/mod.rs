@@ -22,6 +22,12 @@
 //!   the connection as dead; server heartbeats answered at once.
 //! - **errors**: service errors classified into a [`Strategy`]; malformed
 //!   messages reported with the message ([`Event::Malformed`]), never dropped.
+//! - **rate limits** ([`SessionConfig::rate_limits`], none by default):
+//!   everything the session sends, and plain sends on an open connection,
+//!   waits its turn in a bounded [`RateQueue`] charged
+//!   [`Adapter::cost`]; the queue's deadline is part of
+//!   [`poll_timeout`](Session::poll_timeout), and a service error's
+//!   retry-after pauses it.
 //!
 //! On every open: `Opened` → authenticate (wait, bounded by
 //! [`SessionConfig::auth_timeout`]) → restore subscriptions (wait for every

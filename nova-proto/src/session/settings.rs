@@ -32,6 +32,10 @@ pub struct SessionConfig {
     /// tokens of its [`OpClass`](crate::limits::OpClass) and waits in a
     /// bounded [`RateQueue`](crate::limits::RateQueue) while over the limit;
     /// a service error with a retry-after pauses the queue that long.
+    /// The queue is per connection and starts empty on each open, so the
+    /// restore's subscribe batches must fit in
+    /// [`max_queued`](RateLimits::max_queued): batches past it fail with
+    /// [`RequestError::RateLimited`](crate::session::RequestError::RateLimited).
     pub rate_limits: RateLimits,
 }
 
