@@ -33,6 +33,27 @@ pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1024;
 /// connector's `read_chunk`): 16 KiB, the largest TLS record.
 pub const DEFAULT_READ_CHUNK: usize = 16 << 10;
 
+/// What the driver does when the event queue is full and another message
+/// arrives ([`Connector::overflow`]).
+///
+/// Only [`Event::Message`](crate::Event::Message) is ever dropped: session
+/// events (opened, disconnected, closed, unsent, ...) are always delivered.
+/// Not to be confused with [`nova_proto::Overflow`], the policy of the
+/// *outbound* queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Stop reading the socket until the application makes room: TCP slows
+    /// the server down, nothing is lost. The default.
+    #[default]
+    Block,
+    /// Drop the oldest waiting message to make room: the application sees
+    /// the latest data (market data, where a stale tick is worthless).
+    DropOldest,
+    /// Drop the message that arrived: what is waiting is kept.
+    DropNewest,
+}
+
 /// Anything a session can be configured from: a URL (`&str`, `String`), a
 /// [`Config`], an `Arc<Config>` or a [`ConfigBuilder`]. Every driver's
 /// connector takes one.
@@ -160,6 +181,12 @@ pub struct Connector<R> {
     behaviour: Behaviour,
     /// Bound of each subscription's queue, in messages.
     subscription_capacity: usize,
+    /// What a full event queue does with one more message. Only the async
+    /// loop has the policy (`nova-mio` keeps its own queue), so it is not in
+    /// [`Settings`].
+    overflow: Overflow,
+    /// The backlog warning's mark, as a fraction of the event queue's bounds.
+    backlog_warning: Option<f64>,
     /// The runtime given with [`Connector::runtime`]; by default, the
     /// caller's at start.
     runtime: Option<R>,
@@ -173,6 +200,8 @@ impl<R> std::fmt::Debug for Connector<R> {
             .field("send_buffer", &self.send_buffer)
             .field("behaviour", &self.behaviour)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("overflow", &self.overflow)
+            .field("backlog_warning", &self.backlog_warning)
             .field("runtime", &if self.runtime.is_some() { "given" } else { "current" })
             .finish()
     }
@@ -187,6 +216,8 @@ impl<R> Connector<R> {
             send_buffer: DEFAULT_SEND_BUFFER,
             behaviour: Behaviour::default(),
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
+            overflow: Overflow::Block,
+            backlog_warning: None,
             runtime: None,
         }
     }
@@ -237,9 +268,30 @@ impl<R> Connector<R> {
     }
 
     /// Most events waiting for the application (at least 1; 1024 by default).
-    /// A full queue pauses reading from the socket.
+    /// A full queue pauses reading from the socket, or drops messages (see
+    /// [`overflow`](Self::overflow)).
     pub fn event_capacity(mut self, events: usize) -> Connector<R> {
         self.settings.set_event_capacity(events);
+        self
+    }
+
+    /// What a full event queue does with one more message:
+    /// [`Overflow::Block`] (the default) stops reading the socket,
+    /// [`Overflow::DropOldest`] and [`Overflow::DropNewest`] keep reading and
+    /// drop a message, counted in [`Event::Overflow`](crate::Event::Overflow).
+    pub fn overflow(mut self, overflow: Overflow) -> Connector<R> {
+        self.overflow = overflow;
+        self
+    }
+
+    /// A high-water mark, as a fraction of the event queue's bounds (count
+    /// and bytes, whichever is crossed first): crossing it queues one
+    /// [`Event::Backlog`](crate::Event::Backlog), and another only after the
+    /// queue falls below half the mark. Off (`None`) by default; the design
+    /// notes suggest `0.8`. A fraction outside `0.0..=1.0` is clamped into
+    /// it; NaN turns the warning off.
+    pub fn backlog_warning(mut self, fraction: Option<f64>) -> Connector<R> {
+        self.backlog_warning = fraction.filter(|f| !f.is_nan()).map(|f| f.clamp(0.0, 1.0));
         self
     }
 
@@ -350,6 +402,8 @@ impl<R: Runtime> Connector<R> {
             event_bytes: settings.event_bytes(),
             max_buffered_input: settings.max_buffered_input(),
             send_buffer: self.send_buffer,
+            overflow: self.overflow,
+            backlog_warning: self.backlog_warning,
         };
         let feeds = Feeds::new(self.subscription_capacity, settings.event_bytes());
         let shared = Arc::new(Shared::new(client, bounds, feeds));

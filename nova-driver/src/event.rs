@@ -135,6 +135,29 @@ pub enum Event {
         /// The message, as it came.
         message: Message,
     },
+    /// Messages were dropped because the event queue was full and the
+    /// connector's [`Overflow`](crate::Overflow) policy drops rather than
+    /// blocks. Coalesced: one notice for every drop since the last one,
+    /// delivered next, ahead of the events waiting (for
+    /// [`DropOldest`](crate::Overflow::DropOldest) that is where the gap
+    /// is). Only messages are ever dropped, never session events.
+    Overflow {
+        /// Messages dropped since the last notice.
+        dropped: u64,
+        /// Messages dropped since the session started.
+        total: u64,
+    },
+    /// The event queue crossed its high-water mark
+    /// ([`Connector::backlog_warning`](crate::Connector::backlog_warning)):
+    /// the application is falling behind. Once per crossing: the next one
+    /// comes only after the queue has fallen below half the mark. Delivered
+    /// next, ahead of the events waiting.
+    Backlog {
+        /// Events waiting when the mark was crossed.
+        queued: usize,
+        /// Message payload bytes waiting then.
+        bytes: usize,
+    },
 }
 
 impl Event {

@@ -354,7 +354,9 @@ impl Handle {
 /// The queue behind it is bounded
 /// ([`Connector::event_capacity`](crate::Connector::event_capacity)): while it
 /// is full the driver stops reading the socket, so TCP slows the server down
-/// instead of memory filling up. Keepalive pongs queue behind unread
+/// instead of memory filling up (the default [`Overflow::Block`](crate::Overflow::Block);
+/// the other [`Overflow`](crate::Overflow) policies drop messages instead,
+/// and say so with [`Event::Overflow`]). Keepalive pongs queue behind unread
 /// messages too, so an application that stops reading for longer than the
 /// keepalive's interval plus timeout sees its connection declared dead.
 ///

@@ -13,9 +13,10 @@
 //!   [`Client::poll_transmit`](nova_proto::Client::poll_transmit) (into one
 //!   write buffer, one write per turn) and
 //!   [`Client::poll_output`](nova_proto::Client::poll_output), bounds the
-//!   event queue by count and bytes and stops reading the socket when it is
-//!   full, and hands a closing transport to a short task that writes its
-//!   last bytes and shuts it;
+//!   event queue by count and bytes and, when it is full, stops reading the
+//!   socket or drops messages (the connector's [`Overflow`] policy), and
+//!   hands a closing transport to a short task that writes its last bytes
+//!   and shuts it;
 //! - the application's side: [`Handle`], [`Events`] (a
 //!   [`Stream`](futures_core::Stream)), [`MessageSink`] (a
 //!   [`Sink`](futures_sink::Sink)), [`Event`];
@@ -67,7 +68,7 @@ mod tls;
 
 pub use connector::{
     ConnectError, Connector, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT,
-    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, DEFAULT_SUBSCRIPTION_CAPACITY, IntoConfig, NeverOpened,
+    DEFAULT_READ_CHUNK, DEFAULT_SEND_BUFFER, DEFAULT_SUBSCRIPTION_CAPACITY, IntoConfig, NeverOpened, Overflow,
 };
 pub use event::Event;
 pub use handle::{Events, Handle, MessageSink};

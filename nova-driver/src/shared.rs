@@ -263,7 +263,7 @@ impl Behaviour {
 
     /// The session's settings for `config`: those given, else its profile's.
     pub fn settings(&self, config: &Config) -> SessionConfig {
-        self.settings.unwrap_or_else(|| SessionConfig::for_profile(config.profile()))
+        self.settings.clone().unwrap_or_else(|| SessionConfig::for_profile(config.profile()))
     }
 
     /// The core of a new session (not connected yet).

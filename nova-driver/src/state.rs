@@ -16,9 +16,9 @@ use std::task::{Context, Poll, Waker};
 
 use nova_proto::{Closed, Disconnect, Session};
 
-use crate::Event;
 use crate::request::Calls;
 use crate::subscription::Feeds;
+use crate::{Event, Overflow};
 
 /// Bounds of the driver's buffers.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,20 @@ pub(crate) struct Bounds {
     pub(crate) event_bytes: usize,
     pub(crate) max_buffered_input: usize,
     pub(crate) send_buffer: usize,
+    /// What a full event queue does with one more message.
+    pub(crate) overflow: Overflow,
+    /// The backlog warning's high-water mark, as a fraction of the bounds.
+    pub(crate) backlog_warning: Option<f64>,
+}
+
+impl Bounds {
+    /// The backlog warning's marks: (events, bytes), each at least 1.
+    fn backlog_marks(&self) -> Option<(usize, usize)> {
+        let fraction = self.backlog_warning?;
+        // Float to integer casts saturate; the fraction is within 0.0..=1.0.
+        let mark = |bound: usize| ((bound as f64 * fraction).ceil() as usize).max(1);
+        Some((mark(self.event_capacity), mark(self.event_bytes)))
+    }
 }
 
 pub(crate) struct Shared {
@@ -46,9 +60,21 @@ pub(crate) struct Inner {
     pub(crate) calls: Calls,
     /// Queues of the subscriptions whose streams are alive.
     pub(crate) feeds: Feeds,
+    /// A copy of the shared bounds, for the overflow policy.
+    bounds: Bounds,
     events: VecDeque<Event>,
     /// Payload bytes held in `events`.
     event_bytes: usize,
+    /// Messages dropped since the last `Event::Overflow` was handed out.
+    dropped: u64,
+    /// Messages dropped since the start.
+    dropped_total: u64,
+    /// An `Event::Backlog` waiting to be handed out: (events, bytes) queued
+    /// when the mark was crossed.
+    backlog: Option<(usize, usize)>,
+    /// The backlog warning may fire: the queue has been below half the mark
+    /// since it last did.
+    backlog_armed: bool,
     /// The event stream's task, waiting for an event.
     events_waker: Option<Waker>,
     /// The event stream was dropped: events are discarded.
@@ -81,8 +107,13 @@ impl Shared {
                 client,
                 calls: Calls::default(),
                 feeds,
+                bounds,
                 events: VecDeque::new(),
                 event_bytes: 0,
+                dropped: 0,
+                dropped_total: 0,
+                backlog: None,
+                backlog_armed: true,
                 events_waker: None,
                 events_gone: false,
                 write_wakers: Vec::new(),
@@ -108,30 +139,107 @@ impl Shared {
 }
 
 impl Inner {
-    /// Whether the event queue takes one more event.
+    /// Whether the driver may go on decoding and reading: the event queue
+    /// takes one more event, or the overflow policy drops messages rather
+    /// than wait for room.
     pub(crate) fn has_room(&self, bounds: &Bounds) -> bool {
-        self.events_gone
-            || self.events.is_empty()
-            || (self.events.len() < bounds.event_capacity && self.event_bytes < bounds.event_bytes)
+        self.events_gone || bounds.overflow != Overflow::Block || !self.is_full(bounds)
     }
 
-    /// Queues `event` for the stream (or drops it if nobody listens).
+    /// Whether the queue is at its bounds. An empty queue never is: one
+    /// message is always let through, however large.
+    fn is_full(&self, bounds: &Bounds) -> bool {
+        !self.events.is_empty()
+            && (self.events.len() >= bounds.event_capacity || self.event_bytes >= bounds.event_bytes)
+    }
+
+    /// Queues `event` for the stream (or drops it if nobody listens). A
+    /// message that finds the queue full is dropped, or makes room by
+    /// dropping the oldest message, as the overflow policy says; session
+    /// events always go in (the few past the bound are what the core had
+    /// already decided).
     pub(crate) fn push_event(&mut self, event: Event) {
         if self.events_gone {
             return;
         }
+        let bounds = self.bounds;
+        if matches!(event, Event::Message(_)) && self.is_full(&bounds) {
+            match bounds.overflow {
+                // The driver stops decoding when full; a message that still
+                // comes (decoded as the transport went down) goes in.
+                Overflow::Block => {}
+                Overflow::DropNewest => {
+                    self.count_drop();
+                    return;
+                }
+                Overflow::DropOldest => {
+                    while self.is_full(&bounds) {
+                        // Usually the front; only session events are passed over.
+                        let Some(index) = self.events.iter().position(|e| matches!(e, Event::Message(_))) else {
+                            break;
+                        };
+                        if let Some(old) = self.events.remove(index) {
+                            self.event_bytes -= old.weight();
+                            self.count_drop();
+                        }
+                    }
+                    if self.is_full(&bounds) {
+                        // Nothing but session events waits: the new message goes.
+                        self.count_drop();
+                        return;
+                    }
+                }
+            }
+        }
         self.event_bytes += event.weight();
         self.events.push_back(event);
+        self.check_backlog();
         if let Some(waker) = self.events_waker.take() {
             waker.wake();
         }
     }
 
+    fn count_drop(&mut self) {
+        self.dropped = self.dropped.saturating_add(1);
+        self.dropped_total = self.dropped_total.saturating_add(1);
+        // The notice is an event to hand out, though no event was queued.
+        if let Some(waker) = self.events_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Queues the backlog warning when the queue crosses the mark, once
+    /// until it falls below half the mark.
+    fn check_backlog(&mut self) {
+        let Some((events, bytes)) = self.bounds.backlog_marks() else {
+            return;
+        };
+        if self.backlog_armed && (self.events.len() >= events || self.event_bytes >= bytes) {
+            self.backlog_armed = false;
+            self.backlog = Some((self.events.len(), self.event_bytes));
+        } else if !self.backlog_armed
+            && self.events.len().saturating_mul(2) < events
+            && self.event_bytes.saturating_mul(2) < bytes
+        {
+            self.backlog_armed = true;
+        }
+    }
+
     /// The next event, and whether taking it made room the driver waits for.
+    /// The overflow and backlog warnings come first: they are about the
+    /// queue itself, and the application should know at once.
     pub(crate) fn pop_event(&mut self, bounds: &Bounds) -> Option<(Event, bool)> {
+        if self.dropped > 0 {
+            let dropped = std::mem::take(&mut self.dropped);
+            return Some((Event::Overflow { dropped, total: self.dropped_total }, false));
+        }
+        if let Some((queued, bytes)) = self.backlog.take() {
+            return Some((Event::Backlog { queued, bytes }, false));
+        }
         let was_full = !self.has_room(bounds);
         let event = self.events.pop_front()?;
         self.event_bytes -= event.weight();
+        self.check_backlog();
         Some((event, was_full))
     }
 
@@ -147,13 +255,15 @@ impl Inner {
         self.events_gone = true;
         self.events.clear();
         self.event_bytes = 0;
+        self.dropped = 0;
+        self.backlog = None;
         self.events_waker = None;
     }
 
     /// Whether the stream has seen everything: the driver is done and the
     /// queue is empty.
     pub(crate) fn events_done(&self) -> bool {
-        self.finished && self.events.is_empty()
+        self.finished && self.events.is_empty() && self.dropped == 0 && self.backlog.is_none()
     }
 
     /// Payload bytes sent and not written yet: the core's queue plus the
@@ -332,5 +442,145 @@ mod tests {
         register(&mut list, &waker);
         register(&mut list, &waker);
         assert_eq!(list.iter().filter(|w| w.will_wake(&waker)).count(), 1, "a waker is listed once");
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use std::time::Instant;
+
+    use nova_proto::{Config, Message, Session};
+
+    use super::{Bounds, Inner, Shared};
+    use crate::subscription::Feeds;
+    use crate::{Event, Overflow};
+
+    fn shared(overflow: Overflow, capacity: usize, backlog_warning: Option<f64>) -> Shared {
+        #[allow(clippy::disallowed_methods)]
+        let client = Session::raw(Config::new("ws://h/").unwrap(), [0; 32], Instant::now());
+        let bounds = Bounds {
+            event_capacity: capacity,
+            event_bytes: 1 << 20,
+            max_buffered_input: 1 << 20,
+            send_buffer: 1 << 20,
+            overflow,
+            backlog_warning,
+        };
+        Shared::new(client, bounds, Feeds::new(16, 1 << 20))
+    }
+
+    fn message(n: u32) -> Event {
+        Event::Message(Message::text(n.to_string()))
+    }
+
+    fn drain(inner: &mut Inner, bounds: &Bounds) -> Vec<Event> {
+        std::iter::from_fn(|| inner.pop_event(bounds).map(|(e, _)| e)).collect()
+    }
+
+    fn session_event() -> Event {
+        Event::Reconnecting { attempt: 1 }
+    }
+
+    #[test]
+    fn drop_newest_keeps_what_waits_and_counts_the_rest_in_one_notice() {
+        let shared = shared(Overflow::DropNewest, 3, None);
+        let mut inner = shared.lock();
+        inner.push_event(session_event());
+        for n in 0..10 {
+            inner.push_event(message(n));
+        }
+        assert!(inner.has_room(&shared.bounds), "a dropping queue never stops the driver");
+        let events = drain(&mut inner, &shared.bounds);
+        assert_eq!(events, [Event::Overflow { dropped: 8, total: 8 }, session_event(), message(0), message(1)]);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_latest_messages_and_every_session_event() {
+        let shared = shared(Overflow::DropOldest, 3, None);
+        let mut inner = shared.lock();
+        inner.push_event(session_event());
+        for n in 0..10 {
+            inner.push_event(message(n));
+        }
+        // Session events always go in, even past the bound.
+        inner.push_event(Event::Reconnecting { attempt: 2 });
+        let events = drain(&mut inner, &shared.bounds);
+        assert_eq!(
+            events,
+            [
+                Event::Overflow { dropped: 8, total: 8 },
+                session_event(),
+                message(8),
+                message(9),
+                Event::Reconnecting { attempt: 2 }
+            ]
+        );
+        // Later drops are a new notice; the total goes on.
+        for n in 0..4 {
+            inner.push_event(message(n));
+        }
+        assert_eq!(inner.pop_event(&shared.bounds).map(|(e, _)| e), Some(Event::Overflow { dropped: 1, total: 9 }));
+    }
+
+    #[test]
+    fn drop_oldest_drops_the_newest_when_only_session_events_wait() {
+        let shared = shared(Overflow::DropOldest, 2, None);
+        let mut inner = shared.lock();
+        inner.push_event(session_event());
+        inner.push_event(Event::Reconnecting { attempt: 2 });
+        inner.push_event(message(0));
+        let events = drain(&mut inner, &shared.bounds);
+        assert_eq!(
+            events,
+            [Event::Overflow { dropped: 1, total: 1 }, session_event(), Event::Reconnecting { attempt: 2 }]
+        );
+    }
+
+    #[test]
+    fn block_never_drops_and_reports_a_full_queue() {
+        let shared = shared(Overflow::Block, 2, None);
+        let mut inner = shared.lock();
+        inner.push_event(message(0));
+        assert!(inner.has_room(&shared.bounds));
+        inner.push_event(message(1));
+        assert!(!inner.has_room(&shared.bounds));
+        // A message decoded as the transport went down still goes in.
+        inner.push_event(message(2));
+        assert_eq!(drain(&mut inner, &shared.bounds), [message(0), message(1), message(2)]);
+    }
+
+    #[test]
+    fn the_backlog_warning_fires_once_per_crossing_with_hysteresis() {
+        let shared = shared(Overflow::Block, 10, Some(0.5));
+        let mut inner = shared.lock();
+        for n in 0..8 {
+            inner.push_event(message(n));
+        }
+        let first = inner.pop_event(&shared.bounds).map(|(e, _)| e);
+        assert_eq!(first, Some(Event::Backlog { queued: 5, bytes: 5 }));
+        // Down to 3 (not below half the mark of 5): still disarmed.
+        for _ in 0..5 {
+            let _ = inner.pop_event(&shared.bounds);
+        }
+        inner.push_event(message(8));
+        inner.push_event(message(9));
+        assert!(!drain(&mut inner, &shared.bounds).iter().any(|e| matches!(e, Event::Backlog { .. })));
+        // Empty: armed again.
+        for n in 0..5 {
+            inner.push_event(message(n));
+        }
+        assert_eq!(inner.pop_event(&shared.bounds).map(|(e, _)| e), Some(Event::Backlog { queued: 5, bytes: 5 }));
+    }
+
+    #[test]
+    fn a_finished_session_is_done_only_after_the_notices() {
+        let shared = shared(Overflow::DropNewest, 1, None);
+        let mut inner = shared.lock();
+        inner.push_event(message(0));
+        inner.push_event(message(1));
+        inner.finished = true;
+        assert!(!inner.events_done());
+        assert_eq!(drain(&mut inner, &shared.bounds), [Event::Overflow { dropped: 1, total: 1 }, message(0)]);
+        assert!(inner.events_done());
     }
 }

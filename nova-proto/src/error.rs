@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::message::{CloseCode, Message};
 
@@ -338,6 +338,19 @@ pub enum SendError {
         /// The limit.
         max: usize,
     },
+    /// Rate limits are configured
+    /// ([`SessionConfig::rate_limits`](crate::session::SessionConfig::rate_limits))
+    /// and their queue already holds
+    /// [`RateLimits::max_queued`](crate::limits::RateLimits::max_queued)
+    /// operations: the message is handed back. Room comes at `until`, when
+    /// the next waiting operation goes out.
+    #[error("the rate-limit queue is full")]
+    RateLimited {
+        /// The message.
+        message: Message,
+        /// When the queue next gives an operation out.
+        until: Instant,
+    },
     /// A ping payload longer than 125 bytes.
     #[error("ping payload of {0} bytes exceeds 125")]
     PingTooLong(usize),
@@ -351,7 +364,7 @@ impl SendError {
     pub fn into_message(self) -> Option<Message> {
         match self {
             SendError::NotOpen(m) | SendError::Closed(m) | SendError::QueueFull(m) => Some(m),
-            SendError::TooLarge { message, .. } => Some(message),
+            SendError::TooLarge { message, .. } | SendError::RateLimited { message, .. } => Some(message),
             SendError::PingTooLong(_) | SendError::PingNotOpen => None,
         }
     }

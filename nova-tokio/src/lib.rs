@@ -100,7 +100,7 @@ pub use nova_driver::{self, nova_proto};
 pub use nova_driver::{
     ConnectError, DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_CHUNK,
     DEFAULT_SEND_BUFFER, DEFAULT_SUBSCRIPTION_CAPACITY, Event, Events, Handle, IntoConfig, MessageSink, NeverOpened,
-    Request, Subscription, Tls, metrics_names,
+    Overflow, Request, Subscription, Tls, metrics_names,
 };
 pub use nova_proto::{CloseCode, Config, Message};
 pub use runtime::Tokio;

@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use nova_driver::{ConnectError, Events, Handle, IntoConfig, Tls};
+use nova_driver::{ConnectError, Events, Handle, IntoConfig, Overflow, Tls};
 
 /// Every wait in a test is bounded by this; a test that hangs fails instead.
 pub const BOUND: Duration = Duration::from_secs(10);
@@ -94,6 +94,14 @@ impl AnyConnector {
 
     pub fn event_bytes(self, bytes: usize) -> AnyConnector {
         each!(self, c => c.event_bytes(bytes))
+    }
+
+    pub fn overflow(self, overflow: Overflow) -> AnyConnector {
+        each!(self, c => c.overflow(overflow))
+    }
+
+    pub fn backlog_warning(self, fraction: Option<f64>) -> AnyConnector {
+        each!(self, c => c.backlog_warning(fraction))
     }
 
     pub fn send_buffer(self, bytes: usize) -> AnyConnector {

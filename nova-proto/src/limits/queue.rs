@@ -222,6 +222,18 @@ impl<T> RateQueue<T> {
         best
     }
 
+    /// Keeps only the waiting operations for which `keep` is true (an
+    /// operation the caller no longer wants sent: a cancelled or expired
+    /// request), so it neither takes tokens when it would have gone nor a
+    /// place in the bound. The others keep their order. Allocates nothing.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for (_, queue) in &mut self.classes {
+            queue.retain(|e| keep(&e.item));
+        }
+        self.classes.retain(|(_, q)| !q.is_empty());
+        self.len = self.classes.iter().map(|(_, q)| q.len()).sum();
+    }
+
     /// Hands back every waiting operation, oldest first (for a connection
     /// that ended, or a session that closes).
     pub fn drain(&mut self) -> Vec<T> {
@@ -400,6 +412,22 @@ mod tests {
         assert!(q.is_empty() && q.poll_timeout().is_none());
         let none = RateQueue::new(RateLimits::none().max_queued(0)).push(t0, OpClass::Message, 1, ());
         assert!(none.is_err());
+    }
+
+    #[test]
+    fn retain_drops_unwanted_operations_without_charging_them() {
+        let t0 = Instant::now();
+        let mut q = RateQueue::new(RateLimits::per_second(1).unwrap().max_queued(3));
+        for (class, item) in [(OpClass::Request, 1), (OpClass::Subscribe, 2), (OpClass::Request, 3)] {
+            q.push(t0, class, 1, item).unwrap();
+        }
+        q.retain(|item| *item != 1);
+        assert_eq!((q.len(), q.len_of(OpClass::Request)), (2, 1));
+        // Room again, and the first survivor goes on the untouched token.
+        q.push(t0, OpClass::Message, 1, 4).unwrap();
+        assert_eq!(ready(&mut q, t0), [2]);
+        q.retain(|item| *item != 3);
+        assert_eq!(q.drain(), [4]);
     }
 
     #[test]

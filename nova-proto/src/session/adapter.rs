@@ -179,10 +179,20 @@ pub trait Adapter {
     /// The connection dropped (the adapter may reset per-connection state).
     fn on_disconnect(&mut self) {}
 
-    /// The rate-limit cost of an outgoing message.
+    /// The rate-limit cost of an outgoing message, asked only when rate
+    /// limits are configured
+    /// ([`SessionConfig::rate_limits`](crate::session::SessionConfig::rate_limits)).
+    /// The default charges 1 for everything but heartbeats, which cost 0:
+    /// a zero-cost heartbeat is sent at once, never queued behind data or
+    /// held by a pause, so the limiter can never make a live connection
+    /// look dead. Give heartbeats a cost to have them limited (and queued)
+    /// like the rest.
     fn cost(&self, class: OpClass, message: &Message) -> u32 {
-        let _ = (class, message);
-        1
+        let _ = message;
+        match class {
+            OpClass::Heartbeat => 0,
+            _ => 1,
+        }
     }
 
     /// Whether the session reports its readiness ([`Event::Ready`](crate::Event::Ready)).

@@ -22,6 +22,12 @@
 //!   the connection as dead; server heartbeats answered at once.
 //! - **errors**: service errors classified into a [`Strategy`]; malformed
 //!   messages reported with the message ([`Event::Malformed`]), never dropped.
+//! - **rate limits** ([`SessionConfig::rate_limits`], none by default):
+//!   everything the session sends, and plain sends on an open connection,
+//!   waits its turn in a bounded [`RateQueue`] charged
+//!   [`Adapter::cost`]; the queue's deadline is part of
+//!   [`poll_timeout`](Session::poll_timeout), and a service error's
+//!   retry-after pauses it.
 //!
 //! On every open: `Opened` → authenticate (wait, bounded by
 //! [`SessionConfig::auth_timeout`]) → restore subscriptions (wait for every
@@ -108,8 +114,8 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::error::{CloseError, Error, SendError, Timeout};
 use crate::history::{History, Stats};
-use crate::io::{Event, Input, Output, State, Termination};
-use crate::limits::OpClass;
+use crate::io::{Event, Input, Output, State, Termination, UnsentReason};
+use crate::limits::{OpClass, RateLimiter, RateQueue};
 use crate::message::{CloseCode, Message};
 use crate::outbound::SendOptions;
 use auth::AuthState;
@@ -128,6 +134,26 @@ pub enum Readiness {
     Restoring,
     /// Ready: requests and subscriptions go out as they come.
     Ready,
+}
+
+/// An operation waiting in the rate queue: what to send, and what it is for.
+#[derive(Debug)]
+struct Op {
+    tag: Tag,
+    message: Message,
+}
+
+/// What a rate-queued operation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// A pending entry of the table (request, subscribe, unsubscribe,
+    /// authentication), in [`Flight::Limited`] until it goes.
+    Entry(RequestId),
+    /// A heartbeat that costs tokens: the session's own beat (counted as
+    /// sent when it goes) or a reply to the server's.
+    Heartbeat { beat: bool },
+    /// A plain [`Session::send`], with its options.
+    Raw(SendOptions),
 }
 
 /// The restore under way on the current connection.
@@ -161,6 +187,10 @@ pub struct Session {
     heartbeat: Heartbeat,
     restore: Restore,
     stats: SessionStats,
+    /// The rate queue, only when limits are configured: without limits the
+    /// session sends exactly as it did before there was a limiter, with no
+    /// cost asked and nothing queued. Boxed: it is the rare case.
+    rate: Option<Box<RateQueue<Op>>>,
 }
 
 impl fmt::Debug for Session {
@@ -171,6 +201,7 @@ impl fmt::Debug for Session {
             .field("readiness", &self.readiness)
             .field("pending", &self.table.len())
             .field("subscriptions", &self.subs.len())
+            .field("rate_queued", &self.rate_queued())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -203,7 +234,9 @@ impl Session {
         adapter: Box<dyn Adapter + Send>,
         settings: SessionConfig,
     ) -> Session {
+        let rate = settings.rate_limits.is_limited().then(|| Box::new(RateQueue::new(settings.rate_limits.clone())));
         Session {
+            rate,
             client: Client::new(config, seed, now),
             adapter,
             settings,
@@ -279,6 +312,17 @@ impl Session {
         self.table.iter().map(|(id, p)| (*id, p.deadline))
     }
 
+    /// Operations waiting for the rate limits (0 without limits).
+    pub fn rate_queued(&self) -> usize {
+        self.rate.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// The rate limiter, when limits are configured: its settings and the
+    /// end of a server-ordered pause.
+    pub fn rate_limiter(&self) -> Option<&RateLimiter> {
+        self.rate.as_ref().map(|q| q.limiter())
+    }
+
     /// See [`Client::queued_messages`].
     pub fn queued_messages(&self) -> usize {
         self.client.queued_messages()
@@ -315,19 +359,36 @@ impl Session {
     /// Sends a message as it is, outside the behaviour layer (no id, no
     /// queueing for readiness): see [`Client::send`].
     ///
+    /// With [rate limits](SessionConfig::rate_limits), a message sent while
+    /// the connection is open is an [`OpClass::Message`] operation: it waits
+    /// its turn in the rate queue, in order with the session's own
+    /// operations, and reaches the outbound queue when it goes (a failure
+    /// then, such as a full outbound queue, hands it back as
+    /// [`Event::Unsent`]). If the connection drops while it waits, it
+    /// follows the outbound queue's rules: kept for the next connection if
+    /// it may be queued offline, otherwise handed back as `Unsent`. While
+    /// the connection is not open, messages go to the outbound queue as
+    /// without limits (its offline replay at the next open is not rate
+    /// limited).
+    ///
     /// # Errors
     ///
-    /// As [`Client::send`].
+    /// As [`Client::send`], and [`SendError::RateLimited`] when the rate
+    /// queue is full.
     pub fn send(&mut self, now: Instant, message: impl Into<Message>) -> Result<(), SendError> {
-        self.advance(now);
-        self.client.send(now, message)
+        if self.rate.is_none() {
+            self.advance(now);
+            return self.client.send(now, message);
+        }
+        let options = SendOptions::from_config(self.client.config().outbound());
+        self.send_with(now, message, options)
     }
 
-    /// See [`Client::send_with`].
+    /// See [`Client::send_with`]; rate limited as [`send`](Self::send).
     ///
     /// # Errors
     ///
-    /// As [`Client::send_with`].
+    /// As [`send`](Self::send).
     pub fn send_with(
         &mut self,
         now: Instant,
@@ -335,7 +396,21 @@ impl Session {
         options: SendOptions,
     ) -> Result<(), SendError> {
         self.advance(now);
-        self.client.send_with(now, message, options)
+        if self.rate.is_none() || self.client.state() != State::Open {
+            return self.client.send_with(now, message, options);
+        }
+        let message = message.into();
+        // Checked now, so a message that could never go is refused at once
+        // rather than handed back later.
+        let max = self.client.config().limits().max_message_size;
+        if message.len() > max {
+            let len = message.len();
+            return Err(SendError::TooLarge { message, len, max });
+        }
+        self.enqueue(OpClass::Message, Op { tag: Tag::Raw(options), message })
+            .map_err(|(op, until)| SendError::RateLimited { message: op.message, until })?;
+        self.pump();
+        Ok(())
     }
 
     /// See [`Client::ping`].
@@ -376,7 +451,9 @@ impl Session {
     ///
     /// [`RequestError::Closed`], [`RequestError::TooManyPending`],
     /// [`RequestError::QueueFull`], [`RequestError::Encode`] (from the
-    /// adapter), [`RequestError::Send`] or [`RequestError::RateLimited`]. No
+    /// adapter), [`RequestError::Send`] or [`RequestError::RateLimited`]
+    /// (the [rate queue](SessionConfig::rate_limits) is full; a request over
+    /// the limit otherwise waits in it and goes out in its turn). No
     /// [`Event::Response`] follows an error returned here.
     pub fn request(
         &mut self,
@@ -404,9 +481,11 @@ impl Session {
         let id = self.next_request_id();
         let message = self.adapter.encode_request(id, &payload).map_err(RequestError::Encode)?;
         let flight = if sendable {
-            self.transmit(OpClass::Request, message.clone())?;
-            self.stats.requests_sent += 1;
-            Flight::Sent { generation: self.generation }
+            let flight = self.transmit(OpClass::Request, message.clone(), id)?;
+            if let Flight::Sent { .. } = flight {
+                self.stats.requests_sent += 1;
+            }
+            flight
         } else {
             Flight::Queued
         };
@@ -414,6 +493,7 @@ impl Session {
         let purpose = Purpose::User { message, idempotent: options.idempotent, before_ready: options.before_ready };
         self.table.insert(id, Pending { purpose, issued: self.now, deadline: self.deadline(timeout), flight });
         self.stats.requests += 1;
+        self.pump();
         Ok(id)
     }
 
@@ -426,6 +506,7 @@ impl Session {
             return false;
         }
         if let Some(p) = self.table.remove(id) {
+            self.unqueue(id, p.flight);
             self.stats.requests_cancelled += 1;
             self.respond(id, p.issued, Err(RequestError::Cancelled));
         }
@@ -460,6 +541,7 @@ impl Session {
                 return Err(SubscribeError::Failed(e));
             }
         }
+        self.pump();
         Ok(id)
     }
 
@@ -481,6 +563,7 @@ impl Session {
             SubState::Active => self.send_unsubscribe(id),
             SubState::Unsubscribing => {}
         }
+        self.pump();
         Ok(())
     }
 
@@ -502,6 +585,7 @@ impl Session {
             return;
         }
         while let Some((id, pending)) = self.table.pop_due(self.now) {
+            self.unqueue(id, pending.flight);
             self.expired(id, pending);
         }
         if let AuthState::Granted { renew_at: Some(at) } = self.auth {
@@ -512,6 +596,7 @@ impl Session {
         if self.heartbeat.next.is_some_and(|at| at <= self.now) && self.readiness == Readiness::Ready {
             self.beat();
         }
+        self.pump();
     }
 
     // ---- pollers ----
@@ -546,7 +631,9 @@ impl Session {
         };
         let heartbeat = self.heartbeat.next.filter(|_| self.readiness == Readiness::Ready);
         let own = if self.client.is_closed() { None } else { self.table.next_deadline() };
-        [self.client.poll_timeout(), own, renew, heartbeat].into_iter().flatten().min()
+        // The rate queue gives out only on an open connection.
+        let rate = self.rate.as_ref().filter(|_| self.client.state() == State::Open).and_then(|q| q.poll_timeout());
+        [self.client.poll_timeout(), own, renew, heartbeat, rate].into_iter().flatten().min()
     }
 
     // ---- the connection's outputs ----
@@ -554,6 +641,9 @@ impl Session {
     #[inline]
     fn next_output(&mut self, decode: bool) -> Option<Output> {
         loop {
+            // What the last output's handling queued (an authentication, a
+            // restore) goes as soon as the limits allow.
+            self.pump();
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
             }
@@ -608,7 +698,7 @@ impl Session {
                 if let Some(reply) = reply {
                     // A refused reply (connection closing) changes nothing: the
                     // server's own liveness rules apply.
-                    let _ = self.transmit(OpClass::Heartbeat, reply);
+                    let _ = self.send_heartbeat(reply, false);
                 }
             }
             Inbound::HeartbeatReply => self.heartbeat.answered(),
@@ -649,7 +739,13 @@ impl Session {
             self.stats.late_responses += 1;
             return;
         };
+        // An answer to an entry still waiting for the limits (a confused
+        // server): it no longer goes out.
+        self.unqueue(id, pending.flight);
         let latency = self.now.saturating_duration_since(pending.issued);
+        if let Err(ServiceError { retry_after: Some(wait), .. }) = &result {
+            self.pause_for(*wait);
+        }
         match pending.purpose {
             Purpose::User { .. } => {
                 let result = match result {
@@ -680,6 +776,10 @@ impl Session {
 
     fn on_opened(&mut self) {
         self.generation += 1;
+        if let Some(queue) = &mut self.rate {
+            // Servers count per connection; a pause the server ordered stays.
+            queue.limiter_mut().refill_all();
+        }
         self.heartbeat = Heartbeat::default();
         self.restore = Restore::default();
         self.readiness = Readiness::Authenticating;
@@ -699,16 +799,22 @@ impl Session {
         };
         self.next_id = id.0;
         self.stats.auth_attempts += 1;
-        if let Err(e) = self.transmit(OpClass::Auth, message) {
-            // It would fail the same way on every connection.
-            self.auth_outcome(Err(AuthDenied { retry: false, reason: e.to_string() }));
-            return true;
-        }
+        let flight = match self.transmit(OpClass::Auth, message, id) {
+            Ok(flight) => flight,
+            Err(e) => {
+                // It would fail the same way on every connection, unless it
+                // is only the rate queue that is full (a renewal behind a
+                // backlog): then a new connection starts with an empty queue.
+                let retry = matches!(e, RequestError::RateLimited { .. });
+                self.auth_outcome(Err(AuthDenied { retry, reason: e.to_string() }));
+                return true;
+            }
+        };
         let pending = Pending {
             purpose: Purpose::Auth,
             issued: self.now,
             deadline: self.deadline(self.settings.auth_timeout),
-            flight: Flight::Sent { generation: self.generation },
+            flight,
         };
         self.table.insert(id, pending);
         self.auth = AuthState::Waiting { id, renewal };
@@ -805,10 +911,12 @@ impl Session {
             .collect();
         for id in ids {
             let Some(Pending { purpose: Purpose::User { message, .. }, .. }) = self.table.get(id) else { continue };
-            match self.transmit(OpClass::Request, message.clone()) {
-                Ok(()) => {
-                    self.stats.requests_sent += 1;
-                    self.table.set_flight(id, Flight::Sent { generation: self.generation });
+            match self.transmit(OpClass::Request, message.clone(), id) {
+                Ok(flight) => {
+                    if let Flight::Sent { .. } = flight {
+                        self.stats.requests_sent += 1;
+                    }
+                    self.table.set_flight(id, flight);
                 }
                 Err(e) => {
                     if let Some(p) = self.table.remove(id) {
@@ -823,8 +931,10 @@ impl Session {
         let topics: Vec<Topic> = subs.iter().filter_map(|s| self.subs.get(*s).map(|s| s.topic.clone())).collect();
         let id = self.next_request_id();
         let message = self.adapter.encode_subscribe(id, &topics).map_err(RequestError::Encode)?;
-        self.transmit(OpClass::Subscribe, message)?;
-        self.stats.subscribe_requests += 1;
+        let flight = self.transmit(OpClass::Subscribe, message, id)?;
+        if let Flight::Sent { .. } = flight {
+            self.stats.subscribe_requests += 1;
+        }
         for s in &subs {
             if let Some(sub) = self.subs.get_mut(*s) {
                 sub.state = SubState::Subscribing;
@@ -834,7 +944,7 @@ impl Session {
             purpose: Purpose::Subscribe { subs, restore },
             issued: self.now,
             deadline: self.deadline(self.settings.request_timeout),
-            flight: Flight::Sent { generation: self.generation },
+            flight,
         };
         self.table.insert(id, pending);
         Ok(())
@@ -901,16 +1011,16 @@ impl Session {
         let Some(sub) = self.subs.get(id) else { return };
         let target = SubscriptionRef { topic: sub.topic.clone(), server_id: sub.server_id.clone() };
         let request = self.next_request_id();
-        let sent = match self.adapter.encode_unsubscribe(request, std::slice::from_ref(&target)) {
-            Ok(message) => self.transmit(OpClass::Subscribe, message).is_ok(),
-            Err(_) => false,
+        let flight = match self.adapter.encode_unsubscribe(request, std::slice::from_ref(&target)) {
+            Ok(message) => self.transmit(OpClass::Subscribe, message, request).ok(),
+            Err(_) => None,
         };
-        if !sent {
+        let Some(flight) = flight else {
             // The user no longer wants it: forget it here; data the server
             // still sends for it is dropped as unrouted.
             self.forget(id);
             return;
-        }
+        };
         if let Some(sub) = self.subs.get_mut(id) {
             sub.state = SubState::Unsubscribing;
         }
@@ -918,7 +1028,7 @@ impl Session {
             purpose: Purpose::Unsubscribe { subs: vec![id] },
             issued: self.now,
             deadline: self.deadline(self.settings.request_timeout),
-            flight: Flight::Sent { generation: self.generation },
+            flight,
         };
         self.table.insert(request, pending);
     }
@@ -934,12 +1044,22 @@ impl Session {
         self.stats.service_errors += 1;
         let strategy = self.adapter.classify_error(&error);
         let reason = error.to_string();
+        // The server's retry-after holds the rate queue whatever the
+        // strategy, unless the session stops; `RetryAfter` names its own wait.
+        match strategy {
+            Strategy::RetryAfter(wait) => self.pause_for(wait),
+            Strategy::Stop => {}
+            _ => {
+                if let Some(wait) = error.retry_after {
+                    self.pause_for(wait);
+                }
+            }
+        }
         self.outputs.push_back(Event::ServiceError { error, strategy }.into());
         match strategy {
             Strategy::Continue => {}
             Strategy::Reconnect => self.abort(Error::Aborted(reason), None),
             Strategy::RetryAfter(wait) => {
-                // rate limiter integration (issue7-limits): `self.limiter.pause_until(self.now + wait)`.
                 self.abort(Error::Aborted(reason), Some(Decision::ReconnectAfter(wait)));
             }
             Strategy::Stop => self.client.stop(self.now, CloseCode::NORMAL, "service error", Termination::Stopped),
@@ -950,6 +1070,7 @@ impl Session {
     /// when idempotent), subscriptions wait to be restored.
     fn on_connection_lost(&mut self) {
         self.adapter.on_disconnect();
+        self.drain_rate_queue(UnsentReason::Disconnected);
         self.readiness = Readiness::Offline;
         self.auth = AuthState::None;
         self.heartbeat = Heartbeat::default();
@@ -958,6 +1079,9 @@ impl Session {
             let Some(p) = self.table.get(id) else { continue };
             match (&p.purpose, p.flight) {
                 (Purpose::User { .. }, Flight::Queued) => {}
+                // Held by the rate limits, never written: not lost. It waits
+                // for the next `Ready` like a request made while offline.
+                (Purpose::User { .. }, Flight::Limited) => self.table.set_flight(id, Flight::Queued),
                 (Purpose::User { idempotent: true, .. }, Flight::Sent { .. }) => {
                     self.stats.requests_resent += 1;
                     self.table.set_flight(id, Flight::Queued);
@@ -980,6 +1104,7 @@ impl Session {
     }
 
     fn on_closed(&mut self) {
+        self.drain_rate_queue(UnsentReason::Closed);
         self.readiness = Readiness::Offline;
         self.heartbeat = Heartbeat::default();
         self.auth = AuthState::None;
@@ -1034,9 +1159,15 @@ impl Session {
         let id = RequestId(self.next_id + 1);
         if let Some(message) = self.adapter.heartbeat_message(id) {
             self.next_id = id.0;
-            if self.transmit(OpClass::Heartbeat, message).is_ok() {
-                self.stats.heartbeats_sent += 1;
-                self.heartbeat.outstanding = Some(id);
+            match self.send_heartbeat(message, true) {
+                Ok(true) => {
+                    self.stats.heartbeats_sent += 1;
+                    self.heartbeat.outstanding = Some(id);
+                }
+                // Waiting for the limits (a heartbeat with a cost): due from
+                // now, so a limiter that holds it past the interval counts a miss.
+                Ok(false) => self.heartbeat.outstanding = Some(id),
+                Err(_) => {}
             }
         }
         self.heartbeat.next = Some(self.deadline(spec.interval));
@@ -1053,12 +1184,47 @@ impl Session {
         self.client.abort_connection(self.now, error, decision);
     }
 
-    /// Sends a message of the behaviour layer (never queued while offline:
-    /// the session only sends on an open connection).
-    fn transmit(&mut self, class: OpClass, message: Message) -> Result<(), RequestError> {
-        if let Some(until) = self.admit(class, &message) {
-            return Err(RequestError::RateLimited { until });
+    /// Sends a message of the behaviour layer for the pending entry `id`
+    /// (never queued while offline: the session only sends on an open
+    /// connection). Without rate limits it goes to the connection at once
+    /// ([`Flight::Sent`]); with them it joins the rate queue
+    /// ([`Flight::Limited`]) and goes at the next [`pump`](Self::pump),
+    /// which marks the entry sent. The caller records the entry with the
+    /// returned flight.
+    fn transmit(&mut self, class: OpClass, message: Message, id: RequestId) -> Result<Flight, RequestError> {
+        if self.rate.is_none() {
+            self.send_now(message)?;
+            return Ok(Flight::Sent { generation: self.generation });
         }
+        let max = self.client.config().limits().max_message_size;
+        if message.len() > max {
+            let len = message.len();
+            return Err(RequestError::Send(SendError::TooLarge { message, len, max }));
+        }
+        self.enqueue(class, Op { tag: Tag::Entry(id), message })
+            .map_err(|(_, until)| RequestError::RateLimited { until })?;
+        Ok(Flight::Limited)
+    }
+
+    /// Sends a heartbeat (or the reply to the server's): at once when it
+    /// costs nothing (the default, see [`Adapter::cost`]) or nothing is
+    /// limited, otherwise through the rate queue. Whether it went now.
+    fn send_heartbeat(&mut self, message: Message, beat: bool) -> Result<bool, RequestError> {
+        let free = match &self.rate {
+            None => true,
+            Some(_) => self.adapter.cost(OpClass::Heartbeat, &message) == 0,
+        };
+        if free {
+            self.send_now(message)?;
+            return Ok(true);
+        }
+        self.enqueue(OpClass::Heartbeat, Op { tag: Tag::Heartbeat { beat }, message })
+            .map_err(|(_, until)| RequestError::RateLimited { until })?;
+        Ok(false)
+    }
+
+    /// Hands a behaviour-layer message to the connection.
+    fn send_now(&mut self, message: Message) -> Result<(), RequestError> {
         let options = SendOptions::from_config(self.client.config().outbound()).offline(false);
         self.client.send_with(self.now, message, options).map_err(|e| match e {
             SendError::Closed(_) => RequestError::Closed,
@@ -1066,16 +1232,141 @@ impl Session {
         })
     }
 
-    /// The one place the behaviour layer's outgoing messages (requests,
-    /// subscriptions, authentication, heartbeats) pass the rate limiter:
-    /// `None` to send now, `Some(t)` to hold off until `t`. Messages sent
-    /// with [`send`](Self::send) are the raw path and do not pass here.
-    fn admit(&mut self, class: OpClass, message: &Message) -> Option<Instant> {
-        let cost = self.adapter.cost(class, message);
-        // rate limiter integration (issue7-limits): with a limiter,
-        // `match self.limiter.admit(self.now, class, cost) { Admission::Now => None, Admission::At(t) => Some(t) }`.
-        let _ = cost;
-        None
+    /// Queues `op` for the rate limits, charged the adapter's cost for its
+    /// class. A full queue hands it back with the instant room comes.
+    fn enqueue(&mut self, class: OpClass, op: Op) -> Result<(), (Op, Instant)> {
+        let cost = self.adapter.cost(class, &op.message);
+        let Some(queue) = &mut self.rate else {
+            // Callers check first; without limits nothing waits.
+            debug_assert!(false, "enqueue without rate limits");
+            return Err((op, self.now));
+        };
+        queue.push(self.now, class, cost, op).map_err(|full| {
+            // A full queue is never empty, so something goes out then.
+            let until = queue.poll_timeout().unwrap_or(self.now);
+            (full.item, until)
+        })
+    }
+
+    /// Sends what the rate limits let go now, while the connection is open:
+    /// each class in order, the oldest admissible operation first. Without
+    /// limits, one branch and nothing else.
+    #[inline]
+    fn pump(&mut self) {
+        if self.rate.is_some() {
+            self.pump_rate_queue();
+        }
+    }
+
+    fn pump_rate_queue(&mut self) {
+        if self.client.state() != State::Open {
+            return;
+        }
+        while let Some(op) = self.rate.as_mut().and_then(|q| q.pop_ready(self.now)) {
+            match op.tag {
+                Tag::Entry(id) => self.send_entry(id, op.message),
+                Tag::Heartbeat { beat } => {
+                    if self.send_now(op.message).is_ok() && beat {
+                        self.stats.heartbeats_sent += 1;
+                    }
+                }
+                Tag::Raw(options) => {
+                    if let Err(e) = self.client.send_with(self.now, op.message, options) {
+                        self.hand_back(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A rate-queued entry's turn came: send it and mark it sent, or fail it.
+    fn send_entry(&mut self, id: RequestId, message: Message) {
+        // An entry that left the table (answered, timed out, cancelled) was
+        // taken out of the queue then; this only guards the invariant.
+        let Some(pending) = self.table.get(id).filter(|p| p.flight == Flight::Limited) else {
+            return;
+        };
+        let user = matches!(pending.purpose, Purpose::User { .. });
+        let subscribe = matches!(pending.purpose, Purpose::Subscribe { .. });
+        match self.send_now(message) {
+            Ok(()) => {
+                if user {
+                    self.stats.requests_sent += 1;
+                } else if subscribe {
+                    self.stats.subscribe_requests += 1;
+                }
+                self.table.set_flight(id, Flight::Sent { generation: self.generation });
+            }
+            Err(error) => {
+                let Some(pending) = self.table.remove(id) else { return };
+                match pending.purpose {
+                    Purpose::User { .. } => self.respond(id, pending.issued, Err(error)),
+                    Purpose::Subscribe { subs, restore } => {
+                        let latency = self.now.saturating_duration_since(pending.issued);
+                        self.subscribe_outcome(&subs, restore, Err(error), latency);
+                    }
+                    Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+                    Purpose::Auth => {
+                        let retry = !matches!(error, RequestError::Send(SendError::TooLarge { .. }));
+                        self.auth_outcome(Err(AuthDenied { retry, reason: error.to_string() }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A raw message the connection refused when its turn came, or that
+    /// could not wait for the next connection: given back.
+    fn hand_back(&mut self, error: SendError) {
+        let reason = match &error {
+            SendError::Closed(_) => UnsentReason::Closed,
+            SendError::QueueFull(_) => UnsentReason::Overflow,
+            _ => UnsentReason::Disconnected,
+        };
+        if let Some(message) = error.into_message() {
+            self.outputs.push_back(Event::Unsent { message, reason }.into());
+        }
+    }
+
+    /// The connection dropped (or the session closed): the rate queue is
+    /// per connection. Raw messages follow the outbound queue's rules
+    /// (offered to it again: kept if they may wait offline, else handed
+    /// back); requests go back to waiting (see `on_connection_lost`); the
+    /// rest is per-connection work, redone on the next open.
+    fn drain_rate_queue(&mut self, reason: UnsentReason) {
+        let Some(queue) = &mut self.rate else { return };
+        for op in queue.drain() {
+            let Tag::Raw(options) = op.tag else { continue };
+            let result = if reason == UnsentReason::Closed {
+                Err(SendError::Closed(op.message))
+            } else {
+                self.client.send_with(self.now, op.message, options)
+            };
+            if let Err(e) = result {
+                self.hand_back(e);
+            }
+        }
+    }
+
+    /// Takes a rate-queued entry out of the queue when it leaves the table
+    /// before its turn (answered, cancelled, timed out), so it spends no tokens.
+    fn unqueue(&mut self, id: RequestId, flight: Flight) {
+        if flight != Flight::Limited {
+            return;
+        }
+        if let Some(queue) = &mut self.rate {
+            queue.retain(|op| op.tag != Tag::Entry(id));
+        }
+    }
+
+    /// The server said to retry after `wait`: nothing in the rate queue goes
+    /// before then (without limits there is no queue, and the reconnect
+    /// strategy alone honours it).
+    fn pause_for(&mut self, wait: Duration) {
+        let until = self.deadline(wait);
+        if let Some(queue) = &mut self.rate {
+            queue.limiter_mut().pause_until(until);
+        }
     }
 
     fn next_request_id(&mut self) -> RequestId {

@@ -143,10 +143,16 @@ pub enum RequestError {
     /// The encoded request could not be sent (too large, outbound queue full).
     #[error("could not send the request")]
     Send(#[source] SendError),
-    /// The rate limiter holds this kind of message back until `until`.
-    #[error("rate limited")]
+    /// Rate limits are configured
+    /// ([`SessionConfig::rate_limits`](crate::session::SessionConfig::rate_limits))
+    /// and their queue is full
+    /// ([`RateLimits::max_queued`](crate::limits::RateLimits::max_queued)):
+    /// nothing was queued. An operation merely over the limit is not an
+    /// error; it waits in the queue.
+    #[error("rate limited: the rate-limit queue is full")]
     RateLimited {
-        /// When it may be tried again.
+        /// When the queue next gives an operation out, making room: the
+        /// earliest point a retry can succeed.
         until: Instant,
     },
 }
@@ -171,6 +177,9 @@ pub(crate) enum Flight {
     Queued,
     /// Sent on the connection of this generation.
     Sent { generation: u64 },
+    /// In the session's rate queue on the current connection: not written
+    /// yet, it goes out when the rate limits allow.
+    Limited,
 }
 
 /// One pending entry.
@@ -224,9 +233,9 @@ impl Table {
     pub(crate) fn set_flight(&mut self, id: RequestId, flight: Flight) {
         if let Some(p) = self.entries.get_mut(&id) {
             if let Purpose::User { .. } = p.purpose {
-                match (p.flight, flight) {
-                    (Flight::Queued, Flight::Sent { .. }) => self.queued_users -= 1,
-                    (Flight::Sent { .. }, Flight::Queued) => self.queued_users += 1,
+                match (p.flight == Flight::Queued, flight == Flight::Queued) {
+                    (true, false) => self.queued_users -= 1,
+                    (false, true) => self.queued_users += 1,
                     _ => {}
                 }
             }

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use crate::limits::RateLimits;
 use crate::profile::Profile;
 
 /// Limits and timeouts of the behaviour layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionConfig {
     /// How long a request waits for its response unless its options say
@@ -20,6 +21,22 @@ pub struct SessionConfig {
     pub max_queued_requests: usize,
     /// Subscriptions held at once.
     pub max_subscriptions: usize,
+    /// Client-side rate limits on what goes out through the session
+    /// ([`RateLimits::none`] by default: nothing is queued, nothing is
+    /// charged, and the session behaves exactly as without a limiter).
+    ///
+    /// With limits, every outgoing operation (requests, subscribe and
+    /// unsubscribe batches, authentication, heartbeats with a cost, and
+    /// plain [`send`](crate::session::Session::send)s while the connection
+    /// is open) is charged [`Adapter::cost`](crate::session::Adapter::cost)
+    /// tokens of its [`OpClass`](crate::limits::OpClass) and waits in a
+    /// bounded [`RateQueue`](crate::limits::RateQueue) while over the limit;
+    /// a service error with a retry-after pauses the queue that long.
+    /// The queue is per connection and starts empty on each open, so the
+    /// restore's subscribe batches must fit in
+    /// [`max_queued`](RateLimits::max_queued): batches past it fail with
+    /// [`RequestError::RateLimited`](crate::session::RequestError::RateLimited).
+    pub rate_limits: RateLimits,
 }
 
 impl SessionConfig {
@@ -40,6 +57,7 @@ impl SessionConfig {
             max_pending_requests: 1024,
             max_queued_requests: 256,
             max_subscriptions: 10_000,
+            rate_limits: RateLimits::none(),
         }
     }
 
@@ -59,6 +77,13 @@ impl SessionConfig {
     pub fn max_requests(mut self, pending: usize, queued: usize) -> SessionConfig {
         self.max_pending_requests = pending;
         self.max_queued_requests = queued;
+        self
+    }
+
+    /// The same settings with these rate limits (see
+    /// [`rate_limits`](Self::rate_limits)).
+    pub fn rate_limits(mut self, limits: RateLimits) -> SessionConfig {
+        self.rate_limits = limits;
         self
     }
 
