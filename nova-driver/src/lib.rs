@@ -20,6 +20,9 @@
 //!   [`Stream`](futures_core::Stream)), [`MessageSink`] (a
 //!   [`Sink`](futures_sink::Sink)), [`Event`];
 //! - the settings: [`Connector`], [`Tls`], [`ConnectError`];
+//! - proxies ([`proxy`]): the environment read by curl's rules, and the
+//!   tunnel handshake (HTTP CONNECT, SOCKS5) every driver runs over its TCP
+//!   stream before TLS;
 //! - telemetry: a `tracing` span per session and event per state change,
 //!   `metrics` counters named in [`metrics_names`].
 //!
@@ -47,6 +50,7 @@ mod connector;
 mod driver;
 mod event;
 mod handle;
+pub mod proxy;
 pub mod runtime;
 pub mod shared;
 mod state;
