@@ -64,6 +64,16 @@ pub fn resolves_locally(target: &Target) -> bool {
     target.proxy.as_ref().is_some_and(|p| p.resolves_locally()) && target.host.parse::<IpAddr>().is_err()
 }
 
+/// The address to hand a `socks5://` proxy for the server, from the
+/// server's resolved addresses: the first IPv4 one if there is one (the
+/// proxy must reach it, and proxies without IPv6 are common), else the
+/// first (empty for no address: the drivers' resolvers never return none).
+/// curl sends one address too; `socks5h://` sends the name instead.
+pub fn local_destination(addrs: &[std::net::SocketAddr]) -> String {
+    let chosen = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first());
+    chosen.map(|a| a.ip().to_string()).unwrap_or_default()
+}
+
 /// A byte stream the tunnel handshake runs over (a runtime's TCP stream;
 /// drivers wrap theirs in a newtype).
 pub trait TunnelStream {
@@ -230,6 +240,9 @@ mod tests {
             resolve_failed(&target, TransportDown::Resolve("p: no".into())),
             TransportDown::Proxy(ProxyError::Resolve(_))
         ));
+        let addrs: Vec<std::net::SocketAddr> = vec!["[::1]:1".parse().unwrap(), "127.0.0.1:1".parse().unwrap()];
+        assert_eq!(local_destination(&addrs), "127.0.0.1");
+        assert_eq!(local_destination(&addrs[..1]), "::1");
         target.host = "10.0.0.1".into();
         assert!(!resolves_locally(&target));
     }

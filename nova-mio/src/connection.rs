@@ -598,7 +598,7 @@ impl Connection {
     fn begin_connect(&mut self, registry: &Registry, now: Instant, target: Target) {
         let destination = if proxy::resolves_locally(&target) {
             match transport::addresses(&target.host, target.port, &mut *self.resolver) {
-                Ok(addrs) => addrs[0].ip().to_string(),
+                Ok(addrs) => proxy::local_destination(&addrs),
                 Err(down) => return self.client.handle_input(now, Input::TransportDown(down)),
             }
         } else {

@@ -41,7 +41,7 @@ pub(crate) async fn open(
 ) -> Result<Transport, TransportDown> {
     // For `socks5://` the server's name is resolved here, as curl does.
     let destination = match proxy::resolves_locally(target) {
-        true => resolve(&target.host, target.port).await?[0].ip().to_string(),
+        true => proxy::local_destination(&resolve(&target.host, target.port).await?),
         false => target.host.to_string(),
     };
     let (host, port) = proxy::first_hop(target);
