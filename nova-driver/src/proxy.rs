@@ -2,7 +2,7 @@
 //! tunnel handshake run over a runtime's TCP stream before TLS.
 //!
 //! The protocol is nova-proto's sans-IO
-//! [`ProxyHandshake`](nova_proto::proxy::ProxyHandshake); [`tunnel`] only
+//! [`ProxyHandshake`]; [`tunnel`] only
 //! moves its bytes and bounds it with [`Proxy::timeout`], the same way on
 //! every runtime. `nova-mio`, which cannot await, runs the same handshake
 //! as a phase of its connection state and shares the helpers here.
