@@ -68,6 +68,15 @@
 //! [`Client::poll_output`](nova_proto::Client::poll_output), then waits for
 //! the socket, the deadline or a command.
 //!
+//! # Proxies
+//!
+//! HTTP CONNECT and SOCKS5 proxies, with or without credentials, through
+//! [`ConfigBuilder::proxy`](nova_proto::ConfigBuilder::proxy), exactly as in
+//! `nova-tokio` (the tunnel handshake is [`nova_driver::proxy::tunnel`],
+//! shared): TLS for `wss` runs through the tunnel, end to end with the
+//! server; [`nova_driver::proxy::from_env`] reads the environment by curl's
+//! rules when asked.
+//!
 //! # Backpressure
 //!
 //! Both directions are bounded. Incoming: the event queue holds at most

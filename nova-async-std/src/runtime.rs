@@ -111,7 +111,8 @@ impl nova_driver::Runtime for AsyncIo {
         tls: Option<Arc<rustls::ClientConfig>>,
         nodelay: bool,
     ) -> BoxFuture<Result<Transport, TransportDown>> {
-        Box::pin(async move { crate::transport::open(&target, tls, nodelay).await })
+        let timer = nova_driver::Runtime::timer(self);
+        Box::pin(async move { crate::transport::open(&target, tls, nodelay, timer).await })
     }
 }
 

@@ -31,6 +31,9 @@
 //!   queue per subscription that pauses the socket when full, like the
 //!   event queue; dropping it unsubscribes), and the other behaviour events
 //!   ([`Event::Ready`], [`Event::AuthFailed`], ...) go on [`Events`];
+//! - proxies ([`proxy`]): the environment read by curl's rules, and the
+//!   tunnel handshake (HTTP CONNECT, SOCKS5) every driver runs over its TCP
+//!   stream before TLS;
 //! - telemetry: a `tracing` span per session and event per state change,
 //!   `metrics` counters named in [`metrics_names`].
 //!
@@ -58,6 +61,7 @@ mod connector;
 mod driver;
 mod event;
 mod handle;
+pub mod proxy;
 mod request;
 pub mod runtime;
 pub mod shared;

@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use nova_driver::proxy;
 use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, transport_down};
 use nova_driver::shared::{Telemetry, event_from_core, event_weight};
+use nova_proto::proxy::{Progress, ProxyError, ProxyHandshake};
 use nova_proto::session::{
     Readiness, RequestError, RequestId, RequestOptions, RequestPayload, SessionStats, SubscribeError, SubscribeOptions,
     SubscriptionId, Topic,
@@ -139,6 +141,8 @@ pub struct Connection {
 enum Link {
     None,
     Connecting(Connecting),
+    /// TCP to the proxy is up; its handshake opens the tunnel.
+    Proxying(Box<Proxying>),
     Up {
         transport: Transport,
         /// `Input::TransportUp` was given (for TLS: after its handshake).
@@ -152,11 +156,27 @@ enum Link {
 /// previous one failed or after [`ATTEMPT_DELAY`], whichever comes first.
 struct Connecting {
     target: Target,
+    /// The host the proxy is asked to connect to: the server's name, or its
+    /// address for a `socks5://` proxy (resolved here, as curl does).
+    destination: String,
     waiting: VecDeque<SocketAddr>,
     attempts: Vec<TcpStream>,
     /// When the next waiting address starts anyway.
     next_at: Option<Instant>,
     last_error: Option<io::ErrorKind>,
+}
+
+/// The proxy's handshake over the fresh TCP connection to it, a phase of
+/// connecting: requests written as the socket takes them, replies read no
+/// further than [`ProxyHandshake::max_read`] (so the tunnel's first bytes
+/// stay in the socket for TLS), the whole within the proxy's timeout.
+struct Proxying {
+    tcp: TcpStream,
+    target: Target,
+    handshake: ProxyHandshake,
+    out: Vec<u8>,
+    written: usize,
+    deadline: Instant,
 }
 
 /// A transport handed back by the core: write what it still had to say,
@@ -312,8 +332,10 @@ impl Connection {
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         };
-        if let Link::Connecting(connecting) = &self.link {
-            consider(connecting.next_at);
+        match &self.link {
+            Link::Connecting(connecting) => consider(connecting.next_at),
+            Link::Proxying(proxying) => consider(Some(proxying.deadline)),
+            Link::None | Link::Up { .. } => {}
         }
         consider(self.linger.as_ref().map(|l| l.deadline));
         deadline
@@ -573,6 +595,7 @@ impl Connection {
             self.client.handle_timeout(now);
         }
         self.progress_connect(registry, now);
+        self.progress_proxy(registry, now);
         let mut budget = self.settings.read_budget;
         loop {
             self.service(registry, now);
@@ -679,12 +702,27 @@ impl Connection {
     // ---- connecting ----
 
     fn begin_connect(&mut self, registry: &Registry, now: Instant, target: Target) {
-        match transport::addresses(&target.host, target.port, &mut *self.resolver) {
-            Err(down) => self.client.handle_input(now, Input::TransportDown(down)),
+        let destination = if proxy::resolves_locally(&target) {
+            match transport::addresses(&target.host, target.port, &mut *self.resolver) {
+                Ok(addrs) => proxy::local_destination(&addrs),
+                Err(down) => return self.client.handle_input(now, Input::TransportDown(down)),
+            }
+        } else {
+            target.host.to_string()
+        };
+        let (host, port) = proxy::first_hop(&target);
+        match transport::addresses(host, port, &mut *self.resolver) {
+            Err(down) => self.client.handle_input(now, Input::TransportDown(proxy::resolve_failed(&target, down))),
             Ok(addrs) => {
-                tracing::debug!(attempt = target.attempt, addresses = addrs.len(), "connecting");
+                tracing::debug!(
+                    attempt = target.attempt,
+                    addresses = addrs.len(),
+                    proxy = target.proxy.is_some(),
+                    "connecting"
+                );
                 self.link = Link::Connecting(Connecting {
                     target,
+                    destination,
                     waiting: addrs.into(),
                     attempts: Vec::new(),
                     next_at: None,
@@ -724,8 +762,9 @@ impl Connection {
         };
         if c.attempts.is_empty() && c.waiting.is_empty() {
             let kind = c.last_error.unwrap_or(io::ErrorKind::NotFound);
+            let down = proxy::connect_failed(&c.target, kind);
             self.link = Link::None;
-            self.client.handle_input(now, Input::TransportDown(TransportDown::ConnectFailed(kind)));
+            self.client.handle_input(now, Input::TransportDown(down));
         }
     }
 
@@ -750,8 +789,9 @@ impl Connection {
                         let _ = registry.deregister(&mut loser);
                     }
                     let target = c.target.clone();
+                    let destination = std::mem::take(&mut c.destination);
                     self.link = Link::None;
-                    self.establish(registry, now, tcp, &target);
+                    self.connected(registry, now, tcp, target, &destination);
                     return;
                 }
             }
@@ -764,13 +804,68 @@ impl Connection {
         self.check_exhausted(now);
     }
 
-    /// TCP is up: TLS starts over it, or the transport is up already.
-    fn establish(&mut self, registry: &Registry, now: Instant, mut tcp: TcpStream, target: &Target) {
+    /// TCP is up: to the proxy, whose handshake comes first, or to the server.
+    fn connected(&mut self, registry: &Registry, now: Instant, mut tcp: TcpStream, target: Target, destination: &str) {
         // Without it, a small message can wait for the previous one's ACK
         // (Nagle), tens of milliseconds for a latency-sensitive feed.
         if self.settings.nodelay {
             let _ = tcp.set_nodelay(true);
         }
+        let Some(via) = target.proxy.clone() else {
+            return self.establish(registry, now, tcp, &target);
+        };
+        match ProxyHandshake::new(&via, destination, target.port) {
+            Ok(handshake) => {
+                tracing::debug!(kind = ?via.kind(), "proxy handshake");
+                self.link = Link::Proxying(Box::new(Proxying {
+                    tcp,
+                    target,
+                    handshake,
+                    out: Vec::new(),
+                    written: 0,
+                    deadline: now + via.timeout(),
+                }));
+                self.progress_proxy(registry, now);
+            }
+            Err(e) => {
+                let _ = registry.deregister(&mut tcp);
+                self.client.handle_input(now, Input::TransportDown(TransportDown::Proxy(e)));
+            }
+        }
+    }
+
+    /// Moves the proxy's handshake along without blocking: writes what it
+    /// has, reads what it allows until the socket would block (readiness is
+    /// edge-triggered), and hands the tunnel on once it is open.
+    fn progress_proxy(&mut self, registry: &Registry, now: Instant) {
+        let Link::Proxying(p) = &mut self.link else {
+            return;
+        };
+        let outcome = if now >= p.deadline {
+            Err(ProxyError::Timeout(p.target.proxy.as_ref().map_or(Duration::ZERO, |v| v.timeout())))
+        } else {
+            p.step()
+        };
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => {
+                let Link::Proxying(p) = std::mem::replace(&mut self.link, Link::None) else {
+                    return;
+                };
+                tracing::debug!("proxy tunnel open");
+                let Proxying { tcp, target, .. } = *p;
+                self.establish(registry, now, tcp, &target);
+            }
+            Err(e) => {
+                self.drop_link(registry);
+                self.client.handle_input(now, Input::TransportDown(TransportDown::Proxy(e)));
+            }
+        }
+    }
+
+    /// The tunnel (or the direct TCP connection) is up: TLS starts over it,
+    /// or the transport is up already.
+    fn establish(&mut self, registry: &Registry, now: Instant, mut tcp: TcpStream, target: &Target) {
         let transport = if target.tls {
             match Transport::tls_session(&self.settings.tls, &target.host) {
                 Ok(session) => Transport::tls(tcp, session),
@@ -948,6 +1043,9 @@ impl Connection {
                     let _ = registry.deregister(&mut tcp);
                 }
             }
+            Link::Proxying(mut p) => {
+                let _ = registry.deregister(&mut p.tcp);
+            }
             Link::Up { mut transport, .. } => {
                 let _ = registry.deregister(transport.tcp());
             }
@@ -987,6 +1085,9 @@ impl Connection {
                     let _ = registry.deregister(&mut tcp);
                 }
             }
+            Link::Proxying(mut p) => {
+                let _ = registry.deregister(&mut p.tcp);
+            }
             Link::None => {}
         }
     }
@@ -1008,6 +1109,46 @@ impl Connection {
         };
         if want != linger.interest && registry.reregister(linger.transport.tcp(), self.token, want).is_ok() {
             linger.interest = want;
+        }
+    }
+}
+
+impl Proxying {
+    /// One pass: `Ok(true)` once the tunnel is open, `Ok(false)` while the
+    /// socket would block.
+    fn step(&mut self) -> Result<bool, ProxyError> {
+        use std::io::{Read, Write};
+        // A SOCKS5 reply is at most 262 bytes; an HTTP one is read 1 or 2 at a time.
+        let mut buf = [0u8; 512];
+        loop {
+            let _ = self.handshake.poll_transmit(&mut self.out);
+            while self.written < self.out.len() {
+                match self.tcp.write(&self.out[self.written..]) {
+                    Ok(0) => return Err(ProxyError::Connect(io::ErrorKind::WriteZero)),
+                    Ok(n) => self.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ProxyError::Connect(e.kind())),
+                }
+            }
+            self.out.clear();
+            self.written = 0;
+            let want = self.handshake.max_read().min(buf.len());
+            match self.tcp.read(&mut buf[..want]) {
+                Ok(0) => return Err(self.handshake.handle_eof()),
+                Ok(n) => match self.handshake.handle_input(&buf[..n]) {
+                    Progress::NeedMore => {}
+                    Progress::Done { used } => {
+                        // Reads are capped at `max_read`: the reply ends with the read.
+                        debug_assert_eq!(used, n, "read past the proxy's reply");
+                        return Ok(true);
+                    }
+                    Progress::Failed(e) => return Err(e),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ProxyError::Connect(e.kind())),
+            }
         }
     }
 }

@@ -139,6 +139,18 @@
 //! connect timeout bounds the whole attempt, TLS included. `TCP_NODELAY` is
 //! set unless [`Connector::nodelay`] says otherwise.
 //!
+//! # Proxies
+//!
+//! A configuration with [`ConfigBuilder::proxy`](nova_proto::ConfigBuilder::proxy)
+//! connects through an HTTP CONNECT or SOCKS5 proxy: the proxy's handshake
+//! ([`nova_proto::proxy::ProxyHandshake`], the same sans-IO machine the async
+//! drivers run) is a non-blocking phase of the connection, driven by the
+//! same readiness events and bounded by its own deadline in
+//! [`Connection::poll_timeout`]; then TLS runs through the tunnel, end to end
+//! with the server. A `socks5://` proxy gets the server's address from the
+//! [`Resolve`] in use; `socks5h://` and HTTP proxies get its name. The
+//! environment is read only when asked: `nova_driver::proxy::from_env()`.
+//!
 //! # TLS
 //!
 //! `wss://` uses rustls with the `ring` provider and Mozilla's roots by

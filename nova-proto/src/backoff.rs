@@ -187,6 +187,12 @@ pub enum DisconnectKind {
     /// The session's behaviour layer ended the connection (authentication
     /// refused, a service error classified as reason to reconnect).
     Aborted,
+    /// The proxy could not be reached, refused the tunnel or broke its
+    /// protocol (credentials aside).
+    Proxy,
+    /// The proxy wants credentials, or refused those given. Retrying cannot
+    /// fix it: the default policy does not retry these.
+    ProxyAuth,
 }
 
 impl Disconnect {
@@ -200,6 +206,8 @@ impl Disconnect {
             Disconnect::Failed(Error::Timeout(_)) => DisconnectKind::Timeout,
             Disconnect::Failed(Error::Transport(TransportDown::Tls(t))) if t.certificate => DisconnectKind::Certificate,
             Disconnect::Failed(Error::Transport(TransportDown::Tls(_))) => DisconnectKind::Tls,
+            Disconnect::Failed(Error::Transport(TransportDown::Proxy(p))) if p.is_auth() => DisconnectKind::ProxyAuth,
+            Disconnect::Failed(Error::Transport(TransportDown::Proxy(_))) => DisconnectKind::Proxy,
             Disconnect::Failed(Error::Transport(_)) => DisconnectKind::Transport,
             Disconnect::Failed(Error::Aborted(_)) => DisconnectKind::Aborted,
         }
@@ -317,14 +325,20 @@ impl ReconnectPolicy {
         ReconnectPolicy { enabled: false, ..ReconnectPolicy::new(Backoff::constant(Duration::ZERO, 0.0)) }
     }
 
-    /// Reconnect forever with `backoff`, stopping only on a rejected certificate.
+    /// Reconnect forever with `backoff`, stopping only on a rejected certificate
+    /// or refused proxy credentials.
     pub fn new(backoff: Backoff) -> ReconnectPolicy {
         ReconnectPolicy {
             enabled: true,
             backoff,
             max_attempts: None,
             reset_after: Duration::from_secs(10),
-            rules: vec![Rule { when: Match::Kind(DisconnectKind::Certificate), then: Decision::Stop }],
+            // Neither a rejected certificate nor refused proxy credentials
+            // get better by trying again.
+            rules: vec![
+                Rule { when: Match::Kind(DisconnectKind::Certificate), then: Decision::Stop },
+                Rule { when: Match::Kind(DisconnectKind::ProxyAuth), then: Decision::Stop },
+            ],
             breaker: None,
         }
     }

@@ -494,8 +494,13 @@ impl Client {
         }
         let c = &self.config;
         let endpoint = c.endpoint();
-        let target =
-            Target { host: endpoint.host.clone(), port: endpoint.port, tls: endpoint.tls, attempt: self.attempt };
+        let target = Target {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            tls: endpoint.tls,
+            attempt: self.attempt,
+            proxy: c.proxy_arc(),
+        };
         self.timers.set(Timer::Connect, self.now + c.timeouts().connect);
         self.stats.connects += 1;
         if self.attempt > 0 {

@@ -12,6 +12,7 @@ use crate::backoff::{Backoff, Decision, Match, ReconnectPolicy};
 use crate::breaker::CircuitBreaker;
 use crate::deflate::DeflateConfig;
 use crate::profile::Profile;
+use crate::proxy::Proxy;
 
 /// Everything a [`Client`](crate::Client) needs to know, validated.
 ///
@@ -47,6 +48,7 @@ pub struct Config {
     profile: Profile,
     telemetry: Telemetry,
     deflate: Option<DeflateConfig>,
+    proxy: Option<Arc<Proxy>>,
 }
 
 /// Header values (tokens, API keys, Basic credentials) never appear in `Debug`
@@ -69,6 +71,7 @@ impl fmt::Debug for Config {
             .field("profile", &self.profile)
             .field("telemetry", &self.telemetry)
             .field("deflate", &self.deflate)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -321,6 +324,15 @@ impl Config {
     pub fn deflate(&self) -> Option<&DeflateConfig> {
         self.deflate.as_ref()
     }
+
+    /// The proxy connections go through; `None` (the default) connects directly.
+    pub fn proxy(&self) -> Option<&Proxy> {
+        self.proxy.as_deref()
+    }
+
+    pub(crate) fn proxy_arc(&self) -> Option<Arc<Proxy>> {
+        self.proxy.clone()
+    }
 }
 
 /// Builds a [`Config`]. Every setter can be called in any order; [`profile`]
@@ -344,6 +356,7 @@ pub struct ConfigBuilder {
     profile: Profile,
     telemetry: Telemetry,
     deflate: Option<DeflateConfig>,
+    proxy: Option<Proxy>,
 }
 
 /// Like [`Config`]'s, without header values or URL credentials.
@@ -365,6 +378,7 @@ impl fmt::Debug for ConfigBuilder {
             .field("subprotocols", &self.subprotocols)
             .field("profile", &self.profile)
             .field("deflate", &self.deflate)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -416,6 +430,7 @@ impl ConfigBuilder {
             profile: Profile::Standard,
             telemetry: preset.telemetry,
             deflate: preset.deflate,
+            proxy: None,
         }
     }
 
@@ -592,6 +607,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// Connects through `proxy` (HTTP CONNECT or SOCKS5); `None`, the
+    /// default, connects directly. The environment is not consulted: pick a
+    /// proxy from it with [`ProxySettings`](crate::proxy::ProxySettings)
+    /// (drivers offer `proxy_from_env()`). TLS runs through the tunnel end
+    /// to end; the proxy's handshake counts within the connect timeout, and
+    /// has its own ([`Proxy::with_timeout`]).
+    pub fn proxy(mut self, proxy: Option<Proxy>) -> ConfigBuilder {
+        self.proxy = proxy;
+        self
+    }
+
     /// Validates everything and prepares the upgrade request head.
     ///
     /// # Errors
@@ -689,6 +715,7 @@ impl ConfigBuilder {
             profile: self.profile,
             telemetry: self.telemetry,
             deflate: self.deflate,
+            proxy: self.proxy.map(Arc::new),
         })
     }
 
@@ -710,6 +737,9 @@ impl ConfigBuilder {
         let t = &self.timeouts;
         let mut durations =
             vec![("connect_timeout", t.connect), ("handshake_timeout", t.handshake), ("close_timeout", t.close)];
+        if let Some(p) = &self.proxy {
+            durations.push(("proxy timeout", p.timeout()));
+        }
         if let Some(k) = &self.keepalive {
             durations.extend([("ping interval", k.interval), ("pong timeout", k.timeout)]);
         }

@@ -300,6 +300,10 @@ pub enum TransportDown {
     /// TLS failed.
     #[error(transparent)]
     Tls(TlsFailure),
+    /// The proxy in [`Target::proxy`](crate::Target::proxy) could not be
+    /// reached, or refused the tunnel.
+    #[error("proxy failed")]
+    Proxy(#[from] crate::proxy::ProxyError),
 }
 
 /// A TLS failure reported by the driver.

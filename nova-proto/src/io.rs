@@ -10,6 +10,7 @@ use crate::deflate::DeflateParams;
 use crate::error::{Error, TransportDown};
 use crate::handshake::Headers;
 use crate::message::{CloseCode, Message};
+use crate::proxy::Proxy;
 use crate::session::{DecodeError, RequestError, RequestId, ServiceError, Strategy, SubscriptionId};
 
 /// Input from the driver, for [`Client::handle_input`](crate::Client::handle_input).
@@ -37,6 +38,10 @@ pub struct Target {
     pub tls: bool,
     /// 0 for the first connection, then the reconnect attempt number.
     pub attempt: u32,
+    /// Connect through this proxy: open TCP to it, run a
+    /// [`ProxyHandshake`](crate::proxy::ProxyHandshake) for `host:port`, then
+    /// TLS (for `tls`) through the tunnel. `None`: connect directly.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 /// Work for the driver, from [`Client::poll_output`](crate::Client::poll_output).

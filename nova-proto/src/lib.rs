@@ -121,6 +121,19 @@
 //! data fails with 1007. The codec belongs to the connection and is dropped on
 //! every disconnect.
 //!
+//! # Proxies
+//!
+//! HTTP CONNECT and SOCKS5 proxies, with or without credentials: set one
+//! with [`ConfigBuilder::proxy`] (a [`proxy::Proxy`] parsed from a URL as curl
+//! does), or pick one from `wss_proxy`/`https_proxy`/`http_proxy`/`all_proxy`
+//! and `no_proxy` with [`proxy::ProxySettings`], which follows curl's rules
+//! and is handed the variables (the core never reads the environment).
+//! The core puts the proxy in [`Target::proxy`]; the driver connects to it,
+//! runs the sans-IO [`proxy::ProxyHandshake`] over the TCP stream, and only
+//! then starts TLS, so TLS runs end to end through the tunnel. Failures
+//! arrive as [`TransportDown::Proxy`]; refused credentials are not retried by
+//! the default reconnect policy ([`DisconnectKind::ProxyAuth`]).
+//!
 //! # Bounded by construction
 //!
 //! Every buffer has a limit in [`Config`]: the handshake head
@@ -163,6 +176,7 @@ pub mod limits;
 mod message;
 mod outbound;
 mod profile;
+pub mod proxy;
 mod rng;
 pub mod session;
 mod timer;

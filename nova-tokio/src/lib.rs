@@ -77,6 +77,32 @@
 //! `certificate: true`, which the default reconnect policy does not retry:
 //! [`connect`] then fails with [`ConnectError::NeverOpened`], saying why.
 //!
+//! # Proxies
+//!
+//! HTTP CONNECT and SOCKS5 (with or without credentials), set on the
+//! configuration: TLS for `wss` runs through the tunnel, end to end with the
+//! server. The environment is read only when asked, by curl's rules
+//! ([`nova_driver::proxy::from_env`]); `examples/proxy.rs` runs against any
+//! local proxy.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use nova_tokio::nova_proto::proxy::Proxy;
+//!
+//! let url = "wss://stream.example.com/v1";
+//! let proxy = match std::env::var("MY_PROXY") {
+//!     Ok(explicit) => Some(Proxy::parse(&explicit)?), // socks5h://user:pass@10.0.0.1:1080
+//!     Err(_) => nova_tokio::nova_driver::proxy::from_env().proxy_for_url(url)?,
+//! };
+//! let config = nova_tokio::Config::builder(url).proxy(proxy).build()?;
+//! let (handle, events) = nova_tokio::connect(config).await?;
+//! # let _ = (handle, events); Ok(()) }
+//! ```
+//!
+//! A proxy that is down, silent past [`Proxy::timeout`](nova_proto::proxy::Proxy::timeout)
+//! or refusing the tunnel is retried like a server that is down; refused
+//! credentials end the session ([`nova_proto::DisconnectKind::ProxyAuth`]).
+//!
 //! # Telemetry
 //!
 //! Each session runs in a `tracing` span named `nova` (with `client`, `host`

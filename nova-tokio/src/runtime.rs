@@ -52,7 +52,8 @@ impl nova_driver::Runtime for Tokio {
         tls: Option<Arc<rustls::ClientConfig>>,
         nodelay: bool,
     ) -> BoxFuture<Result<Transport, TransportDown>> {
-        Box::pin(async move { transport::open(&target, tls, nodelay).await })
+        let timer = self.timer();
+        Box::pin(async move { transport::open(&target, tls, nodelay, timer).await })
     }
 }
 

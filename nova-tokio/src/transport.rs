@@ -1,4 +1,5 @@
-//! Opening a transport: DNS, TCP (every resolved address, staggered), TLS.
+//! Opening a transport: DNS, TCP (every resolved address, staggered), a
+//! proxy's tunnel, TLS.
 //!
 //! Failures become [`TransportDown`] values for the core; nothing here retries
 //! on its own (the core's reconnect policy is the one place that retries).
@@ -9,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use nova_driver::proxy;
 use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, interleave, no_tls_config, server_name};
 use nova_proto::{Target, TransportDown};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,19 +29,31 @@ pub enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Opens the transport `target` asks for. The core bounds the whole of it
-/// with its connect timeout; dropping the future abandons every attempt.
+/// Opens the transport `target` asks for: TCP to the server, or to the
+/// proxy and a tunnel through it (bounded by the proxy's timeout on
+/// `timer`); then TLS, end to end with the server. The core bounds the whole
+/// of it with its connect timeout; dropping the future abandons every attempt.
 pub(crate) async fn open(
     target: &Target,
     tls: Option<Arc<rustls::ClientConfig>>,
     nodelay: bool,
+    mut timer: impl nova_driver::Timer,
 ) -> Result<Transport, TransportDown> {
-    let addrs = resolve(&target.host, target.port).await?;
-    let tcp = connect_any(addrs).await.map_err(|e| TransportDown::ConnectFailed(e.kind()))?;
+    // For `socks5://` the server's name is resolved here, as curl does.
+    let destination = match proxy::resolves_locally(target) {
+        true => proxy::local_destination(&resolve(&target.host, target.port).await?),
+        false => target.host.to_string(),
+    };
+    let (host, port) = proxy::first_hop(target);
+    let addrs = resolve(host, port).await.map_err(|e| proxy::resolve_failed(target, e))?;
+    let mut tcp = connect_any(addrs).await.map_err(|e| proxy::connect_failed(target, e.kind()))?;
     // Without it, a small message can wait for the previous one's ACK (Nagle),
     // tens of milliseconds for a latency-sensitive feed.
     if nodelay {
         let _ = tcp.set_nodelay(true);
+    }
+    if let Some(via) = &target.proxy {
+        proxy::tunnel(&mut Tunnel(&mut tcp), &mut timer, via, &destination, target.port).await?;
     }
     if !target.tls {
         return Ok(Transport::Plain(tcp));
@@ -51,6 +65,20 @@ pub(crate) async fn open(
     match TlsConnector::from(config).connect(name, tcp).await {
         Ok(stream) => Ok(Transport::Tls(Box::new(stream))),
         Err(e) => Err(handshake_down(&e)),
+    }
+}
+
+/// The TCP stream to the proxy, for the tunnel handshake.
+struct Tunnel<'a>(&'a mut TcpStream);
+
+impl proxy::TunnelStream for Tunnel<'_> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        Pin::new(&mut *self.0).poll_read(cx, &mut buf).map_ok(|()| buf.filled().len())
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
     }
 }
 

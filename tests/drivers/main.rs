@@ -7,6 +7,7 @@
 
 mod async_io;
 mod mio;
+mod proxy;
 mod suite;
 mod tokio;
 
@@ -79,6 +80,26 @@ macro_rules! driver_suite {
             #[test]
             fn concurrent_sessions() {
                 suite::concurrent_sessions::<$driver>();
+            }
+            #[test]
+            fn proxy_tunnels() {
+                crate::proxy::proxy_tunnels::<$driver>();
+            }
+            #[test]
+            fn proxy_refused_credentials_are_not_retried() {
+                crate::proxy::proxy_refused_credentials_are_not_retried::<$driver>();
+            }
+            #[test]
+            fn proxy_down_reconnects() {
+                crate::proxy::proxy_down_reconnects::<$driver>();
+            }
+            #[test]
+            fn silent_proxy_times_out() {
+                crate::proxy::silent_proxy_times_out::<$driver>();
+            }
+            #[test]
+            fn no_proxy_goes_direct() {
+                crate::proxy::no_proxy_goes_direct::<$driver>();
             }
         }
     };

@@ -72,17 +72,17 @@ pub(crate) trait Session: Send {
     fn next(&mut self, within: Duration) -> Result<Event, Quiet>;
 }
 
-fn ms(n: u64) -> Duration {
+pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 /// A configuration that reconnects after a constant 20 ms and does not ping
 /// unless the scenario asks.
-fn config(url: &str) -> ConfigBuilder {
+pub(crate) fn config(url: &str) -> ConfigBuilder {
     Config::builder(url).backoff(Backoff::constant(ms(20), 0.0)).keepalive(None)
 }
 
-fn build(config: ConfigBuilder) -> Config {
+pub(crate) fn build(config: ConfigBuilder) -> Config {
     config.build().expect("a valid configuration")
 }
 
@@ -94,7 +94,7 @@ fn next<S: Session>(session: &mut S, what: &str) -> Event {
 }
 
 /// The next event that is not a message or a pong.
-fn next_change<S: Session>(session: &mut S) -> Event {
+pub(crate) fn next_change<S: Session>(session: &mut S) -> Event {
     loop {
         match next(session, "a session event") {
             Event::Message(_) | Event::Pong { .. } => {}
@@ -104,7 +104,7 @@ fn next_change<S: Session>(session: &mut S) -> Event {
 }
 
 /// The next message, passing over pongs and the `Opened` that starts a session.
-fn next_message<S: Session>(session: &mut S) -> Message {
+pub(crate) fn next_message<S: Session>(session: &mut S) -> Message {
     loop {
         match next(session, "a message") {
             Event::Message(message) => return message,
@@ -115,7 +115,7 @@ fn next_message<S: Session>(session: &mut S) -> Message {
 }
 
 /// Reads up to `Closed`, then checks that nothing follows it.
-fn until_closed<S: Session>(session: &mut S) -> Closed {
+pub(crate) fn until_closed<S: Session>(session: &mut S) -> Closed {
     loop {
         if let Event::Closed(closed) = next(session, "the end of the session") {
             assert_eq!(session.next(BOUND), Err(Quiet::Ended), "nothing follows Closed");
@@ -124,14 +124,14 @@ fn until_closed<S: Session>(session: &mut S) -> Closed {
     }
 }
 
-fn expect_opened<S: Session>(session: &mut S, attempt: u32) -> Opened {
+pub(crate) fn expect_opened<S: Session>(session: &mut S, attempt: u32) -> Opened {
     match next_change(session) {
         Event::Opened(opened) if opened.attempt == attempt => opened,
         other => panic!("expected Opened (attempt {attempt}), got {other:?}"),
     }
 }
 
-fn echo_server() -> MockServer {
+pub(crate) fn echo_server() -> MockServer {
     MockServer::start(Behavior::accept().echo()).expect("a mock server on loopback")
 }
 

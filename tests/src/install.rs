@@ -25,6 +25,10 @@ use crate::tail::{last_lines, run_bounded};
 /// The pinned version of the Python `websockets` package.
 pub const PYTHON_WEBSOCKETS_VERSION: &str = "17.4";
 
+/// The pinned version of the Python `pproxy` package: the real HTTP CONNECT
+/// and SOCKS5 proxy of [`ProxyPeer`](crate::ProxyPeer).
+pub const PPROXY_VERSION: &str = "2.7.9";
+
 /// The pinned version of the Node `ws` package.
 pub const NODE_WS_VERSION: &str = "8.23.0";
 
@@ -108,6 +112,30 @@ pub(crate) fn python_websockets() -> Result<PathBuf, PeerError> {
                 .args(["-m", "pip", "install", "--no-input", "--disable-pip-version-check"])
                 // Bounded network waits, so an unreachable index fails in
                 // well under INSTALL_TIMEOUT.
+                .args(["--timeout", "30", "--retries", "2"])
+                .arg("--target")
+                .arg(dir)
+                .arg(spec)
+                .env("PIP_ROOT_USER_ACTION", "ignore");
+            command
+        },
+    })
+}
+
+/// The directory to put on `PYTHONPATH` for the pinned pproxy, installing
+/// it first if needed (pure Python, no dependencies).
+pub(crate) fn python_pproxy() -> Result<PathBuf, PeerError> {
+    ensure(&Package {
+        peer: PeerKind::Python,
+        dir_name: format!("python-pproxy-{PPROXY_VERSION}"),
+        spec: format!("pproxy=={PPROXY_VERSION}"),
+        registry: "PyPI",
+        marker: "pproxy/server.py",
+        probe: probe_python,
+        command: |dir, spec| {
+            let mut command = Command::new("python3");
+            command
+                .args(["-m", "pip", "install", "--no-input", "--disable-pip-version-check"])
                 .args(["--timeout", "30", "--retries", "2"])
                 .arg("--target")
                 .arg(dir)

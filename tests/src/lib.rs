@@ -98,6 +98,13 @@
 //! | `NOVA_INTEROP_CACHE` | where installs are cached, instead of `target/interop/` |
 //! | `NOVA_INTEROP_TUNGSTENITE_BIN` | the tokio-tungstenite server binary, when a test executable runs outside cargo |
 //!
+//! # A real proxy
+//!
+//! [`ProxyPeer`] runs [pproxy](https://pypi.org/project/pproxy/)
+//! ([`PPROXY_VERSION`], installed from PyPI like websockets) on loopback:
+//! one port that speaks HTTP CONNECT and SOCKS5, optionally requiring a
+//! username and password, for the proxy tests of every driver.
+//!
 //! The servers are `servers/websockets_server.py`, `servers/ws_server.js`
 //! and `servers/tungstenite.rs` in this package.
 
@@ -108,6 +115,7 @@ mod error;
 mod install;
 mod peer;
 mod process;
+mod proxy;
 mod tail;
 
 pub use behaviour::{
@@ -116,8 +124,9 @@ pub use behaviour::{
     PONG_CONFIRMATION,
 };
 pub use error::PeerError;
-pub use install::{INSTALL_TIMEOUT, NODE_WS_VERSION, PYTHON_WEBSOCKETS_VERSION, cache_dir};
+pub use install::{INSTALL_TIMEOUT, NODE_WS_VERSION, PPROXY_VERSION, PYTHON_WEBSOCKETS_VERSION, cache_dir};
 pub use peer::{
     BIND_RETRY, DEFAULT_LIFETIME, Peer, PeerDeflate, PeerKind, PeerOptions, REQUIRED_VAR, interop_required,
 };
 pub use process::START_TIMEOUT;
+pub use proxy::ProxyPeer;

@@ -303,7 +303,7 @@ pub fn interop_required() -> bool {
 }
 
 /// `error` and its sources, one per line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -315,7 +315,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Spawns until the server listens; a fixed port that is taken is retried
 /// for [`BIND_RETRY`].
-fn spawn_listening(launch: &Launch, port: u16) -> Result<(Process, SocketAddr), PeerError> {
+pub(crate) fn spawn_listening(launch: &Launch, port: u16) -> Result<(Process, SocketAddr), PeerError> {
     let deadline = Instant::now() + BIND_RETRY;
     loop {
         match launch.spawn(port)? {
