@@ -9,5 +9,7 @@ mod testing_util;
 
 pub use common::{RateLimitAction, WallClock};
 
+#[cfg(feature = "bybit")]
+pub mod bybit;
 #[cfg(feature = "deribit")]
 pub mod deribit;
