@@ -13,3 +13,5 @@ pub use common::{RateLimitAction, WallClock};
 pub mod bybit;
 #[cfg(feature = "deribit")]
 pub mod deribit;
+#[cfg(feature = "discord")]
+pub mod discord;
