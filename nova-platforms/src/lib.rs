@@ -15,3 +15,5 @@ pub mod bybit;
 pub mod deribit;
 #[cfg(feature = "discord")]
 pub mod discord;
+#[cfg(feature = "slack")]
+pub mod slack;
