@@ -15,5 +15,7 @@ pub mod bybit;
 pub mod deribit;
 #[cfg(feature = "discord")]
 pub mod discord;
+#[cfg(feature = "ethereum")]
+pub mod ethereum;
 #[cfg(feature = "slack")]
 pub mod slack;
