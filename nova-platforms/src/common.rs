@@ -67,7 +67,7 @@ pub enum RateLimitAction {
 
 impl RateLimitAction {
     /// The strategy for a rate-limit error outside any request.
-    pub(crate) fn strategy(self) -> Strategy {
+    pub fn strategy(self) -> Strategy {
         match self {
             RateLimitAction::Reconnect(wait) => Strategy::RetryAfter(wait),
             RateLimitAction::FailRequest => Strategy::Continue,
@@ -87,7 +87,7 @@ pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 }
 
 /// Lowercase hex.
-#[cfg(any(feature = "deribit", feature = "bybit", feature = "ethereum"))]
+#[cfg(any(feature = "deribit", feature = "bybit"))]
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -99,12 +99,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Bounded FIFO of recent keys, for de-duplication and fallback correlation.
+#[cfg(any(feature = "deribit", feature = "bybit", feature = "slack"))]
 #[derive(Debug, Clone)]
 pub(crate) struct Recent<T> {
     items: std::collections::VecDeque<T>,
     max: usize,
 }
 
+#[cfg(any(feature = "deribit", feature = "bybit", feature = "slack"))]
 impl<T: PartialEq> Recent<T> {
     pub(crate) fn new(max: usize) -> Recent<T> {
         Recent { items: std::collections::VecDeque::new(), max: max.max(1) }
@@ -124,6 +126,7 @@ impl<T: PartialEq> Recent<T> {
         self.items.remove(at)
     }
 
+    #[cfg(any(feature = "deribit", feature = "bybit"))]
     pub(crate) fn clear(&mut self) {
         self.items.clear();
     }
@@ -133,6 +136,7 @@ impl<T: PartialEq> Recent<T> {
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "deribit", feature = "bybit", feature = "slack"))]
     #[test]
     fn recent_is_bounded_and_fifo() {
         let mut r = Recent::new(2);

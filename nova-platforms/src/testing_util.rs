@@ -20,6 +20,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
+#[allow(dead_code)] // each platform's mock tests use a different subset
 pub(crate) mod client {
     //! A bounded blocking tungstenite client for the mocks' own tests.
     use std::net::TcpStream;

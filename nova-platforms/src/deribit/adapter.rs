@@ -41,7 +41,7 @@ struct Tokens {
 ///   every connection with `public/auth` (tokens are connection-scoped: a
 ///   reconnect always does a full grant; expiring tokens are renewed on the
 ///   same connection with the `refresh_token` grant).
-/// - Subscriptions are channel names ([`channels`](super::channels)), up to
+/// - Subscriptions are channel names ([`ticker`](super::ticker), [`trades`](super::trades), ...), up to
 ///   500 per request, `private/subscribe` when any is a `user.*` channel.
 ///   A subscribe answered without any of the requested channels fails.
 /// - Heartbeats: `public/set_heartbeat` shortly after each restore, then
