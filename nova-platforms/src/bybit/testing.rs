@@ -1,0 +1,247 @@
+//! A mock Bybit v5 stream socket (feature `testing`) on nova-testkit,
+//! following the protocol notes' scenarios: `op: auth` verified with the
+//! recipe (expired `expires` → `Params Error`), private subscribe refused
+//! before auth, the public or private pong shape, the spot limit of 10 args,
+//! a whole batch failing on one unknown topic (`INVALID` in its name),
+//! `already subscribed` for duplicates, `req_id` left out of every other ack
+//! when asked, and data pushed for each subscribed topic every tick.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nova_proto::{Message, Secret};
+use nova_testkit::{Behavior, Handler};
+use serde_json::{Value, json};
+
+use super::auth::signature;
+use super::topics::Stream;
+use crate::common::WallClock;
+use crate::testing_util::{json_of, lock, text};
+
+#[derive(Debug)]
+struct State {
+    api_key: String,
+    secret: Secret,
+    clock: WallClock,
+    omit_req_id: bool,
+    connections: u32,
+    received: Vec<(u32, Value)>,
+}
+
+/// The mock server's shared state and configuration.
+#[derive(Debug, Clone)]
+pub struct MockBybit {
+    stream: Stream,
+    state: Arc<Mutex<State>>,
+    tick: Duration,
+}
+
+impl MockBybit {
+    /// A mock of `stream` knowing one API key; `clock` is the server's clock
+    /// that `expires` is checked against.
+    pub fn new(stream: Stream, api_key: &str, api_secret: Secret, clock: WallClock) -> MockBybit {
+        let state = State {
+            api_key: api_key.to_owned(),
+            secret: api_secret,
+            clock,
+            omit_req_id: false,
+            connections: 0,
+            received: Vec::new(),
+        };
+        MockBybit { stream, state: Arc::new(Mutex::new(state)), tick: Duration::from_millis(20) }
+    }
+
+    /// Leaves `req_id` out of every other acknowledgement.
+    pub fn omit_req_id(self) -> MockBybit {
+        lock(&self.state).omit_req_id = true;
+        self
+    }
+
+    /// How often data is pushed.
+    pub fn tick(mut self, tick: Duration) -> MockBybit {
+        self.tick = tick;
+        self
+    }
+
+    /// The per-connection behaviour to give a nova-testkit `MockServer`.
+    pub fn behavior(&self) -> Behavior {
+        let (state, stream) = (Arc::clone(&self.state), self.stream);
+        Behavior::accept().handler(Some(self.tick), move || {
+            let conn = {
+                let mut s = lock(&state);
+                s.connections += 1;
+                s.connections
+            };
+            Box::new(Conn { state: Arc::clone(&state), stream, conn, authed: false, topics: BTreeSet::new(), acks: 0 })
+        })
+    }
+
+    /// Every request received: (connection number from 1, request).
+    pub fn received(&self) -> Vec<(u32, Value)> {
+        lock(&self.state).received.clone()
+    }
+}
+
+struct Conn {
+    state: Arc<Mutex<State>>,
+    stream: Stream,
+    conn: u32,
+    authed: bool,
+    topics: BTreeSet<String>,
+    acks: u64,
+}
+
+impl Conn {
+    fn ack(&mut self, op: &str, req_id: &Value, success: bool, ret_msg: &str) -> Value {
+        self.acks += 1;
+        let mut v = json!({"success": success, "ret_msg": ret_msg, "op": op, "conn_id": format!("c{}", self.conn)});
+        let omit = lock(&self.state).omit_req_id && self.acks % 2 == 0;
+        if !req_id.is_null() && !omit {
+            v["req_id"] = req_id.clone();
+        }
+        v
+    }
+
+    fn subscribe(&mut self, args: &[String]) -> Result<(), String> {
+        if self.stream == Stream::Spot && args.len() > 10 {
+            return Err("args size >10".into());
+        }
+        if self.stream == Stream::Private && !self.authed {
+            return Err("request not authorized".into());
+        }
+        if let Some(bad) = args.iter().find(|t| t.contains("INVALID")) {
+            return Err(format!("error:handler not found,topic:{bad}"));
+        }
+        if let Some(dup) = args.iter().find(|t| self.topics.contains(*t)) {
+            return Err(format!("error:already subscribed,topic:{dup}"));
+        }
+        self.topics.extend(args.iter().cloned());
+        Ok(())
+    }
+}
+
+impl Handler for Conn {
+    fn on_message(&mut self, _now: Instant, message: &Message, out: &mut Vec<Message>) {
+        let Some(request) = json_of(message) else { return };
+        lock(&self.state).received.push((self.conn, request.clone()));
+        let req_id = request.get("req_id").cloned().unwrap_or(Value::Null);
+        let args: Vec<Value> = request.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+        let reply = match request.get("op").and_then(Value::as_str).unwrap_or_default() {
+            "ping" if self.stream == Stream::Private => {
+                json!({"req_id": req_id, "op": "pong", "args": ["1700000000000"], "conn_id": format!("c{}", self.conn)})
+            }
+            "ping" => self.ack("ping", &req_id, true, "pong"),
+            "auth" => {
+                let s = lock(&self.state);
+                let expires = args.get(1).and_then(Value::as_u64).unwrap_or(0);
+                let ok_key = args.first().and_then(Value::as_str) == Some(s.api_key.as_str());
+                let ok_sig = args.get(2).and_then(Value::as_str) == Some(signature(&s.secret, expires).as_str());
+                let fresh = expires >= s.clock.unix_millis();
+                drop(s);
+                let msg = if !fresh {
+                    "Params Error"
+                } else if !(ok_key && ok_sig) {
+                    "Invalid signature"
+                } else {
+                    ""
+                };
+                self.authed = msg.is_empty();
+                self.ack("auth", &req_id, self.authed, msg)
+            }
+            op @ ("subscribe" | "unsubscribe") => {
+                let topics: Vec<String> = args.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+                let result = if op == "subscribe" {
+                    self.subscribe(&topics)
+                } else {
+                    topics.iter().for_each(|t| {
+                        self.topics.remove(t);
+                    });
+                    Ok(())
+                };
+                match result {
+                    Ok(()) => self.ack(op, &req_id, true, ""),
+                    Err(e) => self.ack(op, &req_id, false, &e),
+                }
+            }
+            other => self.ack(other, &req_id, false, "error:unknown op"),
+        };
+        out.push(text(&reply));
+    }
+
+    fn on_tick(&mut self, _now: Instant, out: &mut Vec<Message>) {
+        for topic in &self.topics {
+            out.push(text(
+                &json!({"topic": topic, "type": "snapshot", "ts": 1_700_000_000_100u64, "data": {"s": topic}}),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nova_testkit::MockServer;
+
+    use super::*;
+    use crate::testing_util::client::{connect, next, next_where, send};
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn start(stream: Stream) -> (MockBybit, MockServer) {
+        let mock = MockBybit::new(stream, "K", Secret::new("bybit_test_secret"), WallClock::fixed(NOW));
+        let server = MockServer::start(mock.behavior()).expect("mock starts");
+        (mock, server)
+    }
+
+    #[test]
+    fn private_socket_checks_expiry_signature_and_auth_before_subscribe() {
+        let (mock, server) = start(Stream::Private);
+        let mut ws = connect(&server.url("/v5/private"));
+        send(&mut ws, json!({"req_id": "1", "op": "subscribe", "args": ["order"]}));
+        assert_eq!(next(&mut ws)["success"], false);
+        let late = NOW - 1;
+        send(
+            &mut ws,
+            json!({"req_id": "2", "op": "auth", "args": ["K", late, signature(&Secret::new("bybit_test_secret"), late)]}),
+        );
+        assert_eq!(next(&mut ws)["ret_msg"], "Params Error");
+        let exp = NOW + 5_000;
+        send(
+            &mut ws,
+            json!({"req_id": "3", "op": "auth", "args": ["K", exp, signature(&Secret::new("bybit_test_secret"), exp)]}),
+        );
+        assert_eq!(next(&mut ws)["success"], true);
+        send(&mut ws, json!({"req_id": "4", "op": "subscribe", "args": ["order"]}));
+        assert_eq!(next(&mut ws)["success"], true);
+        send(&mut ws, json!({"req_id": "5", "op": "ping"}));
+        assert_eq!(next_where(&mut ws, |v| v["req_id"] == "5")["op"], "pong", "private pong shape");
+        assert_eq!(mock.received().len(), 5);
+        server.shutdown();
+    }
+
+    #[test]
+    fn spot_limits_batches_duplicates_and_public_pongs() {
+        let (_mock, server) = start(Stream::Spot);
+        let mut ws = connect(&server.url("/v5/public/spot"));
+        let eleven: Vec<String> = (0..11).map(|i| format!("tickers.S{i}USDT")).collect();
+        send(&mut ws, json!({"req_id": "1", "op": "subscribe", "args": eleven}));
+        assert_eq!(next(&mut ws)["ret_msg"], "args size >10");
+        send(
+            &mut ws,
+            json!({"req_id": "2", "op": "subscribe", "args": ["tickers.BTCUSDT", "orderbook.INVALID.BTCUSDT"]}),
+        );
+        assert!(next(&mut ws)["ret_msg"].as_str().unwrap().contains("handler not found"));
+        send(&mut ws, json!({"req_id": "3", "op": "subscribe", "args": ["tickers.BTCUSDT"]}));
+        assert_eq!(next(&mut ws)["success"], true, "the failed batch subscribed nothing");
+        send(&mut ws, json!({"req_id": "4", "op": "subscribe", "args": ["tickers.BTCUSDT"]}));
+        assert!(
+            next_where(&mut ws, |v| v["req_id"] == "4")["ret_msg"].as_str().unwrap().contains("already subscribed")
+        );
+        let data = next_where(&mut ws, |v| v.get("topic").is_some());
+        assert_eq!(data["topic"], "tickers.BTCUSDT");
+        send(&mut ws, json!({"req_id": "5", "op": "ping"}));
+        let pong = next_where(&mut ws, |v| v["req_id"] == "5");
+        assert_eq!((pong["op"].as_str(), pong["ret_msg"].as_str()), (Some("ping"), Some("pong")));
+        server.shutdown();
+    }
+}

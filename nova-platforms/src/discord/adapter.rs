@@ -1,0 +1,316 @@
+//! The Discord Gateway adapter: Identify or Resume on every connection,
+//! heartbeats on the interval from Hello (first one jittered), zombie
+//! detection, and the Gateway's reconnect opcodes.
+
+use std::fmt;
+use std::time::Duration;
+
+use nova_proto::Message;
+use nova_proto::session::json::parse;
+use nova_proto::session::{
+    Adapter, AuthDenied, AuthGranted, EncodeError, HeartbeatSpec, Inbound, RequestId, RequestPayload, Secret,
+    SecretError, ServiceError, Strategy,
+};
+use serde_json::{Value, json};
+
+use super::gateway::{
+    GatewayInfo, OP_DISPATCH, OP_HEARTBEAT, OP_HEARTBEAT_ACK, OP_HELLO, OP_IDENTIFY, OP_INVALID_SESSION, OP_RECONNECT,
+    OP_RESUME,
+};
+
+/// The environment variable holding the bot token.
+pub const TOKEN_VAR: &str = "DISCORD_TOKEN";
+
+/// The first heartbeat of a connection comes no sooner than this (or the
+/// interval, if shorter): the Session derives the second beat's time from the
+/// first one's delay, and a zombie check after a few milliseconds would
+/// condemn a healthy connection whose ACK is merely in flight.
+const MIN_FIRST_BEAT: Duration = Duration::from_secs(5);
+
+/// Codes the adapter gives the Gateway's reconnect requests, so its
+/// [`classify_error`](Adapter::classify_error) recognises them.
+const RECONNECT_REQUESTED: i64 = 7;
+const SESSION_INVALIDATED: i64 = 9;
+
+/// The Discord Gateway adapter.
+///
+/// - Identify (token, intents, properties, optional shard) on a new session;
+///   Resume (session id, last sequence number) on every connection after a
+///   drop, op 7 or a zombie, while the session is resumable. READY or RESUMED
+///   is the answer; op 9 during Resume makes the next connection identify.
+/// - Heartbeats: the interval from Hello, the first after `interval × jitter`
+///   (at least 5 s, see below), `d` = last sequence number; a heartbeat with
+///   no ACK since the previous one ends the connection as a zombie, and the
+///   next one resumes. Server op 1 is answered at once.
+/// - Dispatches other than READY/RESUMED reach the application as plain
+///   messages ([`dispatch`](super::dispatch) parses them).
+/// - [`info`](Self::info) shares the session id, sequence number, resume URL
+///   and READY payload with the application.
+///
+/// The token never appears in `Debug`.
+#[derive(Clone)]
+pub struct Discord {
+    token: Secret,
+    intents: u64,
+    properties: Value,
+    shard: Option<[u32; 2]>,
+    rng: u64,
+    info: GatewayInfo,
+    interval: Option<Duration>,
+    first_beat: Duration,
+    beats: u64,
+    awaiting_ready: bool,
+}
+
+impl fmt::Debug for Discord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discord")
+            .field("token", &self.token)
+            .field("intents", &self.intents)
+            .field("shard", &self.shard)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Discord {
+    /// A bot with `token` (bare, without `Bot `) and `intents`.
+    pub fn new(token: Secret, intents: u64) -> Discord {
+        Discord {
+            token,
+            intents,
+            properties: json!({"os": std::env::consts::OS, "browser": "nova", "device": "nova"}),
+            shard: None,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            info: GatewayInfo::default(),
+            interval: None,
+            first_beat: Duration::ZERO,
+            beats: 0,
+            awaiting_ready: false,
+        }
+    }
+
+    /// The token from `DISCORD_TOKEN`.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] when the variable is missing or empty.
+    pub fn from_env(intents: u64) -> Result<Discord, SecretError> {
+        Ok(Discord::new(Secret::from_env(TOKEN_VAR)?, intents))
+    }
+
+    /// Identifies as shard `id` of `count` (also seeds the heartbeat jitter,
+    /// so shards started together do not beat together).
+    pub fn shard(mut self, id: u32, count: u32) -> Discord {
+        self.shard = Some([id, count]);
+        self.rng ^= u64::from(id).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        self
+    }
+
+    /// Seeds the first-heartbeat jitter (deterministic: the adapter has no
+    /// random source of its own).
+    pub fn jitter_seed(mut self, seed: u64) -> Discord {
+        self.rng = seed;
+        self
+    }
+
+    /// The session facts shared with the application.
+    pub fn info(&self) -> GatewayInfo {
+        self.info.clone()
+    }
+
+    /// A uniform draw in `[0, 1)` (splitmix64).
+    fn unit(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn encode(value: &Value) -> Option<Message> {
+    Some(Message::text(value.to_string()))
+}
+
+impl Adapter for Discord {
+    fn classify(&mut self, message: &Message) -> Inbound {
+        let value = match parse(message) {
+            Ok(v) => v,
+            Err(e) => return Inbound::Malformed(e),
+        };
+        let Some(op) = value.get("op").and_then(Value::as_u64) else { return Inbound::Other };
+        match op {
+            OP_DISPATCH => {
+                // Only non-null sequence numbers advance the stored one.
+                if let Some(s) = value.get("s").and_then(Value::as_u64) {
+                    self.info.set_seq(s);
+                }
+                match value.get("t").and_then(Value::as_str) {
+                    Some("READY") => {
+                        self.info.set_ready(value.get("d").cloned().unwrap_or(Value::Null));
+                        self.awaiting_ready = false;
+                        Inbound::Auth(Ok(AuthGranted { expires_in: None }))
+                    }
+                    Some("RESUMED") => {
+                        self.awaiting_ready = false;
+                        Inbound::Auth(Ok(AuthGranted { expires_in: None }))
+                    }
+                    _ => Inbound::Other,
+                }
+            }
+            OP_HEARTBEAT => Inbound::Heartbeat { reply: encode(&json!({"op": OP_HEARTBEAT, "d": self.info.seq()})) },
+            OP_HEARTBEAT_ACK => Inbound::HeartbeatReply,
+            OP_HELLO => {
+                let ms = value.pointer("/d/heartbeat_interval").and_then(Value::as_u64).filter(|ms| *ms > 0);
+                let Some(ms) = ms else {
+                    return Inbound::Malformed(nova_proto::session::DecodeError::new(
+                        "Hello without heartbeat_interval",
+                    ));
+                };
+                let interval = Duration::from_millis(ms);
+                let jittered = interval.mul_f64(self.unit());
+                self.first_beat = jittered.max(MIN_FIRST_BEAT.min(interval));
+                self.interval = Some(interval);
+                Inbound::Ignore
+            }
+            OP_RECONNECT => {
+                Inbound::Error(ServiceError::new(Some(RECONNECT_REQUESTED), "the Gateway asked to reconnect"))
+            }
+            OP_INVALID_SESSION => {
+                let resumable = value.get("d").and_then(Value::as_bool).unwrap_or(false);
+                if !resumable {
+                    self.info.invalidate();
+                }
+                if self.awaiting_ready {
+                    self.awaiting_ready = false;
+                    // Retry on a new connection: it resumes or identifies.
+                    return Inbound::Auth(Err(AuthDenied { retry: true, reason: "invalid session".into() }));
+                }
+                let wait = Duration::from_secs(1).mul_f64(1.0 + 4.0 * self.unit());
+                Inbound::Error(
+                    ServiceError::new(Some(SESSION_INVALIDATED), "the Gateway invalidated the session")
+                        .with_retry_after(wait),
+                )
+            }
+            _ => Inbound::Other,
+        }
+    }
+
+    fn auth_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        self.awaiting_ready = true;
+        match self.info.resumable() {
+            Some((session_id, seq)) => encode(&json!({"op": OP_RESUME, "d": {
+                "token": self.token.expose(), "session_id": session_id, "seq": seq,
+            }})),
+            None => {
+                let mut d =
+                    json!({"token": self.token.expose(), "intents": self.intents, "properties": self.properties});
+                if let Some(shard) = self.shard {
+                    d["shard"] = json!(shard);
+                }
+                encode(&json!({"op": OP_IDENTIFY, "d": d}))
+            }
+        }
+    }
+
+    fn auth_result(&mut self, response: &Message, result: Result<(), ServiceError>) -> Result<AuthGranted, AuthDenied> {
+        // READY and RESUMED come as `Inbound::Auth`; this only sees errors.
+        let _ = response;
+        result.map(|()| AuthGranted::default()).map_err(|e| AuthDenied { retry: true, reason: e.to_string() })
+    }
+
+    fn encode_request(&mut self, id: RequestId, payload: &RequestPayload) -> Result<Message, EncodeError> {
+        let _ = (id, payload);
+        Err(EncodeError::Unsupported("requests: gateway commands have no response (send discord::command)"))
+    }
+
+    fn heartbeat(&self) -> Option<HeartbeatSpec> {
+        let interval = self.interval?;
+        let next = if self.beats == 0 { self.first_beat } else { interval };
+        Some(HeartbeatSpec { interval: next, missed_limit: 1, any_traffic: false })
+    }
+
+    fn heartbeat_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        self.beats += 1;
+        encode(&json!({"op": OP_HEARTBEAT, "d": self.info.seq()}))
+    }
+
+    fn classify_error(&mut self, error: &ServiceError) -> Strategy {
+        match (error.code, error.retry_after) {
+            (Some(SESSION_INVALIDATED), Some(wait)) => Strategy::RetryAfter(wait),
+            (Some(RECONNECT_REQUESTED | SESSION_INVALIDATED), _) => Strategy::Reconnect,
+            _ => Strategy::Continue,
+        }
+    }
+
+    fn on_disconnect(&mut self) {
+        // Per-connection heartbeat state must not leak into the next socket.
+        self.interval = None;
+        self.beats = 0;
+        self.awaiting_ready = false;
+    }
+
+    fn cost(&self, class: nova_proto::limits::OpClass, message: &Message) -> u32 {
+        let _ = (class, message);
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Message {
+        Message::text(s.to_owned())
+    }
+
+    #[test]
+    fn identify_then_resume_with_the_last_non_null_seq() {
+        let mut d = Discord::new(Secret::new("TOKEN"), 513);
+        let identify = parse(&d.auth_message(RequestId(1)).unwrap()).unwrap();
+        assert_eq!(identify["op"], 2);
+        assert_eq!(identify["d"]["token"], "TOKEN");
+        assert_eq!(identify["d"]["intents"], 513);
+        let ready = r#"{"op":0,"t":"READY","s":1,"d":{"session_id":"sess-abc","resume_gateway_url":"wss://resume-1.discord.gg"}}"#;
+        assert!(matches!(d.classify(&m(ready)), Inbound::Auth(Ok(_))));
+        assert_eq!(d.classify(&m(r#"{"op":0,"t":"MESSAGE_CREATE","s":2,"d":{}}"#)), Inbound::Other);
+        assert_eq!(d.classify(&m(r#"{"op":11,"d":null,"s":null,"t":null}"#)), Inbound::HeartbeatReply);
+        assert_eq!(d.info().seq(), Some(2));
+        d.on_disconnect();
+        let resume = parse(&d.auth_message(RequestId(2)).unwrap()).unwrap();
+        assert_eq!(resume, json!({"op": 6, "d": {"token": "TOKEN", "session_id": "sess-abc", "seq": 2}}));
+        assert_eq!(d.info().resume_gateway_url().as_deref(), Some("wss://resume-1.discord.gg"));
+        assert!(!format!("{d:?}").contains("TOKEN"));
+    }
+
+    #[test]
+    fn hello_sets_a_jittered_first_beat_within_the_interval() {
+        for seed in 0..50 {
+            let mut d = Discord::new(Secret::new("T"), 0).jitter_seed(seed);
+            assert_eq!(d.classify(&m(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#)), Inbound::Ignore);
+            let first = d.heartbeat().unwrap().interval;
+            assert!(first >= MIN_FIRST_BEAT && first <= Duration::from_millis(41_250), "{first:?}");
+            let _ = d.heartbeat_message(RequestId(1));
+            assert_eq!(d.heartbeat().unwrap().interval, Duration::from_millis(41_250));
+        }
+    }
+
+    #[test]
+    fn reconnect_and_invalid_session_opcodes() {
+        let mut d = Discord::new(Secret::new("T"), 0);
+        let Inbound::Error(e) = d.classify(&m(r#"{"op":7,"d":null}"#)) else { panic!() };
+        assert_eq!(d.classify_error(&e), Strategy::Reconnect);
+        let Inbound::Error(e) = d.classify(&m(r#"{"op":9,"d":false}"#)) else { panic!() };
+        assert!(
+            matches!(d.classify_error(&e), Strategy::RetryAfter(w) if w >= Duration::from_secs(1) && w <= Duration::from_secs(5))
+        );
+        let _ = d.auth_message(RequestId(1));
+        assert!(matches!(d.classify(&m(r#"{"op":9,"d":false}"#)), Inbound::Auth(Err(AuthDenied { retry: true, .. }))));
+        assert!(matches!(d.classify(&m(r#"{"op":10,"d":{}}"#)), Inbound::Malformed(_)));
+        assert!(matches!(d.classify(&m("not json")), Inbound::Malformed(_)));
+    }
+}

@@ -1,0 +1,50 @@
+//! The Discord Gateway (an opcode-driven event stream; JSON encoding, no
+//! compression).
+//!
+//! ```
+//! use nova_platforms::discord::{self, Discord};
+//! use nova_proto::{Secret, Session};
+//! # let now = std::time::Instant::now();
+//!
+//! let bot = Discord::new(Secret::new("token"), 1 << 9 | 1 << 15); // GUILD_MESSAGES | MESSAGE_CONTENT
+//! let info = bot.info(); // session id, seq, resume URL, READY
+//! let config = discord::config(discord::GATEWAY_URL).build()?;
+//! let mut session = Session::new(config, [7; 32], now, bot);
+//! session.connect(now);
+//! // Dispatches arrive as `Output::Message`: `discord::dispatch(&message)`.
+//! # let _ = info;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Deviations forced by today's `Adapter` hooks, and (unverified) items:
+//! - Identify/Resume go out when the connection opens, before Hello arrives
+//!   (the Session sends its auth message at open; the docs order Hello first;
+//!   the Gateway accepting it is unverified, and the mock accepts it).
+//! - The heartbeat schedule starts at READY/RESUMED, not at Hello; the first
+//!   beat is `interval × jitter`, but at least 5 s, and the second one
+//!   follows the first by the same delay (the Session takes the next delay
+//!   from the spec read before the beat).
+//! - Close codes are invisible to adapters: fatal ones (4004, 4010–4014)
+//!   stop through [`config`]'s reconnect rules; after 4003/4007/4009 the next
+//!   connection tries to resume, the Gateway answers op 9, and the one after
+//!   identifies.
+//! - Resuming on `resume_gateway_url` needs `Session::set_config` with a
+//!   config for [`GatewayInfo::resume_gateway_url`]; by default the base URL
+//!   is reused (documented to work, with more disconnects).
+//! - Whether a server's 1000/1001 close leaves the session resumable is
+//!   unverified: the adapter resumes and falls back to Identify on op 9.
+//! - The 1–5 s wait before re-identifying after op 9 (older docs) is applied.
+//! - The identify budget (`session_start_limit`) is not enforced.
+
+mod adapter;
+mod gateway;
+mod policy;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use adapter::{Discord, TOKEN_VAR};
+pub use gateway::{
+    GatewayInfo, MAX_PAYLOAD, OP_DISPATCH, OP_HEARTBEAT, OP_HEARTBEAT_ACK, OP_HELLO, OP_IDENTIFY, OP_INVALID_SESSION,
+    OP_PRESENCE_UPDATE, OP_RECONNECT, OP_REQUEST_GUILD_MEMBERS, OP_RESUME, command, dispatch,
+};
+pub use policy::{FATAL_CLOSE_CODES, GATEWAY_URL, NEW_SESSION_CLOSE_CODES, config, is_fatal, rate_limits};
