@@ -44,11 +44,9 @@ mod tests {
     #[test]
     fn preset() {
         let c = config(LOCAL_URL).build().unwrap();
-        assert_eq!(
-            c.reconnect().rules.iter().filter(|r| r.then == Decision::Stop).count(),
-            4,
-            "certificate + 3 statuses"
-        );
+        let stops = |c: &Config| c.reconnect().rules.iter().filter(|r| r.then == Decision::Stop).count();
+        let default = Config::builder(LOCAL_URL).profile(Profile::Standard).build().unwrap();
+        assert_eq!(stops(&c), stops(&default) + 3, "the default stops (certificate, proxy auth) + 3 statuses");
         assert!(rate_limits(0).is_err());
         assert!(!format!("{:?}", infura_url("mainnet", &Secret::new("KEY"))).contains("KEY"));
     }
