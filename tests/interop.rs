@@ -139,7 +139,11 @@ async fn a_close_from_the_server_is_answered(peer: &Peer) {
 }
 
 async fn a_killed_server_is_reconnected_once_it_is_back(peer: &mut Peer) {
-    let (handle, mut events) = connector(peer, "/stream?interval_ms=5", |c| c).connect().await.unwrap();
+    // However long the peer takes to come back (a Python or Node start on a
+    // loaded machine can take seconds), the session keeps trying; the wait
+    // is bounded by the test, not by the profile's attempt limit.
+    let (handle, mut events) =
+        connector(peer, "/stream?interval_ms=5", |c| c.max_attempts(None)).connect().await.unwrap();
     // The stream counts from 0 on each connection.
     for n in 0..20 {
         assert_eq!(next_message(&mut events).await.as_text(), Some(n.to_string().as_str()));
