@@ -65,6 +65,18 @@ impl Watch {
         }
     }
 
+    /// Waits for `n` subscription confirmations; any failure fails the test.
+    pub async fn confirmed(&mut self, n: usize) {
+        for i in 0..n {
+            let e = self
+                .expect("a subscription confirmed", |e| {
+                    matches!(e, Event::Subscribed { .. } | Event::SubscriptionFailed { .. })
+                })
+                .await;
+            assert!(matches!(e, Event::Subscribed { .. }), "subscription {i} of {n}: {e:?}");
+        }
+    }
+
     /// Everything seen so far, one line each.
     pub fn seen(&self) -> &[String] {
         &self.seen
