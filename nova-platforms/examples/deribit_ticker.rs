@@ -11,7 +11,7 @@
 //! Offline (the default) it runs against the mock server on 127.0.0.1,
 //! which drops the first connection 800 ms in. Secrets are never printed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nova_platforms::WallClock;
 use nova_platforms::deribit::{self, Credentials, Deribit, Interval, testing::MockDeribit};
@@ -25,7 +25,8 @@ const LIMIT: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let live = std::env::args().any(|a| a == "--live");
-    let t0 = Instant::now();
+    // tokio's clock: std's `Instant::now` is kept out of this crate (adapters take time from the Session).
+    let t0 = tokio::time::Instant::now();
     let at = move || format!("{:>6.2}s", t0.elapsed().as_secs_f64());
 
     // Kept alive for the whole run when offline.
