@@ -1,0 +1,84 @@
+//! The Discord Gateway through nova-tokio against the mock on 127.0.0.1:
+//! Hello → Identify → READY (Ready) → dispatches, a forced drop, then a
+//! Resume with the session id and last sequence number → RESUMED (Ready)
+//! → dispatches again; and close code 4004 ends the session for good.
+//! (The Gateway has no subscriptions: dispatches arrive as messages.)
+#![allow(missing_docs)]
+
+mod tokio_support;
+
+use std::time::Duration;
+
+use nova_platforms::discord::{self, Discord, testing::MockDiscord};
+use nova_proto::{Backoff, Secret};
+use nova_testkit::MockServer;
+use nova_tokio::{Connector, Event};
+use tokio_support::{Watch, ms};
+
+const TOKEN: &str = "discord-test-token";
+
+fn config(url: &str) -> nova_proto::ConfigBuilder {
+    // The preset's backoff, shortened so the test reconnects at once.
+    discord::config(url).backoff(Backoff::constant(ms(100), 0.0))
+}
+
+fn is_dispatch(e: &Event, t: &str) -> bool {
+    matches!(e, Event::Message(m) if discord::dispatch(m).is_some_and(|(name, _, _)| name == t))
+}
+
+#[tokio::test]
+async fn identify_then_resume_after_a_drop_with_session_id_and_seq() {
+    let mock = MockDiscord::new(TOKEN).tick(ms(20));
+    let server = MockServer::builder()
+        .lifetime(Duration::from_secs(20))
+        .connection(mock.behavior().drop_after(ms(600)))
+        .otherwise(mock.behavior())
+        .start()
+        .unwrap();
+    let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
+    let info = adapter.info();
+    let (handle, events) = Connector::new(config(&server.url("/"))).adapter(adapter).connect().await.unwrap();
+    let mut events = Watch::new(events);
+
+    events.ready().await;
+    events.expect("a dispatch", |e| is_dispatch(e, "MESSAGE_CREATE")).await;
+    assert_eq!(info.session_id().as_deref(), Some("sess-1"));
+    let identify = mock.received().into_iter().find(|(c, v)| *c == 1 && v["op"] == 2);
+    assert!(identify.is_some(), "the first connection identifies");
+
+    events.expect("the forced drop", |e| matches!(e, Event::Disconnected { reconnect: Some(_), .. })).await;
+    events.ready().await;
+    let resume = mock.received().into_iter().find(|(c, v)| *c == 2 && v["op"] == 6).map(|(_, v)| v);
+    let resume = resume.expect("the second connection resumes");
+    assert_eq!(resume["d"]["session_id"], "sess-1");
+    assert!(resume["d"]["seq"].as_u64().is_some_and(|s| s >= 2), "the last seq seen: {resume}");
+    assert!(
+        !mock.received().iter().any(|(c, v)| *c == 2 && v["op"] == 2),
+        "no second Identify while the session is resumable"
+    );
+    events.expect("dispatches again", |e| is_dispatch(e, "MESSAGE_CREATE")).await;
+    assert_eq!(info.session_id().as_deref(), Some("sess-1"), "the same session throughout");
+    handle.close(1000, "done").unwrap();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn close_code_4004_stops_the_session() {
+    let mock = MockDiscord::new(TOKEN).tick(ms(20));
+    let server = MockServer::builder()
+        .lifetime(Duration::from_secs(20))
+        .otherwise(mock.behavior().close_after(ms(300), 4004, "Authentication failed"))
+        .start()
+        .unwrap();
+    let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
+    let (_handle, events) = Connector::new(config(&server.url("/"))).adapter(adapter).connect().await.unwrap();
+    let mut events = Watch::new(events);
+    events.ready().await;
+    let end = events.expect("the end", |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(matches!(end, Event::Disconnected { reconnect: None, .. }), "4004 is fatal: {end:?}");
+    events.expect("Closed", |e| matches!(e, Event::Closed(_))).await;
+    // Give a wrongly scheduled reconnect the time it would need to show.
+    tokio::time::sleep(ms(300)).await;
+    assert_eq!(server.connections().len(), 1, "no reconnect after 4004");
+    server.shutdown();
+}

@@ -1,0 +1,81 @@
+//! Slack Socket Mode through nova-tokio against the mock on 127.0.0.1:
+//! `hello` (Ready) → envelopes, each acknowledged by the application at
+//! once → a forced drop → `hello` again on the new socket → envelopes
+//! again; and `disconnect` with `link_disabled` ends the session.
+//! (Socket Mode has no subscriptions: envelopes arrive as messages.)
+#![allow(missing_docs)]
+
+mod tokio_support;
+
+use std::time::Duration;
+
+use nova_platforms::slack::{self, Envelope, Slack, testing::MockSlack};
+use nova_proto::Backoff;
+use nova_testkit::MockServer;
+use nova_tokio::{Connector, Event, Handle};
+use tokio_support::{Watch, ms, until};
+
+fn config(url: &str) -> nova_proto::ConfigBuilder {
+    // The preset's backoff, shortened so the test reconnects at once.
+    slack::config(url).backoff(Backoff::constant(ms(100), 0.0))
+}
+
+/// Waits for the next envelope and acknowledges it; returns its id.
+async fn ack_next(events: &mut Watch, handle: &Handle) -> String {
+    let event = events.expect("an envelope", |e| matches!(e, Event::Message(m) if Envelope::parse(m).is_some())).await;
+    let Event::Message(m) = event else { unreachable!("matched above") };
+    let envelope = Envelope::parse(&m).expect("matched above");
+    handle.send(envelope.ack()).await.unwrap();
+    envelope.envelope_id.clone()
+}
+
+#[tokio::test]
+async fn envelopes_are_acknowledged_and_flow_again_after_a_drop() {
+    let mock = MockSlack::new(1_000).tick(ms(50));
+    let server = MockServer::builder()
+        .lifetime(Duration::from_secs(20))
+        .connection(mock.behavior().drop_after(ms(600)))
+        .otherwise(mock.behavior())
+        .start()
+        .unwrap();
+    let (handle, events) = Connector::new(config(&server.url("/link"))).adapter(Slack::new()).connect().await.unwrap();
+    let mut events = Watch::new(events);
+
+    events.ready().await;
+    let first = ack_next(&mut events, &handle).await;
+    assert_eq!(first, "env-1");
+    until("the ack reaches the mock", || mock.acks().iter().any(|a| a["envelope_id"] == "env-1")).await;
+
+    events.expect("the forced drop", |e| matches!(e, Event::Disconnected { reconnect: Some(_), .. })).await;
+    events.ready().await;
+    // The new socket starts its own envelope sequence; ids the application
+    // already saw are acknowledged by the adapter and not delivered twice.
+    let again = ack_next(&mut events, &handle).await;
+    assert_ne!(again, "env-1", "a redelivered envelope reached the application twice");
+    until("the new ack reaches the mock", || mock.acks().iter().any(|a| a["envelope_id"] == again.as_str())).await;
+    let redelivered = mock.deliveries().iter().filter(|d| d["envelope_id"] == "env-1").count();
+    assert!(redelivered >= 2, "env-1 went out on both sockets");
+    handle.close(1000, "done").unwrap();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn link_disabled_stops_the_session() {
+    let mock = MockSlack::new(2).tick(ms(20)).disconnect_with(slack::LINK_DISABLED);
+    let server = MockServer::start(mock.behavior()).unwrap();
+    let (handle, events) = Connector::new(config(&server.url("/link"))).adapter(Slack::new()).connect().await.unwrap();
+    let mut events = Watch::new(events);
+    events.ready().await;
+    // Two events and a slash command, each acknowledged, then the disconnect.
+    for _ in 0..3 {
+        ack_next(&mut events, &handle).await;
+    }
+    events.expect("Closed", |e| matches!(e, Event::Closed(_))).await;
+    assert!(
+        !events.seen().iter().any(|e| e.contains("reconnect: Some")),
+        "no reconnect was scheduled: {:#?}",
+        events.seen()
+    );
+    assert_eq!(server.connections().len(), 1, "no reconnect after link_disabled");
+    server.shutdown();
+}
