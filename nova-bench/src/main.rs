@@ -8,7 +8,10 @@
 //!
 //! Options: `--quick`, `--reps N`, `--window-ms N` (measured time of a load
 //! run), `--only load|core|memory|reconnect` (repeatable), `--kinds a,b,...`
-//! (load clients; the peers are always needed for ratios), `--no-pin`.
+//! (load clients; the peers are always needed for ratios), `--cells c,...`
+//! (load cells to run, to rerun one quickly: `CONNSxSIZE` with an optional
+//! `:pp` or `:pl` for ping-pong or pipelined, sizes `16`, `1k`, `64k`, as in
+//! `--cells 1x64k:pl,64x16`), `--no-pin`.
 //!
 //! One echo server process (fastwebsockets, plus a raw TCP echo: see
 //! [`server`]) serves every client; each load run is a child process of its
@@ -45,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) window: Duration,
     pub(crate) sections: Vec<String>,
     pub(crate) kinds: Vec<Kind>,
+    /// The load cells to run (all of them unless `--cells` narrows it).
+    pub(crate) cells: Vec<report::Cell>,
     pub(crate) pin: bool,
     pub(crate) memory_conns: usize,
     pub(crate) reconnect_rounds: usize,
@@ -63,7 +68,7 @@ fn main() -> ExitCode {
             Err(e) if e.is_empty() => {
                 eprintln!(
                     "usage: nova-bench [--quick] [--reps N] [--window-ms N] [--only SECTION]... \
-                     [--kinds a,b] [--no-pin]"
+                     [--kinds a,b] [--cells 1x64k:pl,64x16] [--no-pin]"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -87,6 +92,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         window: Duration::from_millis(1000),
         sections: Vec::new(),
         kinds: Kind::ALL.to_vec(),
+        cells: report::cells(),
         pin: true,
         memory_conns: 1000,
         reconnect_rounds: 100,
@@ -121,6 +127,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 }
                 opts.kinds = kinds;
             }
+            "--cells" => {
+                let list = value("--cells")?;
+                let mut cells = Vec::new();
+                for spec in list.split(',') {
+                    cells.extend(parse_cells(spec)?);
+                }
+                opts.cells = report::cells().into_iter().filter(|c| cells.contains(c)).collect();
+            }
             "--no-pin" => opts.pin = false,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
@@ -136,6 +150,30 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         opts.sections = ["load", "core", "memory", "reconnect"].map(String::from).to_vec();
     }
     Ok(opts)
+}
+
+/// The cells one `--cells` item names: `CONNSxSIZE[:pp|:pl]`.
+fn parse_cells(spec: &str) -> Result<Vec<report::Cell>, String> {
+    let bad = || format!("bad cell: {spec} (expected CONNSxSIZE[:pp|:pl], e.g. 1x64k:pl)");
+    let (shape, mode) = match spec.split_once(':') {
+        Some((shape, "pp")) => (shape, Some(false)),
+        Some((shape, "pl")) => (shape, Some(true)),
+        Some(_) => return Err(bad()),
+        None => (spec, None),
+    };
+    let (conns, size) = shape.split_once('x').ok_or_else(bad)?;
+    let conns: usize = conns.parse().map_err(|_| bad())?;
+    let size = match size.to_ascii_lowercase().as_str() {
+        "16" => 16,
+        "1k" | "1024" => 1024,
+        "64k" | "65536" => 64 * 1024,
+        _ => return Err(bad()),
+    };
+    let cells: Vec<report::Cell> = report::cells()
+        .into_iter()
+        .filter(|c| c.conns == conns && c.size == size && mode.is_none_or(|p| p == c.pipelined))
+        .collect();
+    if cells.is_empty() { Err(bad()) } else { Ok(cells) }
 }
 
 fn number<T: std::str::FromStr>(args: &[String], i: usize) -> Result<T, load::BoxError> {
@@ -278,11 +316,11 @@ fn orchestrate(opts: &Options) -> Result<(), load::BoxError> {
 
     if opts.sections.iter().any(|s| s == "load") {
         let mut results = report::LoadResults::default();
-        let cells = report::cells();
+        let cells = &opts.cells;
         let total = opts.reps * cells.len() * opts.kinds.len();
         let mut done = 0;
         for rep in 0..opts.reps {
-            for cell in &cells {
+            for cell in cells {
                 let n = opts.kinds.len();
                 for i in 0..n {
                     let kind = opts.kinds[(i + rep) % n];

@@ -203,6 +203,10 @@ impl Report {
         );
         let _ = writeln!(t, "|---:|---:|---|---|---|---|---|---|---|");
         for cell in cells().into_iter().filter(|c| !c.pipelined) {
+            if Kind::ALL.iter().all(|&k| results.get(cell, k).is_none()) {
+                // Not run (`--cells`).
+                continue;
+            }
             let mut row = format!("| {} | {} |", cell.conns, size_name(cell.size));
             for kind in Kind::ALL {
                 let runs = results.get(cell, kind);

@@ -88,6 +88,10 @@ struct Driver<R: Runtime> {
     flush: bool,
     /// Read from the socket this turn (the core holds little unread input).
     reading: bool,
+    /// The last pull from the core may have left bytes in it (it filled the
+    /// batch). When not, a write that empties `out` leaves `service` nothing
+    /// to do but tell the waiting senders, which `poll_wake` does itself.
+    more: bool,
     /// A write failed: nothing more is written, the transport is read until
     /// it ends or the instant passes, then the error is reported.
     write_failed: Option<(io::Error, Instant)>,
@@ -117,6 +121,7 @@ pub(crate) fn run<R: Runtime>(
         written: 0,
         flush: false,
         reading: false,
+        more: false,
         write_failed: None,
         deadline: None,
         done: false,
@@ -229,13 +234,16 @@ impl<R: Runtime> Driver<R> {
         }
         let room = WRITE_BATCH.saturating_sub(self.out.len() - self.written);
         if room == 0 {
+            self.more = true;
             return false;
         }
-        let pulled = inner.client.poll_transmit(&mut self.out, room) > 0;
-        if pulled {
+        let pulled = inner.client.poll_transmit(&mut self.out, room);
+        // Less than asked for: the core had no more to write.
+        self.more = pulled >= room;
+        if pulled > 0 {
             self.flush = false;
         }
-        pulled
+        pulled > 0
     }
 
     /// Acts on one output. Returns whether the session's status changed
@@ -395,6 +403,18 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
+        }
+        if wrote && self.written == self.out.len() && !self.flush && !self.more {
+            // Everything `service` took from the core is out and the core
+            // had no more: the one thing left to do is to tell the senders
+            // waiting for room or for the flush, done here rather than in a
+            // whole `service` pass (clock, timer, telemetry, pollers). A
+            // command since then has notified the signal, polled below.
+            // Measured in nova-bench 16 B ping-pong: one pass fewer per message.
+            let mut inner = self.shared.lock();
+            inner.unwritten = 0;
+            inner.wake_writers(&self.shared.bounds);
+            wrote = false;
         }
         if wrote {
             // Room for more: `service` takes the next batch from the core.

@@ -16,7 +16,7 @@ use nova_proto::{CloseCode, CloseError, Closed, Config, Message, SendError, Send
 
 use crate::Event;
 use crate::request::Request;
-use crate::state::Shared;
+use crate::state::{Inner, Shared};
 use crate::subscription::Subscription;
 
 /// Sends messages and controls the session; cheap to clone.
@@ -104,8 +104,13 @@ impl Handle {
                 // Polled again after completing: nothing left to send.
                 return Poll::Ready(Ok(()));
             };
+            // Under the lock the room was checked under: one lock per message.
+            let result = submit(&mut inner, message, options);
             drop(inner);
-            Poll::Ready(self.submit(message, options))
+            if result.is_ok() {
+                self.shared.driver.notify();
+            }
+            Poll::Ready(result)
         })
         .await
     }
@@ -121,14 +126,7 @@ impl Handle {
 
     fn submit(&self, message: Message, options: Option<SendOptions>) -> Result<(), SendError> {
         let mut inner = self.shared.lock();
-        if inner.finished {
-            return Err(SendError::Closed(message));
-        }
-        let now = Instant::now();
-        match options {
-            Some(options) => inner.client.send_with(now, message, options)?,
-            None => inner.client.send(now, message)?,
-        }
+        submit(&mut inner, message, options)?;
         drop(inner);
         self.shared.driver.notify();
         Ok(())
@@ -346,6 +344,18 @@ impl Handle {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+/// Hands `message` to the core; the caller wakes the driver if it was taken.
+fn submit(inner: &mut Inner, message: Message, options: Option<SendOptions>) -> Result<(), SendError> {
+    if inner.finished {
+        return Err(SendError::Closed(message));
+    }
+    let now = Instant::now();
+    match options {
+        Some(options) => inner.client.send_with(now, message, options),
+        None => inner.client.send(now, message),
     }
 }
 

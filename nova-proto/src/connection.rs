@@ -31,6 +31,22 @@ const RX_MIN_RESERVE: usize = 4096;
 /// to its size; without this, one 8 MiB frame would leave 16 MiB allocated for
 /// the rest of a connection that may live for days.
 const RX_KEPT: usize = 256 * 1024;
+/// Data frames at least this long that are still arriving when decoded get a
+/// payload buffer of their own ([`Arriving`]) instead of growing `rx`. Below
+/// it, frames stay in `rx` and are handed out as slices of it: many small
+/// messages share one block, which a buffer per message would cost an
+/// allocation each.
+const OWN_BUFFER_MIN: usize = 4096;
+/// Most payload memory reserved for a frame on the strength of its header
+/// alone. Ten header bytes can announce up to `max_frame_size` (16 MiB by
+/// default) and then send nothing, so the announced length is never reserved
+/// in full: up to this much is reserved at once (every frame up to 256 KiB
+/// gets exactly one allocation of its size, no regrowth), and beyond it the
+/// buffer grows with what actually arrives, doubling, never past the
+/// announced length. 256 KiB is [`RX_KEPT`], what one connection may already
+/// keep in its receive buffer after a large frame: an announced-but-unsent
+/// frame costs a connection no more than a received one.
+const PAYLOAD_RESERVE_MAX: usize = RX_KEPT;
 
 /// What one complete frame meant to the client.
 #[derive(Debug)]
@@ -78,9 +94,59 @@ enum CloseOut {
     Sent,
 }
 
+/// A large data frame whose header was decoded and whose payload is still
+/// arriving. Its bytes go straight from [`Connection::receive`] into `payload`,
+/// which becomes the message's `Bytes` as it is: one allocation of the
+/// frame's size, no copy afterwards, and `rx` is not grown for it, so `rx`
+/// stays small and, not being shared with a large message, is reused as is.
+///
+/// Why not slice large frames out of `rx` as small ones are: the message
+/// keeps the whole block alive (the driver decodes ahead into its event
+/// queue), so every large frame made `rx` allocate a new block, growing by
+/// doubling (copying) to twice the frame size, and the freed blocks made
+/// glibc trim and regrow its heap: measured in nova-bench at 64 KiB (RESULTS.md).
+#[derive(Debug)]
+struct Arriving {
+    header: Header,
+    /// The announced payload length, checked against the limits.
+    len: usize,
+    /// What has arrived of it; never longer than `len`.
+    payload: Vec<u8>,
+}
+
+impl Arriving {
+    /// Starts a frame with the payload bytes already received.
+    fn new(header: Header, len: usize, received: &[u8]) -> Arriving {
+        let mut payload = Vec::with_capacity(len.min(PAYLOAD_RESERVE_MAX).max(received.len()));
+        payload.extend_from_slice(received);
+        Arriving { header, len, payload }
+    }
+
+    /// Takes what belongs to this frame from the front of `bytes`; returns the rest.
+    fn fill<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let (mine, rest) = bytes.split_at(bytes.len().min(self.len - self.payload.len()));
+        let want = self.payload.len() + mine.len();
+        if want > self.payload.capacity() {
+            // Beyond the first reservation: double, but never past the frame's
+            // end, so growth follows the bytes that arrived.
+            let target = want.max(self.payload.capacity() * 2).min(self.len);
+            self.payload.reserve_exact(target - self.payload.len());
+        }
+        self.payload.extend_from_slice(mine);
+        rest
+    }
+
+    fn is_complete(&self) -> bool {
+        self.payload.len() == self.len
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Connection {
     rx: BytesMut,
+    /// The large frame at the head of the stream, while it arrives. While it
+    /// is incomplete, `rx` is empty: every byte received belongs to it first.
+    arriving: Option<Arriving>,
     fragmented: Option<Fragmented>,
     utf8: Utf8Validator,
     /// Payload bytes of the incomplete frame at the head of `rx` already fed to
@@ -110,6 +176,7 @@ impl Connection {
     ) -> Connection {
         Connection {
             rx: BytesMut::new(),
+            arriving: None,
             fragmented: None,
             utf8: Utf8Validator::default(),
             checked: 0,
@@ -134,8 +201,16 @@ impl Connection {
 
     /// Appends received bytes. The buffer holds at most one incomplete frame
     /// (bounded by `max_frame_size`) plus the chunk being read.
-    pub(crate) fn receive(&mut self, bytes: &[u8]) {
+    pub(crate) fn receive(&mut self, mut bytes: &[u8]) {
         if self.close_received {
+            return;
+        }
+        if let Some(arriving) = &mut self.arriving
+            && !arriving.is_complete()
+        {
+            bytes = arriving.fill(bytes);
+        }
+        if bytes.is_empty() {
             return;
         }
         if self.rx.capacity() - self.rx.len() < bytes.len() {
@@ -146,7 +221,7 @@ impl Connection {
 
     /// Bytes received and not decoded yet.
     pub(crate) fn buffered(&self) -> usize {
-        self.rx.len()
+        self.rx.len() + self.arriving.as_ref().map_or(0, |a| a.payload.len())
     }
 
     /// Decodes the next frame that means something to the client. Pings are
@@ -161,18 +236,28 @@ impl Connection {
             if self.close_received {
                 return Ok(None);
             }
-            let Some((header, header_len)) = Header::decode(&self.rx).map_err(|_| ProtocolError::InvalidLength)? else {
-                return Ok(None);
+            let (header, payload) = if self.arriving.is_some() {
+                match self.take_arrived()? {
+                    Some(frame) => frame,
+                    None => return Ok(None),
+                }
+            } else {
+                // The hot path, kept as short as it was before large frames
+                // got their own buffer: measured with `decode_bench` at 16 B.
+                let Some((header, header_len)) = Header::decode(&self.rx).map_err(|_| ProtocolError::InvalidLength)?
+                else {
+                    return Ok(None);
+                };
+                self.check(&header)?;
+                // `check` bounded the length by `max_frame_size` (a `usize`) or 125.
+                let len = header.payload_len as usize;
+                if self.rx.len() - header_len < len {
+                    self.incomplete(header, header_len, len)?;
+                    return Ok(None);
+                }
+                self.rx.advance(header_len);
+                (header, self.rx.split_to(len).freeze())
             };
-            self.check(&header)?;
-            // `check` bounded the length by `max_frame_size` (a `usize`) or 125.
-            let len = header.payload_len as usize;
-            if self.rx.len() - header_len < len {
-                self.check_partial_text(&header, header_len)?;
-                return Ok(None);
-            }
-            self.rx.advance(header_len);
-            let payload = self.rx.split_to(len).freeze();
             if self.rx.is_empty() && self.rx.capacity() > RX_KEPT {
                 self.rx = BytesMut::new();
             }
@@ -196,6 +281,48 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The frame at the head of `rx` is incomplete: validates what arrived of
+    /// its text, and moves a large data frame into a buffer of its own.
+    #[cold]
+    #[inline(never)]
+    fn incomplete(&mut self, header: Header, header_len: usize, len: usize) -> Result<(), ProtocolError> {
+        check_partial_text(
+            self.is_compressed(&header),
+            self.fragmented.as_ref().is_some_and(|f| f.text),
+            &mut self.utf8,
+            &mut self.checked,
+            &header,
+            &self.rx[header_len..],
+        )?;
+        if len >= OWN_BUFFER_MIN && !header.opcode.is_control() {
+            // Every byte after the header belongs to this frame: move them to
+            // its own buffer, and `rx`, empty, is reused for what follows.
+            self.arriving = Some(Arriving::new(header, len, &self.rx[header_len..]));
+            self.rx.clear();
+        }
+        Ok(())
+    }
+
+    /// The frame in its own buffer, once complete: its header (checked when
+    /// it was decoded) and payload. While incomplete, validates what arrived
+    /// of its text and returns `None`.
+    #[cold]
+    #[inline(never)]
+    fn take_arrived(&mut self) -> Result<Option<(Header, Bytes)>, ProtocolError> {
+        let Some(arriving) = self.arriving.take() else {
+            return Ok(None);
+        };
+        if !arriving.is_complete() {
+            let result = self.check_partial_text(&arriving.header, &arriving.payload);
+            self.arriving = Some(arriving);
+            return result.map(|()| None);
+        }
+        // `payload` has exactly the frame's length, and its capacity too when
+        // the frame was at most `PAYLOAD_RESERVE_MAX`: the conversion keeps
+        // the allocation and copies nothing.
+        Ok(Some((arriving.header, Bytes::from(arriving.payload))))
     }
 
     /// The rules a server frame must follow, judged from its header alone so a
@@ -263,27 +390,18 @@ impl Connection {
     /// Validates what has arrived of an incomplete text frame, so invalid UTF-8
     /// fails at once rather than after the rest of a large frame. Compressed
     /// frames are validated as they are inflated.
-    fn check_partial_text(&mut self, header: &Header, header_len: usize) -> Result<(), ProtocolError> {
-        if self.is_compressed(header) {
-            return Ok(());
-        }
-        let is_text = match header.opcode {
-            Opcode::Text => true,
-            Opcode::Continuation => self.fragmented.as_ref().is_some_and(|f| f.text),
-            _ => false,
-        };
-        let arrived = self.rx.len() - header_len;
-        if !is_text || arrived <= self.checked {
-            return Ok(());
-        }
-        if header.opcode == Opcode::Text && self.checked == 0 {
-            self.utf8.reset();
-        }
-        self.utf8
-            .feed(&self.rx[header_len + self.checked..header_len + arrived])
-            .map_err(|_| ProtocolError::InvalidUtf8)?;
-        self.checked = arrived;
-        Ok(())
+    ///
+    /// `payload` is what arrived of the frame's payload so far; the first
+    /// `checked` bytes of it were validated by earlier calls.
+    fn check_partial_text(&mut self, header: &Header, payload: &[u8]) -> Result<(), ProtocolError> {
+        check_partial_text(
+            self.is_compressed(header),
+            self.fragmented.as_ref().is_some_and(|f| f.text),
+            &mut self.utf8,
+            &mut self.checked,
+            header,
+            payload,
+        )
     }
 
     /// A complete data frame; returns a message when it completes one.
@@ -535,6 +653,32 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, opcode: Opcode, fin: bool, rsv: u8,
     extend_masked(out, payload, mask);
 }
 
+/// [`Connection::check_partial_text`] on the fields it needs, so that the
+/// payload may be borrowed from `rx` meanwhile.
+fn check_partial_text(
+    compressed: bool,
+    fragmented_text: bool,
+    utf8: &mut Utf8Validator,
+    checked: &mut usize,
+    header: &Header,
+    payload: &[u8],
+) -> Result<(), ProtocolError> {
+    let is_text = match header.opcode {
+        Opcode::Text => true,
+        Opcode::Continuation => fragmented_text,
+        _ => false,
+    };
+    if compressed || !is_text || payload.len() <= *checked {
+        return Ok(());
+    }
+    if header.opcode == Opcode::Text && *checked == 0 {
+        utf8.reset();
+    }
+    utf8.feed(&payload[*checked..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+    *checked = payload.len();
+    Ok(())
+}
+
 /// A close frame's payload: empty, or a valid code and a UTF-8 reason.
 fn parse_close(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {
     match payload.len() {
@@ -641,6 +785,76 @@ mod tests {
             while c.next().unwrap().is_some() {}
         }
         assert!(c.rx.capacity() > 0);
+    }
+
+    #[test]
+    fn a_large_frame_arriving_in_pieces_gets_one_buffer_of_its_size() {
+        let payload: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let stream = [server_frame(true, 0x2, &payload), server_frame(true, 0x1, b"after")].concat();
+        for chunk in [1000, 16 * 1024, stream.len() - 3] {
+            let mut c = conn();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                c.receive(piece);
+                while let Some(i) = c.next().unwrap() {
+                    got.push(i);
+                }
+                // Once its header was decoded, `rx` no longer holds the large
+                // frame: at most the start of what follows it.
+                assert!(c.rx.len() <= 16, "chunk {chunk}: {}", c.rx.len());
+                if let Some(a) = &c.arriving {
+                    assert_eq!(a.payload.capacity(), payload.len(), "one exact reservation");
+                    assert_eq!(c.buffered(), a.payload.len());
+                }
+            }
+            assert_eq!(messages(&got), [Message::binary(payload.clone()), Message::text("after")], "chunk {chunk}");
+            assert!(c.arriving.is_none());
+        }
+    }
+
+    #[test]
+    fn an_announced_length_is_reserved_only_up_to_the_cap() {
+        // 10 header bytes announce 16 MiB (within the limits) and send nothing:
+        // at most `PAYLOAD_RESERVE_MAX` is reserved for it.
+        let mut c = Connection::new(16 << 20, 16 << 20, None);
+        c.receive(&[0x82, 127, 0, 0, 0, 0, 0x01, 0, 0, 0]);
+        assert!(c.next().unwrap().is_none());
+        let a = c.arriving.as_ref().unwrap();
+        assert_eq!((a.len, a.payload.capacity()), (16 << 20, PAYLOAD_RESERVE_MAX));
+        // Past the cap the buffer grows with what arrives: doubling, never
+        // beyond twice what was received, nor beyond the frame.
+        let mut received = 0;
+        for piece in std::iter::repeat_n(&[5u8; 100 * 1024][..], 160) {
+            c.receive(piece);
+            received += piece.len();
+            assert!(c.next().unwrap().is_none() || received >= 16 << 20);
+            let cap = c.arriving.as_ref().map_or(0, |a| a.payload.capacity());
+            assert!(cap <= (2 * received).max(PAYLOAD_RESERVE_MAX) && cap <= 16 << 20, "{received}: {cap}");
+        }
+        c.receive(&[5u8; 16 * 1024 * 1024 - 160 * 100 * 1024]);
+        let Some(Inbound::Message(m)) = c.next().unwrap() else { panic!() };
+        assert_eq!(m.len(), 16 << 20);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_in_a_large_text_frame_with_its_own_buffer() {
+        let mut frame = server_frame(true, 0x1, &[b'a'; 10_000]);
+        // A character cut by a read, then an invalid byte much later.
+        frame[4 + 5000] = 0xce;
+        frame[4 + 5001] = 0xba;
+        frame[4 + 9000] = 0xff;
+        let mut c = conn();
+        c.receive(&frame[..4 + 5001]);
+        assert!(c.next().unwrap().is_none());
+        assert!(c.arriving.is_some());
+        c.receive(&frame[4 + 5001..4 + 8000]);
+        assert!(c.next().unwrap().is_none());
+        c.receive(&frame[4 + 8000..4 + 9001]);
+        assert_eq!(c.next().unwrap_err(), ProtocolError::InvalidUtf8);
+        // Valid text across the same cuts decodes whole.
+        frame[4 + 9000] = b'a';
+        let got = decode(&mut conn(), &frame, 3000).unwrap();
+        assert_eq!(messages(&got).len(), 1);
     }
 
     #[test]

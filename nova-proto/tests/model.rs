@@ -53,7 +53,9 @@ fn op() -> impl Strategy<Value = Op> {
     // Weighted toward traffic: ending ops (closes, drops) are rare enough that
     // most sessions carry many messages across several connections.
     prop_oneof![
-        20 => (any::<bool>(), 0usize..3000, 1usize..5, any::<bool>())
+        // Some messages are long enough for frames to get a payload buffer
+        // of their own while they arrive (4 KiB and up in the connection).
+        20 => (any::<bool>(), prop_oneof![4 => 0usize..3000, 1 => 4096usize..20_000], 1usize..5, any::<bool>())
             .prop_map(|(text, len, fragments, ping)| Op::ServerSend { text, len, fragments, ping }),
         2 => (0usize..126).prop_map(Op::ServerPing),
         1 => Just(Op::ServerBadUtf8),
