@@ -148,9 +148,9 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 async fn ready(events: &mut nova_tokio::Events) -> Event {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match events.recv().await.expect("the session goes on") {
-                event @ Event::Ready { .. } => return event,
-                _ => {}
+            let event = events.recv().await.expect("the session goes on");
+            if matches!(event, Event::Ready { .. }) {
+                return event;
             }
         }
     })
