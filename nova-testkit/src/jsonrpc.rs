@@ -17,7 +17,8 @@
 //! | `never` | no answer, ever |
 //! | `delay` | `params` = `[ms, value]`: `result` = `value`, `ms` later (on a tick) |
 //! | `hold` | no answer on the first connection; `result` = `params` on later ones |
-//! | `ping` | `result` = `"pong"` |
+//! | `ping` | `result` = `"pong"` (an application heartbeat's answer) |
+//! | `busy` | `params` = `[seconds]`: error `-32005` `"too many requests"` with `data.retry_after` = `seconds` (a rate limit's retry-after) |
 //! | `eth_subscribe` | `params` = `[topic]`: `result` = a server id new on every connection (`"0x<connection><n>"`); a notification per tick follows |
 //! | `eth_unsubscribe` | `params` = `[server id]`: `result` = whether it was subscribed |
 //! | anything else | error `-32601` |
@@ -155,6 +156,11 @@ impl Connection {
             "fail" => error(id, -32000, "failed on purpose"),
             "never" => return None,
             "ping" => answer(id, json!("pong")),
+            "busy" => {
+                let secs = params.get(0).and_then(Value::as_f64).unwrap_or(1.0);
+                let error = json!({"code": -32005, "message": "too many requests", "data": {"retry_after": secs}});
+                Message::text(json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string())
+            }
             "hold" if self.number == 1 => return None,
             "hold" => answer(id, params.clone()),
             "delay" => {
@@ -243,6 +249,10 @@ mod tests {
         c.on_tick(t0, &mut out);
         assert!(out[3].as_text().unwrap().contains("\"result\":5"));
         assert!(out[4].as_text().unwrap().contains("\"seq\":1"));
+        c.on_message(t0, &call("busy", json!([0.5])), &mut out);
+        let busy: Value = serde_json::from_str(out[5].as_text().unwrap()).unwrap();
+        assert_eq!(busy["error"]["code"], json!(-32005));
+        assert_eq!(busy["error"]["data"]["retry_after"], json!(0.5));
         assert_eq!(service.connections(), 1);
     }
 }

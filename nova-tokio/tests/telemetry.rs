@@ -1,5 +1,7 @@
 //! The driver's metrics, captured with a local recorder (no global state:
-//! other tests run alongside).
+//! other tests run alongside): the connection's traffic and disconnects, and
+//! the behaviour layer's requests, subscriptions, authentication, malformed
+//! messages and service errors.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,18 +9,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use nova_proto::{Backoff, Config, Message};
-use nova_testkit::{Behavior, MockServer};
+use nova_proto::session::json::JsonRpc;
+use nova_proto::session::{RequestError, RequestOptions, RequestPayload, SubscribeOptions};
+use nova_proto::{Backoff, Config, Message, Secret};
+use nova_testkit::{Behavior, JsonRpcService, MockServer};
 use nova_tokio::{Connector, Event, metrics_names as names};
 
-/// Counters by name and sorted labels, e.g. `nova_disconnects_total{client=t,reason=transport}`.
+/// Counters by name and sorted labels, e.g. `nova_disconnects_total{client=t,reason=transport}`,
+/// and gauges the same way (their `f64` as bits, as `metrics` stores them in an `AtomicU64`).
 #[derive(Default)]
-struct Counters(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+struct Counters(Mutex<BTreeMap<String, Arc<AtomicU64>>>, Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+fn key_of(key: &Key) -> String {
+    let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
 
 impl Counters {
     fn get(&self, name: &str, labels: &str) -> u64 {
         let key = format!("{name}{{{labels}}}");
         self.0.lock().unwrap().get(&key).map_or(0, |c| c.load(Ordering::SeqCst))
+    }
+
+    fn gauge(&self, name: &str, labels: &str) -> Option<f64> {
+        let key = format!("{name}{{{labels}}}");
+        self.1.lock().unwrap().get(&key).map(|g| f64::from_bits(g.load(Ordering::SeqCst)))
     }
 }
 
@@ -28,14 +44,11 @@ impl Recorder for Counters {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        labels.sort();
-        let name = format!("{}{{{}}}", key.name(), labels.join(","));
-        Counter::from_arc(Arc::clone(self.0.lock().unwrap().entry(name).or_default()))
+        Counter::from_arc(Arc::clone(self.0.lock().unwrap().entry(key_of(key)).or_default()))
     }
 
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::clone(self.1.lock().unwrap().entry(key_of(key)).or_default()))
     }
 
     fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
@@ -107,4 +120,101 @@ fn counters_follow_the_traffic_and_the_disconnects() {
     assert_eq!(counters.get(names::DISCONNECTS, "client=t,reason=transport"), 1);
     assert_eq!(counters.get(names::ERRORS, "client=t,kind=transport"), 1);
     assert_eq!(counters.get(names::DISCONNECTS, "client=t,reason=server_close"), 0);
+}
+
+// ---- the behaviour layer's counters ----
+
+/// Not JSON, and a service error outside any request: one each on the first
+/// connection.
+const GARBAGE: &str = r#"{"jsonrpc":"2.0","result": oops}"#;
+const NOTICE: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32099,"message":"maintenance"}}"#;
+
+fn call(method: &str, params: serde_json::Value) -> RequestPayload {
+    RequestPayload::call(method, params)
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out: {what}"));
+}
+
+/// The next `Ready`, bounded.
+async fn ready(events: &mut nova_tokio::Events) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = events.recv().await.expect("the session goes on");
+            if matches!(event, Event::Ready { .. }) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("ready in time")
+}
+
+#[test]
+fn session_counters_follow_requests_subscriptions_and_authentication() {
+    // The first connection drops once the client has sent its 7th message
+    // (auth, subscribe, echo, fail, never, delay, hold); the next is healthy.
+    let service = JsonRpcService::new().auth("auth", "good");
+    let server = MockServer::builder()
+        .connection(service.behavior().send_on_open(GARBAGE).send_on_open(NOTICE).drop_after_received(7))
+        .otherwise(service.behavior())
+        .start()
+        .unwrap();
+    let adapter = JsonRpc::new().subscriptions("eth_subscribe", "eth_unsubscribe", "eth_subscription").auth(
+        "auth",
+        serde_json::json!({}),
+        Some(("token", Secret::new("good"))),
+    );
+    let counters = Counters::default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let connector = Connector::new(config(&server)).adapter(adapter).name("s");
+    let client = "client=s";
+    runtime.block_on(async {
+        let (handle, mut events) = metrics::with_local_recorder(&counters, || connector.start()).unwrap();
+        ready(&mut events).await;
+        let _sub = handle.subscribe("newHeads", SubscribeOptions::default()).unwrap();
+        let opts = RequestOptions::default;
+        assert!(handle.request(call("echo", 1.into()), opts()).await.is_ok());
+        assert!(handle.request(call("fail", 1.into()), opts()).await.is_err());
+        let never = handle.request(call("never", 1.into()), opts().timeout(Duration::from_millis(100)));
+        assert_eq!(never.await, Err(RequestError::Timeout));
+        // Handed to the session (and sent) at once, cancelled when dropped.
+        drop(handle.request(call("delay", serde_json::json!([300, "late"])), opts()));
+        // Never answered on the first connection, which drops on receiving it.
+        assert_eq!(handle.request(call("hold", 1.into()), opts()).await, Err(RequestError::ConnectionLost));
+        // The reconnect authenticates again and restores the subscription.
+        assert_eq!(ready(&mut events).await, Event::Ready { restored: 1, failed: 0 });
+        // The gauge is set at the end of the driver's turn.
+        eventually("one active subscription", || counters.gauge(names::SUBSCRIPTIONS_ACTIVE, client) == Some(1.0))
+            .await;
+        handle.close(1000, "done").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async { while events.recv().await.is_some() {} })
+            .await
+            .expect("the session ends");
+    });
+    let count = |name| counters.get(name, client);
+    assert_eq!(count(names::AUTH_ATTEMPTS), 2, "one per connection");
+    assert_eq!(count(names::AUTH_FAILURES), 0);
+    assert_eq!(count(names::REQUESTS_SENT), 5);
+    assert_eq!(count(names::REQUESTS_COMPLETED), 1);
+    assert_eq!(count(names::REQUESTS_FAILED), 1);
+    assert_eq!(count(names::REQUESTS_TIMED_OUT), 1);
+    assert_eq!(count(names::REQUESTS_CANCELLED), 1);
+    assert_eq!(count(names::REQUESTS_LOST), 1);
+    assert_eq!(count(names::SUBSCRIBE_REQUESTS), 2, "the first subscribe and the restore");
+    assert_eq!(count(names::SUBSCRIPTIONS_RESTORED), 1);
+    assert_eq!(count(names::SUBSCRIPTIONS_FAILED), 0);
+    assert_eq!(count(names::MALFORMED), 1);
+    assert_eq!(count(names::SERVICE_ERRORS), 1);
+    assert_eq!(count(names::HEARTBEATS_MISSED), 0);
+    assert_eq!(count(names::RECONNECTS), 1);
+    assert_eq!(counters.get(names::DISCONNECTS, "client=s,reason=transport"), 1);
 }

@@ -17,30 +17,30 @@ use nova_testkit::{JsonRpcService, MockServer};
 use serde_json::{Value, json};
 
 /// Reconnects fast, no keepalive pings.
-fn config(url: &str) -> ConfigBuilder {
+pub(crate) fn config(url: &str) -> ConfigBuilder {
     Config::builder(url).backoff(Backoff::constant(ms(20), 0.0)).keepalive(None)
 }
 
 /// JSON-RPC with `eth_subscribe` subscriptions.
-fn rpc() -> JsonRpc {
+pub(crate) fn rpc() -> JsonRpc {
     JsonRpc::new().subscriptions("eth_subscribe", "eth_unsubscribe", "eth_subscription")
 }
 
-fn call(method: &str, params: Value) -> RequestPayload {
+pub(crate) fn call(method: &str, params: Value) -> RequestPayload {
     RequestPayload::call(method, params)
 }
 
-fn json_of(message: &Message) -> Value {
+pub(crate) fn json_of(message: &Message) -> Value {
     serde_json::from_slice(message.as_bytes()).expect("JSON from the service")
 }
 
 /// The `result` of a JSON-RPC answer.
-fn result_of(message: &Message) -> Value {
+pub(crate) fn result_of(message: &Message) -> Value {
     json_of(message)["result"].clone()
 }
 
 /// The next event that is not a message or a pong.
-async fn next_change(events: &mut Events) -> Event {
+pub(crate) async fn next_change(events: &mut Events) -> Event {
     bounded("a session event", async {
         loop {
             match events.recv().await.expect("the stream ended early") {
@@ -53,7 +53,11 @@ async fn next_change(events: &mut Events) -> Event {
 }
 
 /// Reads events until one matches, returning it and what came before.
-async fn until(events: &mut Events, what: &str, mut matches: impl FnMut(&Event) -> bool) -> (Event, Vec<Event>) {
+pub(crate) async fn until(
+    events: &mut Events,
+    what: &str,
+    mut matches: impl FnMut(&Event) -> bool,
+) -> (Event, Vec<Event>) {
     let mut before = Vec::new();
     bounded(what, async {
         loop {
@@ -74,7 +78,7 @@ async fn next_data(sub: &mut Subscription) -> Value {
 }
 
 /// Waits (bounded) until `done` holds.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     bounded(what, async {
         while !done() {
             sleep(ms(10)).await;
@@ -83,14 +87,16 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     .await;
 }
 
-async fn connect_ready(rt: Rt, url: &str, adapter: JsonRpc) -> (Handle, Events) {
+pub(crate) async fn connect_ready(rt: Rt, url: &str, adapter: JsonRpc) -> (Handle, Events) {
     let (handle, mut events) =
         bounded("connect", rt.connector(config(url)).adapter(adapter).connect()).await.expect("the session opens");
     until(&mut events, "Ready", |e| matches!(e, Event::Ready { .. })).await;
     (handle, events)
 }
 
-async fn answer<F: Future<Output = Result<Message, RequestError>>>(request: F) -> Result<Message, RequestError> {
+pub(crate) async fn answer<F: Future<Output = Result<Message, RequestError>>>(
+    request: F,
+) -> Result<Message, RequestError> {
     bounded("the answer to a request", request).await
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Binary codecs plug in the same way: the adapter sees whole [`Message`]s,
 //! so a MessagePack service decodes `Message::Binary` payloads in its own
-//! `classify` (an optional `msgpack` helper feature is future work).
+//! `classify`; the optional `msgpack` feature has the same helpers for it
+//! (`session::msgpack`: `decode`, `encode`, `classify`).
 
 use std::time::Duration;
 

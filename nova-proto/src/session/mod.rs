@@ -86,6 +86,8 @@ mod heartbeat;
 mod inbound;
 #[cfg(feature = "json")]
 pub mod json;
+#[cfg(feature = "msgpack")]
+pub mod msgpack;
 mod requests;
 mod settings;
 mod stats;
