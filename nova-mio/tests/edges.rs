@@ -3,7 +3,7 @@
 //! session must still act, a server that resets right after its close
 //! frame, a protocol error behind megabytes of writes.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nova_mio::blocking::{self, RecvError};
 use nova_mio::{Connector, Event};
 use nova_proto::{Backoff, Config, Disconnect, Error, Message, Timeout};
+use nova_testkit::raw::{self, server_frame as frame};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -28,63 +29,13 @@ fn listener() -> (TcpListener, SocketAddr) {
 /// Reads the upgrade request and answers 101.
 fn upgrade(tcp: &mut TcpStream) {
     tcp.set_read_timeout(Some(BOUND)).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_owned())
-        })
-        .unwrap();
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        nova_proto::accept_key(key.as_bytes())
-    );
-    tcp.write_all(answer.as_bytes()).unwrap();
-}
-
-/// A server frame (FIN set, no mask).
-fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let n = payload.len();
-    if n < 126 {
-        f.push(n as u8);
-    } else {
-        f.push(126);
-        f.extend_from_slice(&(n as u16).to_be_bytes());
-    }
-    f.extend_from_slice(payload);
-    f
+    raw::accept_upgrade(tcp).unwrap();
 }
 
 /// Reads one client frame, unmasked: opcode and payload; `None` at the end.
 fn read_frame(tcp: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).ok()?;
-    let mut len = u64::from(head[1] & 0x7f);
-    if len == 126 {
-        let mut ext = [0u8; 2];
-        tcp.read_exact(&mut ext).ok()?;
-        len = u64::from(u16::from_be_bytes(ext));
-    } else if len == 127 {
-        let mut ext = [0u8; 8];
-        tcp.read_exact(&mut ext).ok()?;
-        len = u64::from_be_bytes(ext);
-    }
-    let mut mask = [0u8; 4];
-    tcp.read_exact(&mut mask).ok()?;
-    let mut payload = vec![0u8; usize::try_from(len).ok()?];
-    tcp.read_exact(&mut payload).ok()?;
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    Some((head[0] & 0x0f, payload))
+    let frame = raw::read_client_frame(tcp, None).ok()??;
+    Some((frame.opcode, frame.payload))
 }
 
 #[test]

@@ -29,6 +29,10 @@
 //!    loopback: latency and jitter, a bandwidth limit, a stall, a cut in one
 //!    direction, resets, a close after N bytes — changed while it runs.
 //!
+//! For the last byte of control, [`raw`] has the server side in pieces: the
+//! upgrade answer, server frames of any shape, client frames read (slowly if
+//! asked) and unmasked.
+//!
 //! The network faults ([`Faults`]) mean the same thing everywhere: the proxy
 //! and the simulation both apply them through one [`Pipe`].
 //!
@@ -154,6 +158,7 @@ pub mod faults;
 pub mod jsonrpc;
 mod peer;
 pub mod proxy;
+pub mod raw;
 mod record;
 mod scenario;
 mod server;

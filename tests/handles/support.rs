@@ -187,8 +187,9 @@ pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 // ---- a raw server side, on std threads, for tests that control every byte ----
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+
+use nova_testkit::raw;
 
 /// A listener on `127.0.0.1:0` and its address.
 pub fn listener() -> (TcpListener, std::net::SocketAddr) {
@@ -200,68 +201,14 @@ pub fn listener() -> (TcpListener, std::net::SocketAddr) {
 /// Reads the upgrade request and answers 101.
 pub fn upgrade(tcp: &mut TcpStream) {
     tcp.set_read_timeout(Some(BOUND)).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_owned())
-        })
-        .unwrap();
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        nova_proto::accept_key(key.as_bytes())
-    );
-    tcp.write_all(answer.as_bytes()).unwrap();
+    raw::accept_upgrade(tcp).unwrap();
 }
 
-/// An unmasked server frame with FIN set.
-pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let n = payload.len();
-    if n < 126 {
-        f.push(n as u8);
-    } else if n < 65536 {
-        f.push(126);
-        f.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        f.push(127);
-        f.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-    f.extend_from_slice(payload);
-    f
-}
+pub use nova_testkit::raw::server_frame as frame;
 
 /// Reads one client frame (unmasking it), slowly: `chunk` bytes per `pause`.
 /// Returns the opcode and payload; `None` once the connection ends.
 pub fn read_frame_slowly(tcp: &mut TcpStream, chunk: usize, pause: Duration) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).ok()?;
-    let mut len = u64::from(head[1] & 0x7f);
-    if len == 126 {
-        let mut b = [0u8; 2];
-        tcp.read_exact(&mut b).ok()?;
-        len = u64::from(u16::from_be_bytes(b));
-    } else if len == 127 {
-        let mut b = [0u8; 8];
-        tcp.read_exact(&mut b).ok()?;
-        len = u64::from_be_bytes(b);
-    }
-    let mut mask = [0u8; 4];
-    tcp.read_exact(&mut mask).ok()?;
-    let mut payload = vec![0u8; usize::try_from(len).ok()?];
-    for part in payload.chunks_mut(chunk) {
-        tcp.read_exact(part).ok()?;
-        std::thread::sleep(pause);
-    }
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    Some((head[0] & 0x0f, payload))
+    let frame = raw::read_client_frame(tcp, Some((chunk, pause))).ok()??;
+    Some((frame.opcode, frame.payload))
 }
