@@ -48,7 +48,7 @@ pub use adapter::{Acme, Credentials};
 ///
 /// **Change:** the real URL (and one constant per socket, if public,
 /// private and order-entry streams live on different URLs).
-pub const URL: &str = "wss://stream.acme.example/ws";
+pub const URL: &str = "wss://stream.example.com/ws";
 
 /// The environment variable [`Credentials::from_env`] reads the API key from.
 pub const API_KEY_VAR: &str = "ACME_API_KEY";

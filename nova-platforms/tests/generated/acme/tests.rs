@@ -66,7 +66,7 @@ impl Pair {
     #[allow(clippy::disallowed_methods)] // the virtual clock's epoch: its one real clock read
     fn new(adapter: Acme, mock: &MockAcme) -> Pair {
         let now = Instant::now();
-        let config = config("ws://acme.test/ws").build().expect("a valid config");
+        let config = config("ws://mock.test/ws").build().expect("a valid config");
         Pair {
             session: Session::new(config, [7; 32], now, adapter),
             mock: mock.clone(),
