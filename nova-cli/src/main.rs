@@ -1,6 +1,6 @@
 //! `nova`: a WebSocket client for the terminal whose session stays up.
 //!
-//! Three subcommands (the contract is `shared/CLI.md`):
+//! Four subcommands (the contract is `shared/CLI.md`):
 //!
 //! - `nova connect URL`: like websocat, but the session survives drops,
 //!   refused upgrades and dead peers: it reconnects by itself with backoff,
@@ -10,6 +10,8 @@
 //!   feed that drops connections, refuses one upgrade and goes silent once.
 //! - `nova echo-server`: a local echo server (tokio-tungstenite, not Nova) to
 //!   try clients against.
+//! - `nova new-adapter NAME`: writes a platform adapter module (adapter, mock
+//!   server, tests) from templates, for a new platform in nova-platforms' shape.
 //!
 //! This file holds the command line definition, the dispatch and the exit
 //! codes; each subcommand lives in its own module.
@@ -18,6 +20,7 @@ mod connect;
 mod demo;
 mod echo;
 mod failure;
+mod new_adapter;
 mod output;
 mod pretty;
 mod signal;
@@ -35,10 +38,13 @@ use crate::failure::Failure;
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success: stdin ended and the session closed with 1000 (connect), the demo
-       saw every tick exactly once (demo), stopped by Ctrl-C (echo-server)
+       saw every tick exactly once (demo), stopped by Ctrl-C (echo-server), the
+       files were written (new-adapter)
   1    the session ended for good: reconnect attempts exhausted (--max-reconnects),
-       certificate rejected, stdout unwritable; or the demo found gaps or duplicates
-  2    usage error: unknown option, bad URL, header, profile, number or CA file
+       certificate rejected, stdout unwritable; or the demo found gaps or duplicates;
+       or new-adapter could not write a file
+  2    usage error: unknown option, bad URL, header, profile, number or CA file;
+       a bad adapter NAME, or a file in the way (new-adapter without --force)
   130  interrupted by Ctrl-C (SIGINT) after closing the session gracefully (1000)
   143  terminated by SIGTERM, likewise";
 
@@ -68,6 +74,10 @@ enum Command {
     /// Run a local echo server on 127.0.0.1 until Ctrl-C.
     #[command(after_help = ECHO_DETAILS)]
     EchoServer(EchoArgs),
+    /// Write a new platform adapter module: the adapter, a mock server and
+    /// tests that pass, to make into a platform's.
+    #[command(after_help = new_adapter::DETAILS)]
+    NewAdapter(new_adapter::NewAdapterArgs),
 }
 
 /// `nova connect --help`: examples.
@@ -309,6 +319,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Demo(args) => demo::run(args.duration).await,
             Command::EchoServer(args) => echo::run(args.port, args.quiet).await,
+            Command::NewAdapter(args) => new_adapter::run(&args),
         }
     });
     // Background tasks (a transport lingering to finish its close) get a
