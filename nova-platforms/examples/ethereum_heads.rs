@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nova_platforms::ethereum::{self, Ethereum, Gap, GapTracker, quantity, testing::MockEthereum};
-use nova_proto::session::{RequestError, RequestOptions, SubscribeOptions};
+use nova_proto::session::{RequestError, RequestOptions, RequestPayload, SubscribeOptions};
 use nova_proto::{Backoff, Message, Secret};
 use nova_testkit::MockServer;
 use nova_tokio::{Connector, Event};
@@ -99,8 +99,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Backfill answers come back here: (block number asked for, answer).
     let (backfill_tx, mut backfilled) = mpsc::unbounded_channel::<(u64, Result<Message, RequestError>)>();
-    let fetch = |number: u64| {
-        let request = handle.request(ethereum::get_block_by_number(number, false), RequestOptions::default());
+    let fetch = |number: u64, payload: RequestPayload| {
+        let request = handle.request(payload, RequestOptions::default());
         let tx = backfill_tx.clone();
         tokio::spawn(async move {
             let _ = tx.send((number, request.await));
@@ -114,12 +114,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut chain_seen: BTreeMap<u64, (String, String)> = BTreeMap::new();
     let mut server_id: Option<String> = None;
     let mut gap: Option<Gap> = None;
-    // The missed range, once the first head after the restore showed its end.
-    let mut missed: Option<(u64, u64)> = None;
-    let mut filled = 0u64;
+    // (the last block before the gap, the first head after it), once that
+    // head came: the blocks in between are the ones missed.
+    let mut resume: Option<(u64, u64)> = None;
     let (mut heads_seen, mut heads_after) = (0u32, 0u32);
     loop {
-        let complete = missed.is_some_and(|(from, to)| filled == to + 1 - from);
+        let complete = resume.is_some_and(|(last, first)| (last + 1..first).all(|n| chain_seen.contains_key(&n)));
         if (live && heads_seen >= 2 && gap.is_none()) || (complete && heads_after >= 2) {
             break;
         }
@@ -137,16 +137,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let last = found.last_block.map_or("none".into(), |n| n.to_string());
                     println!("{} gap: newHeads restored after {:?} down, last block before it {last}", at(), found.outage);
                     // The first block that may be missing; the rest once the next head shows the end.
-                    if let (Some(request), Some(first)) = (found.first_missing_head(), found.last_block.map(|n| n + 1)) {
-                        let tx = backfill_tx.clone();
-                        let request = handle.request(request, RequestOptions::default());
-                        tokio::spawn(async move {
-                            let _ = tx.send((first, request.await));
-                        });
+                    if let (Some(request), Some(last)) = (found.first_missing_head(), found.last_block) {
+                        fetch(last + 1, request);
                     }
                     gap = Some(found);
-                    missed = None;
-                    filled = 0;
+                    resume = None;
                     heads_after = 0;
                 }
                 match event {
@@ -182,15 +177,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{} head {number} {}", at(), short(&hash));
                 chain_seen.insert(number, (hash, parent));
                 if first_after_gap {
-                    if let Some(last) = gap.as_ref().and_then(|g| g.last_block) {
-                        if number > last + 1 {
+                    match gap.as_ref().and_then(|g| g.last_block) {
+                        Some(last) if number > last + 1 => {
                             println!("{} missed blocks {}..={}: backfilling", at(), last + 1, number - 1);
                             // last + 1 is on its way already (the gap's own request).
-                            (last + 2..number).for_each(fetch);
-                            missed = Some((last + 1, number - 1));
-                        } else {
+                            (last + 2..number).for_each(|n| fetch(n, ethereum::get_block_by_number(n, false)));
+                            resume = Some((last, number));
+                        }
+                        Some(last) => {
                             println!("{} no block missed", at());
-                            missed = Some((last + 1, last));
+                            resume = Some((last, number));
+                        }
+                        None => {
+                            println!("{} no head came before the drop: nothing to backfill from", at());
+                            resume = Some((number, number));
                         }
                     }
                 }
@@ -198,21 +198,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             answer = backfilled.recv() => {
                 let Some((number, answer)) = answer else { break };
                 let block: Value = serde_json::from_slice(answer?.as_bytes())?;
-                let Some((n, hash, parent)) = header(&block["result"]) else {
-                    eprintln!("{} eth_getBlockByNumber {number}: no block in {block}", at());
-                    std::process::exit(1);
-                };
-                println!("{} backfilled block {n} {} (parent {})", at(), short(&hash), short(&parent));
-                chain_seen.insert(n, (hash, parent));
-                filled += 1;
+                let needed = resume.is_none_or(|(last, first)| (last + 1..first).contains(&number));
+                match header(&block["result"]) {
+                    Some((n, hash, parent)) => {
+                        println!("{} backfilled block {n} {} (parent {})", at(), short(&hash), short(&parent));
+                        chain_seen.insert(n, (hash, parent));
+                    }
+                    // The gap's own request asks for the block after the last
+                    // one seen, which may not exist yet when nothing was missed.
+                    None if !needed => println!("{} block {number}: not needed, nothing was missed", at()),
+                    None => {
+                        eprintln!("{} eth_getBlockByNumber {number}: no block in {block}", at());
+                        std::process::exit(1);
+                    }
+                }
             }
         }
     }
 
-    if let (Some(gap), Some((from, to))) = (&gap, missed) {
+    if let (Some(_), Some((last, first))) = (&gap, resume) {
         // The chain links up across the outage: last head → backfill → first new head.
-        let last = gap.last_block.unwrap_or(from.saturating_sub(1));
-        for n in last + 1..=to + 1 {
+        for n in last + 1..=first {
             let (Some((prev_hash, _)), Some((_, parent))) = (chain_seen.get(&(n - 1)), chain_seen.get(&n)) else {
                 eprintln!("{} block {n} or its parent is missing", at());
                 std::process::exit(1);
@@ -222,7 +228,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::process::exit(1);
             }
         }
-        println!("{} the chain links up from {last} through {} backfilled blocks to {}", at(), to + 1 - from, to + 1);
+        let backfilled = first.saturating_sub(last + 1);
+        println!("{} the chain links up from {last} through {backfilled} backfilled blocks to {first}", at());
+        if !live && backfilled == 0 {
+            eprintln!("{} no block was missed, so there was no gap to show", at());
+            std::process::exit(1);
+        }
     } else if !live {
         eprintln!("{} no gap was reported", at());
         std::process::exit(1);

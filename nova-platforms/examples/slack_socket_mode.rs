@@ -11,10 +11,10 @@
 //! ```
 //!
 //! Offline (the default) it runs against two mock sockets on 127.0.0.1. On
-//! the first, the example acknowledges one envelope 400 ms late on purpose
+//! the first, the example acknowledges one envelope 500 ms late on purpose
 //! (past the mock's 250 ms deadline): the mock redelivers it
 //! (`retry_attempt` 1), the adapter acknowledges the redelivery itself and
-//! the application does not see it again. After the sixth event and a slash
+//! the application does not see it again. After the eighth event and a slash
 //! command the socket sends `disconnect` / `refresh_requested`; the session
 //! reconnects at once. The second socket starts its sequence from `env-1`
 //! again, so the envelopes already handled come back as redeliveries across
@@ -51,9 +51,19 @@ use serde_json::json;
 const URL_VAR: &str = "SLACK_SOCKET_URL";
 const LIMIT: Duration = Duration::from_secs(10);
 /// The first socket's Events API envelopes (then a slash command, then `disconnect`).
-const FIRST_SOCKET_EVENTS: u64 = 6;
-/// How late the example acknowledges one envelope to provoke a redelivery.
-const LATE_ACK: Duration = Duration::from_millis(400);
+const FIRST_SOCKET_EVENTS: u64 = 8;
+/// How late the example acknowledges one envelope to provoke a redelivery
+/// (the mock's deadline is 250 ms, its envelopes come every 100 ms).
+const LATE_ACK: Duration = Duration::from_millis(500);
+
+/// What became of an acknowledgement. One that could not be sent (the
+/// socket just went away) is not retried: Slack redelivers the envelope.
+fn acked(sent: Result<(), nova_proto::SendError>, done: &str) -> String {
+    match sent {
+        Ok(()) => done.to_owned(),
+        Err(e) => format!("ack not sent ({e}): Slack will redeliver it"),
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -121,8 +131,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ = tokio::time::sleep_until(late_at), if late_ack.is_some() => {
                 let Some((_, envelope)) = late_ack.take() else { continue };
-                handle.send(envelope.ack()).await?;
-                println!("{} acked {} late, on purpose", at(), envelope.envelope_id);
+                match handle.send(envelope.ack()).await {
+                    Ok(()) => println!("{} acked {} late, on purpose", at(), envelope.envelope_id),
+                    Err(e) => println!("{} late ack of {} not sent: {e}", at(), envelope.envelope_id),
+                }
             }
             event = events.recv() => match event {
                 Some(Event::Ready { .. }) => {
@@ -143,16 +155,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     };
                     if envelope.accepts_response_payload {
                         // A slash command: the acknowledgement carries the reply.
-                        handle.send(envelope.ack_with(json!({"text": "Deploy queued"}))?).await?;
-                        println!("{} {id} {} {}{retry}: acked with a response", at(), envelope.kind, envelope.payload["command"]);
+                        let sent = handle.send(envelope.ack_with(json!({"text": "Deploy queued"}))?).await;
+                        println!("{} {id} {} {}{retry}: {}", at(), envelope.kind, envelope.payload["command"], acked(sent, "acked with a response"));
                     } else if !live && sockets == 1 && late_acked.is_none() && id != "env-1" {
                         println!("{} {id} {}{retry}: a slow handler, ack in {LATE_ACK:?}", at(), envelope.kind);
                         late_acked = Some(id);
                         late_ack = Some((tokio::time::Instant::now() + LATE_ACK, envelope));
                     } else {
                         // Acknowledge first, then do the work.
-                        handle.send(envelope.ack()).await?;
-                        println!("{} {id} {} {}{retry}: acked", at(), envelope.kind, envelope.payload["event"]["type"]);
+                        let sent = handle.send(envelope.ack()).await;
+                        println!("{} {id} {} {}{retry}: {}", at(), envelope.kind, envelope.payload["event"]["type"], acked(sent, "acked"));
                     }
                     if refreshed {
                         after_refresh += 1;
