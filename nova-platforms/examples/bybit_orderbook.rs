@@ -157,7 +157,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{} subscribing {} topics (spot: at most 10 per request)", at(), SYMBOLS.len());
 
-    let deadline = tokio::time::Instant::now() + LIMIT;
+    // One hard limit for the whole run, connecting included.
+    let deadline = t0 + LIMIT;
     let mut books: Vec<Book> = SYMBOLS.iter().map(|_| Book::default()).collect();
     let (mut readies, mut confirmed) = (0u32, 0usize);
     let wanted_snapshots = if live { 1 } else { 2 };

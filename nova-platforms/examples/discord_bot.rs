@@ -39,7 +39,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Kept alive for the whole run when offline.
     let mut mock = None;
     let (config, bot) = if live {
-        (discord::config(discord::GATEWAY_URL), Discord::from_env(INTENTS)?)
+        let bot = Discord::from_env(INTENTS).unwrap_or_else(|e| {
+            eprintln!("{e}: set {} to the bot token (developer portal: Bot, Reset Token)", discord::TOKEN_VAR);
+            std::process::exit(1);
+        });
+        (discord::config(discord::GATEWAY_URL), bot)
     } else {
         let token = "mock-bot-token";
         let gateway = MockDiscord::new(token).tick(Duration::from_millis(250));
@@ -58,9 +62,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The session facts (id, seq, READY) the adapter shares while it runs.
     let info = bot.info();
-    let (handle, mut events) = Connector::new(config).adapter(bot).connect().await?;
+    // One hard limit for the whole run, connecting included (the preset
+    // retries a connection that fails forever).
+    let deadline = t0 + LIMIT;
+    let connecting = Connector::new(config).adapter(bot).connect();
+    let Ok(connected) = tokio::time::timeout_at(deadline, connecting).await else {
+        eprintln!("{} no connection within {LIMIT:?}", at());
+        std::process::exit(1);
+    };
+    let (handle, mut events) = connected?;
 
-    let deadline = tokio::time::Instant::now() + LIMIT;
     let mut readies = 0u32;
     // The session id and last sequence number when the connection dropped.
     let mut dropped_at: Option<(Option<String>, Option<u64>)> = None;

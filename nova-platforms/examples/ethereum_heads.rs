@@ -75,7 +75,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut mock = None;
     let config = if live {
         // A provider URL holds the API key: a Secret, never printed.
-        ethereum::config(Secret::from_env(URL_VAR)?.expose())
+        let url = Secret::from_env(URL_VAR).unwrap_or_else(|e| {
+            eprintln!(
+                "{e}: set {URL_VAR} to a node's WebSocket URL ({} for a local geth --ws, or a provider's wss URL)",
+                ethereum::LOCAL_URL
+            );
+            std::process::exit(1);
+        });
+        ethereum::config(url.expose())
     } else {
         let node = MockEthereum::new().tick(Duration::from_millis(100));
         let server = MockServer::builder()
@@ -90,8 +97,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("{} connecting to {} node", at(), if live { "the" } else { "the mock" });
 
-    let (handle, mut events) = Connector::new(config).adapter(Ethereum::new()).connect().await?;
-    let chain = handle.request(ethereum::chain_id(), RequestOptions::default()).await?;
+    // One hard limit for the whole run, connecting included (the preset
+    // retries a connection that fails forever).
+    let limit = if live { LIVE_LIMIT } else { LIMIT };
+    let deadline = t0 + limit;
+    let connecting = Connector::new(config).adapter(Ethereum::new()).connect();
+    let Ok(connected) = tokio::time::timeout_at(deadline, connecting).await else {
+        eprintln!("{} no connection within {limit:?}", at());
+        std::process::exit(1);
+    };
+    let (handle, mut events) = connected?;
+    let asking = handle.request(ethereum::chain_id(), RequestOptions::default());
+    let Ok(chain) = tokio::time::timeout_at(deadline, asking).await else {
+        eprintln!("{} no eth_chainId answer within {limit:?}", at());
+        std::process::exit(1);
+    };
+    let chain = chain?;
     let chain: Value = serde_json::from_slice(chain.as_bytes())?;
     println!("{} chain id {}", at(), chain["result"]);
     let mut heads = handle.subscribe(ethereum::new_heads(), SubscribeOptions::default())?;
@@ -107,8 +128,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     };
 
-    let limit = if live { LIVE_LIMIT } else { LIMIT };
-    let deadline = tokio::time::Instant::now() + limit;
     let mut tracker = GapTracker::new();
     // Heads and backfilled blocks by number: (hash, parent hash).
     let mut chain_seen: BTreeMap<u64, (String, String)> = BTreeMap::new();

@@ -110,9 +110,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("{} connecting to {} Socket Mode", at(), if live { "Slack's" } else { "the mock" });
 
-    let (handle, mut events) = Connector::new(config).adapter(Slack::new()).connect().await?;
+    // One hard limit for the whole run, connecting included (the preset
+    // retries a connection that fails forever).
+    let deadline = t0 + LIMIT;
+    let connecting = Connector::new(config).adapter(Slack::new()).connect();
+    let Ok(connected) = tokio::time::timeout_at(deadline, connecting).await else {
+        eprintln!("{} no connection within {LIMIT:?}", at());
+        std::process::exit(1);
+    };
+    let (handle, mut events) = connected?;
 
-    let deadline = tokio::time::Instant::now() + LIMIT;
     let mut sockets = 0u32;
     let mut delivered: BTreeSet<String> = BTreeSet::new();
     let mut late_ack: Option<(tokio::time::Instant, Envelope)> = None;
