@@ -33,7 +33,7 @@
 //! ```
 //!
 //! The URL is single-use and expires soon after; live, the example
-//! acknowledges what arrives for 10 s and exits 0 if `hello` came. (A real
+//! acknowledges what arrives for 10 s and exits 0 if the socket opened. (A real
 //! reconnect needs a fresh URL: call `apps.connections.open` again and hand
 //! it over with `Handle::set_config` when `Event::Disconnected` arrives.)
 //! The URL's ticket and the token are never printed.
@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let url = match Secret::from_env(URL_VAR) {
             Ok(url) => url,
             Err(e) => {
-                eprintln!("{URL_VAR}: {e}");
+                eprintln!("{e}");
                 eprintln!("get a URL with an app-level token (xapp-..., scope connections:write):");
                 eprintln!(
                     "  curl -s -X POST -H \"Authorization: Bearer $SLACK_APP_TOKEN\" {}",
@@ -90,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         slack::config(url.expose())
     } else {
-        // The first socket: six events, a slash command, then `disconnect`.
+        // The first socket: eight events, a slash command, then `disconnect`.
         let first = MockSlack::new(FIRST_SOCKET_EVENTS)
             .ack_deadline(Duration::from_millis(250))
             .disconnect_with(slack::REFRESH_REQUESTED)
@@ -146,7 +146,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event = events.recv() => match event {
                 Some(Event::Ready { .. }) => {
                     sockets += 1;
-                    println!("{} hello: socket {sockets} ready", at());
+                    // Socket Mode has no login: the session is ready when the socket opens.
+                    println!("{} socket {sockets} open and ready", at());
                 }
                 Some(Event::Message(message)) => {
                     let Some(envelope) = Envelope::parse(&message) else { continue };
