@@ -5,8 +5,17 @@
 //! a whole batch failing on one unknown topic (`INVALID` in its name),
 //! `already subscribed` for duplicates, `req_id` left out of every other ack
 //! when asked, and data pushed for each subscribed topic every tick.
+//!
+//! `orderbook.<depth>.<symbol>` topics carry a book (up to 5 levels a side,
+//! prices in steps of 0.01 around a price derived from the symbol): a
+//! `snapshot` on the first tick after the subscribe, then a `delta` every
+//! tick (the best levels move by one step, a level leaves with size `"0"`
+//! and another enters, or the best bid's size changes), with `u` counting up
+//! by one per message from a start that differs per connection, and `seq`
+//! increasing. Each connection's books start afresh (a new snapshot after a
+//! resubscribe). Other topics get `{"s": topic}` snapshots.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,7 +82,15 @@ impl MockBybit {
                 s.connections += 1;
                 s.connections
             };
-            Box::new(Conn { state: Arc::clone(&state), stream, conn, authed: false, topics: BTreeSet::new(), acks: 0 })
+            Box::new(Conn {
+                state: Arc::clone(&state),
+                stream,
+                conn,
+                authed: false,
+                topics: BTreeSet::new(),
+                books: BTreeMap::new(),
+                acks: 0,
+            })
         })
     }
 
@@ -89,7 +106,97 @@ struct Conn {
     conn: u32,
     authed: bool,
     topics: BTreeSet<String>,
+    /// Orderbook topic → its book on this connection.
+    books: BTreeMap<String, Book>,
     acks: u64,
+}
+
+/// One orderbook topic's book: levels at `mid ± 1..=levels` steps of 0.01.
+struct Book {
+    symbol: String,
+    levels: i64,
+    mid: i64,
+    /// The size of the best bid (the other levels' sizes follow from their price).
+    best_bid_size: u64,
+    u: u64,
+    seq: u64,
+    /// Whether the snapshot went out.
+    snapshot_sent: bool,
+}
+
+/// A price in steps of 0.01 as Bybit spells it.
+fn price(steps: i64) -> String {
+    format!("{}.{:02}", steps / 100, steps % 100)
+}
+
+/// A `[price, size]` level; size `"0"` deletes the level.
+fn level(steps: i64, size: u64) -> Value {
+    let size = if size == 0 { "0".to_owned() } else { format!("{}.{:03}", size / 1000, size % 1000) };
+    json!([price(steps), size])
+}
+
+impl Book {
+    /// The book of `orderbook.<depth>.<symbol>` on connection `conn`.
+    fn new(topic: &str, conn: u32) -> Option<Book> {
+        let mut parts = topic.strip_prefix("orderbook.")?.splitn(2, '.');
+        let depth: i64 = parts.next()?.parse().ok()?;
+        let symbol = parts.next()?.to_owned();
+        let hash = symbol.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        Some(Book {
+            levels: depth.clamp(1, 5),
+            mid: 100_000 + i64::try_from(hash % 9_000_000).unwrap_or(0),
+            best_bid_size: 1_500,
+            u: u64::from(conn) * 1_000_000,
+            seq: u64::from(conn) * 1_000_000_000,
+            snapshot_sent: false,
+            symbol,
+        })
+    }
+
+    fn size(&self, steps_from_mid: i64) -> u64 {
+        if steps_from_mid == -1 { self.best_bid_size } else { 250 * u64::try_from(steps_from_mid.abs()).unwrap_or(1) }
+    }
+
+    /// The next message for `topic`: the snapshot, then deltas.
+    fn next(&mut self, topic: &str) -> Value {
+        self.u += 1;
+        self.seq += 3;
+        let (kind, bids, asks) = if self.snapshot_sent {
+            self.delta()
+        } else {
+            self.snapshot_sent = true;
+            let bids = (1..=self.levels).map(|i| level(self.mid - i, self.size(-i))).collect();
+            let asks = (1..=self.levels).map(|i| level(self.mid + i, self.size(i))).collect();
+            ("snapshot", bids, asks)
+        };
+        json!({"topic": topic, "type": kind, "ts": 1_700_000_000_100u64 + self.u, "cts": 1_700_000_000_090u64 + self.u,
+            "data": {"s": self.symbol, "b": bids, "a": asks, "u": self.u, "seq": self.seq}})
+    }
+
+    /// One step: the book moves up or down a step (a level enters on one
+    /// side and leaves on the other, per side), or the best bid's size changes.
+    fn delta(&mut self) -> (&'static str, Vec<Value>, Vec<Value>) {
+        let (old, n) = (self.mid, self.levels);
+        match self.u % 4 {
+            0 | 1 => {
+                // Up a step: bid `old` enters, bid `old - n` leaves; ask `old + 1` leaves, `old + n + 1` enters.
+                self.mid += 1;
+                let bids = vec![level(old, self.size(-1)), level(old - n, 0)];
+                let asks = vec![level(old + 1, 0), level(old + n + 1, self.size(n))];
+                ("delta", bids, asks)
+            }
+            2 => {
+                self.mid -= 1;
+                let bids = vec![level(old - 1, 0), level(old - n - 1, self.size(-n))];
+                let asks = vec![level(old, self.size(1)), level(old + n, 0)];
+                ("delta", bids, asks)
+            }
+            _ => {
+                self.best_bid_size += 100;
+                ("delta", vec![level(old - 1, self.best_bid_size)], Vec::new())
+            }
+        }
+    }
 }
 
 impl Conn {
@@ -115,6 +222,11 @@ impl Conn {
         }
         if let Some(dup) = args.iter().find(|t| self.topics.contains(*t)) {
             return Err(format!("error:already subscribed,topic:{dup}"));
+        }
+        for topic in args {
+            if let Some(book) = Book::new(topic, self.conn) {
+                self.books.insert(topic.clone(), book);
+            }
         }
         self.topics.extend(args.iter().cloned());
         Ok(())
@@ -156,6 +268,7 @@ impl Handler for Conn {
                 } else {
                     topics.iter().for_each(|t| {
                         self.topics.remove(t);
+                        self.books.remove(t);
                     });
                     Ok(())
                 };
@@ -171,9 +284,11 @@ impl Handler for Conn {
 
     fn on_tick(&mut self, _now: Instant, out: &mut Vec<Message>) {
         for topic in &self.topics {
-            out.push(text(
-                &json!({"topic": topic, "type": "snapshot", "ts": 1_700_000_000_100u64, "data": {"s": topic}}),
-            ));
+            let message = match self.books.get_mut(topic) {
+                Some(book) => book.next(topic),
+                None => json!({"topic": topic, "type": "snapshot", "ts": 1_700_000_000_100u64, "data": {"s": topic}}),
+            };
+            out.push(text(&message));
         }
     }
 }
@@ -216,6 +331,48 @@ mod tests {
         send(&mut ws, json!({"req_id": "5", "op": "ping"}));
         assert_eq!(next_where(&mut ws, |v| v["req_id"] == "5")["op"], "pong", "private pong shape");
         assert_eq!(mock.received().len(), 5);
+        server.shutdown();
+    }
+
+    #[test]
+    fn orderbooks_start_with_a_snapshot_then_deltas_in_sequence() {
+        let (_mock, server) = start(Stream::Spot);
+        let mut ws = connect(&server.url("/v5/public/spot"));
+        send(&mut ws, json!({"req_id": "1", "op": "subscribe", "args": ["orderbook.50.BTCUSDT"]}));
+        assert_eq!(next(&mut ws)["success"], true);
+        let snapshot = next_where(&mut ws, |v| v.get("topic").is_some());
+        assert_eq!((snapshot["type"].as_str(), snapshot["data"]["s"].as_str()), (Some("snapshot"), Some("BTCUSDT")));
+        // Price (in hundredths) → size, per side.
+        let mut book: [BTreeMap<i64, String>; 2] = Default::default();
+        let steps = |p: &Value| {
+            let (whole, frac) = p.as_str().unwrap().split_once('.').unwrap();
+            whole.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
+        };
+        let mut apply = |data: &Value| {
+            for (side, key) in [(0, "b"), (1, "a")] {
+                for l in data[key].as_array().unwrap() {
+                    if l[1] == "0" {
+                        assert!(book[side].remove(&steps(&l[0])).is_some(), "only a level in the book is deleted");
+                    } else {
+                        book[side].insert(steps(&l[0]), l[1].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+            let (bid, ask) = (*book[0].keys().next_back().unwrap(), *book[1].keys().next().unwrap());
+            assert!(bid < ask, "crossed book: {bid} / {ask}");
+            assert_eq!((book[0].len(), book[1].len()), (5, 5), "5 levels a side");
+        };
+        apply(&snapshot["data"]);
+        let first = snapshot["data"]["u"].as_u64().unwrap();
+        let mut moved = false;
+        for u in first + 1..=first + 8 {
+            let delta = next(&mut ws);
+            assert_eq!(delta["type"], "delta");
+            assert_eq!(delta["data"]["u"].as_u64(), Some(u), "u counts up by one");
+            moved |= delta["data"]["b"].as_array().unwrap().iter().any(|l| l[1] == "0");
+            apply(&delta["data"]);
+        }
+        assert!(moved, "levels leave the book");
         server.shutdown();
     }
 
