@@ -1,6 +1,6 @@
-//! The Discord Gateway adapter: Identify or Resume on every connection,
-//! heartbeats on the interval from Hello (first one jittered), zombie
-//! detection, and the Gateway's reconnect opcodes.
+//! The Discord Gateway adapter: Identify or Resume after Hello on every
+//! connection, heartbeats on the interval from Hello (first one jittered),
+//! zombie detection, and the Gateway's reconnect opcodes.
 
 use std::fmt;
 use std::time::Duration;
@@ -21,12 +21,6 @@ use super::gateway::{
 /// The environment variable holding the bot token.
 pub const TOKEN_VAR: &str = "DISCORD_TOKEN";
 
-/// The first heartbeat of a connection comes no sooner than this (or the
-/// interval, if shorter): the Session derives the second beat's time from the
-/// first one's delay, and a zombie check after a few milliseconds would
-/// condemn a healthy connection whose ACK is merely in flight.
-const MIN_FIRST_BEAT: Duration = Duration::from_secs(5);
-
 /// Codes the adapter gives the Gateway's reconnect requests, so its
 /// [`classify_error`](Adapter::classify_error) recognises them.
 const RECONNECT_REQUESTED: i64 = 7;
@@ -34,14 +28,16 @@ const SESSION_INVALIDATED: i64 = 9;
 
 /// The Discord Gateway adapter.
 ///
-/// - Identify (token, intents, properties, optional shard) on a new session;
-///   Resume (session id, last sequence number) on every connection after a
-///   drop, op 7 or a zombie, while the session is resumable. READY or RESUMED
-///   is the answer; op 9 during Resume makes the next connection identify.
-/// - Heartbeats: the interval from Hello, the first after `interval × jitter`
-///   (at least 5 s, see below), `d` = last sequence number; a heartbeat with
-///   no ACK since the previous one ends the connection as a zombie, and the
-///   next one resumes. Server op 1 is answered at once.
+/// - Nothing is sent before Hello (op 10). Then Identify (token, intents,
+///   properties, optional shard) on a new session; Resume (session id, last
+///   sequence number) on every connection after a drop, op 7 or a zombie,
+///   while the session is resumable. READY or RESUMED is the answer; op 9
+///   during Resume makes the next connection identify. A connection that
+///   gets no Hello within the session's auth timeout is dropped and retried.
+/// - Heartbeats start at Hello: the first after `interval × jitter`, then
+///   one every interval, `d` = last sequence number; a heartbeat with no ACK
+///   since the previous one ends the connection as a zombie, and the next
+///   one resumes. Server op 1 is answered at once.
 /// - Dispatches other than READY/RESUMED reach the application as plain
 ///   messages ([`dispatch`](super::dispatch) parses them).
 /// - [`info`](Self::info) shares the session id, sequence number, resume URL
@@ -57,8 +53,6 @@ pub struct Discord {
     rng: u64,
     info: GatewayInfo,
     interval: Option<Duration>,
-    first_beat: Duration,
-    beats: u64,
     awaiting_ready: bool,
 }
 
@@ -84,8 +78,6 @@ impl Discord {
             rng: 0x9e37_79b9_7f4a_7c15,
             info: GatewayInfo::default(),
             interval: None,
-            first_beat: Duration::ZERO,
-            beats: 0,
             awaiting_ready: false,
         }
     }
@@ -170,10 +162,10 @@ impl Adapter for Discord {
                     ));
                 };
                 let interval = Duration::from_millis(ms);
-                let jittered = interval.mul_f64(self.unit());
-                self.first_beat = jittered.max(MIN_FIRST_BEAT.min(interval));
                 self.interval = Some(interval);
-                Inbound::Ignore
+                // Identify or Resume goes now; the first beat after
+                // `interval × jitter`, the next ones every interval.
+                Inbound::Greeting { first_beat: Some(interval.mul_f64(self.unit())) }
             }
             OP_RECONNECT => {
                 Inbound::Error(ServiceError::new(Some(RECONNECT_REQUESTED), "the Gateway asked to reconnect"))
@@ -196,6 +188,10 @@ impl Adapter for Discord {
             }
             _ => Inbound::Other,
         }
+    }
+
+    fn auth_after_greeting(&self) -> bool {
+        true
     }
 
     fn auth_message(&mut self, id: RequestId) -> Option<Message> {
@@ -229,13 +225,11 @@ impl Adapter for Discord {
 
     fn heartbeat(&self) -> Option<HeartbeatSpec> {
         let interval = self.interval?;
-        let next = if self.beats == 0 { self.first_beat } else { interval };
-        Some(HeartbeatSpec { interval: next, missed_limit: 1, any_traffic: false })
+        Some(HeartbeatSpec { interval, missed_limit: 1, any_traffic: false })
     }
 
     fn heartbeat_message(&mut self, id: RequestId) -> Option<Message> {
         let _ = id;
-        self.beats += 1;
         encode(&json!({"op": OP_HEARTBEAT, "d": self.info.seq()}))
     }
 
@@ -250,7 +244,6 @@ impl Adapter for Discord {
     fn on_disconnect(&mut self) {
         // Per-connection heartbeat state must not leak into the next socket.
         self.interval = None;
-        self.beats = 0;
         self.awaiting_ready = false;
     }
 
@@ -288,13 +281,17 @@ mod tests {
     }
 
     #[test]
-    fn hello_sets_a_jittered_first_beat_within_the_interval() {
+    fn hello_is_the_greeting_with_a_jittered_first_beat_within_the_interval() {
+        assert!(Discord::new(Secret::new("T"), 0).auth_after_greeting());
         for seed in 0..50 {
             let mut d = Discord::new(Secret::new("T"), 0).jitter_seed(seed);
-            assert_eq!(d.classify(&m(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#)), Inbound::Ignore);
-            let first = d.heartbeat().unwrap().interval;
-            assert!(first >= MIN_FIRST_BEAT && first <= Duration::from_millis(41_250), "{first:?}");
-            let _ = d.heartbeat_message(RequestId(1));
+            assert_eq!(d.heartbeat(), None, "no heartbeat before Hello");
+            let Inbound::Greeting { first_beat: Some(first) } =
+                d.classify(&m(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#))
+            else {
+                panic!("Hello is the greeting")
+            };
+            assert!(first < Duration::from_millis(41_250), "{first:?}");
             assert_eq!(d.heartbeat().unwrap().interval, Duration::from_millis(41_250));
         }
     }

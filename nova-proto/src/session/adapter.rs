@@ -86,6 +86,20 @@ pub trait Adapter {
         None
     }
 
+    /// Whether the auth message waits for the server's greeting
+    /// ([`Inbound::Greeting`]) rather than going out as the connection
+    /// opens (Discord: Identify or Resume only after Hello). While it
+    /// waits the session is [`Readiness::AwaitingGreeting`](crate::session::Readiness::AwaitingGreeting),
+    /// for at most [`SessionConfig::auth_timeout`](crate::session::SessionConfig::auth_timeout):
+    /// a connection that gets no greeting in time fails like an
+    /// authentication left unanswered (a retryable
+    /// [`Event::AuthFailed`](crate::Event::AuthFailed), then the connection
+    /// is aborted with [`Timeout::Auth`](crate::Timeout::Auth)). Read once
+    /// per connection, as it opens. The default: `false`.
+    fn auth_after_greeting(&self) -> bool {
+        false
+    }
+
     /// Reads the answer to the auth request. The default grants on `Ok`
     /// (with no expiry) and refuses for good on `Err`.
     ///
@@ -163,7 +177,9 @@ pub trait Adapter {
         None
     }
 
-    /// One heartbeat message. Its reply is an [`Inbound::HeartbeatReply`] or
+    /// One heartbeat message (the first of a connection goes one
+    /// [`interval`](HeartbeatSpec::interval) after the session is ready, or
+    /// when an [`Inbound::Greeting`] says). Its reply is an [`Inbound::HeartbeatReply`] or
     /// an [`Inbound::Response`] for `id`. `None` skips this beat.
     fn heartbeat_message(&mut self, id: RequestId) -> Option<Message> {
         let _ = id;

@@ -32,6 +32,22 @@ pub enum Inbound {
     /// The result of authentication, for services that answer it with a
     /// message of its own rather than a response to the auth request's id.
     Auth(Result<AuthGranted, AuthDenied>),
+    /// The server's greeting, the first message of a connection on services
+    /// that open with one (Discord's Hello). When the adapter's
+    /// authentication waits for it ([`Adapter::auth_after_greeting`](crate::session::Adapter::auth_after_greeting)),
+    /// the auth message goes now. Only a connection's first greeting
+    /// counts; a later one is ignored (and counted in
+    /// [`SessionStats::ignored`](crate::session::SessionStats::ignored)).
+    /// The message itself is not delivered.
+    Greeting {
+        /// Starts the application heartbeat now rather than at readiness:
+        /// the first beat after this delay (a jittered one, say), the next
+        /// ones every [`HeartbeatSpec::interval`](crate::session::HeartbeatSpec::interval)
+        /// as [`Adapter::heartbeat`](crate::session::Adapter::heartbeat)
+        /// says after the beat. `None`: the heartbeat starts at readiness,
+        /// as without a greeting. Ignored when the adapter has no heartbeat.
+        first_beat: Option<Duration>,
+    },
     /// A heartbeat from the server; `reply` (if any) is sent at once.
     Heartbeat {
         /// The answer the server expects.

@@ -14,7 +14,9 @@
 //!   [`SubscriptionId`]; confirmations are tracked, server-assigned ids are
 //!   mapped back to it, and after every reconnect the set is restored in
 //!   batches of [`Adapter::max_topics_per_request`].
-//! - **authentication**: on every open the adapter's auth message goes first;
+//! - **authentication**: on every open the adapter's auth message goes first
+//!   (or, for services that greet first, as soon as the greeting arrives:
+//!   [`Adapter::auth_after_greeting`], [`Inbound::Greeting`]);
 //!   subscriptions are restored only once it succeeds, and the session is
 //!   ready ([`Event::Ready`]) only then. Expiring credentials are renewed on
 //!   the same connection.
@@ -29,10 +31,12 @@
 //!   [`poll_timeout`](Session::poll_timeout), and a service error's
 //!   retry-after pauses it.
 //!
-//! On every open: `Opened` → authenticate (wait, bounded by
-//! [`SessionConfig::auth_timeout`]) → restore subscriptions (wait for every
-//! batch's answer, each bounded by the request timeout) → `Ready` → queued
-//! requests go out and the heartbeat starts. The driver-facing methods are
+//! On every open: `Opened` → (wait for the server's greeting, if the adapter
+//! says so, bounded by [`SessionConfig::auth_timeout`]) → authenticate
+//! (wait, bounded by [`SessionConfig::auth_timeout`]) → restore
+//! subscriptions (wait for every batch's answer, each bounded by the request
+//! timeout) → `Ready` → queued requests go out and the heartbeat starts
+//! (unless the greeting started it already). The driver-facing methods are
 //! the [`Client`]'s, with the same contract; the session's own outputs are
 //! [`Event`]s, so a driver handles one output type.
 //!
@@ -130,6 +134,9 @@ use requests::{Flight, Pending, Purpose, Table};
 pub enum Readiness {
     /// No open connection.
     Offline,
+    /// Open; the authentication waits for the server's greeting
+    /// ([`Adapter::auth_after_greeting`]).
+    AwaitingGreeting,
     /// Open; the authentication is out, its answer awaited.
     Authenticating,
     /// Authenticated (or no authentication); subscriptions being restored.
@@ -187,6 +194,8 @@ pub struct Session {
     subs: Subscriptions,
     auth: AuthState,
     heartbeat: Heartbeat,
+    /// Whether the current connection's greeting came.
+    greeted: bool,
     restore: Restore,
     stats: SessionStats,
     /// The rate queue, only when limits are configured: without limits the
@@ -251,6 +260,7 @@ impl Session {
             subs: Subscriptions::default(),
             auth: AuthState::None,
             heartbeat: Heartbeat::default(),
+            greeted: false,
             restore: Restore::default(),
             stats: SessionStats::default(),
         }
@@ -474,7 +484,8 @@ impl Session {
         let sendable = match self.readiness {
             Readiness::Ready => true,
             Readiness::Authenticating | Readiness::Restoring => options.before_ready,
-            Readiness::Offline => false,
+            // Nothing may precede the authentication held for the greeting.
+            Readiness::Offline | Readiness::AwaitingGreeting => false,
         };
         let max = self.settings.max_queued_requests;
         if !sendable && self.table.queued_users() >= max {
@@ -595,7 +606,14 @@ impl Session {
                 self.authenticate(true);
             }
         }
-        if self.heartbeat.next.is_some_and(|at| at <= self.now) && self.readiness == Readiness::Ready {
+        if let AuthState::Greeting { until } = self.auth {
+            if until <= self.now {
+                self.greeting_missed();
+            }
+        }
+        // The heartbeat runs from readiness, or from the greeting when it
+        // said so; it is reset whenever the connection drops.
+        if self.heartbeat.next.is_some_and(|at| at <= self.now) && self.readiness != Readiness::Offline {
             self.beat();
         }
         self.pump();
@@ -631,11 +649,15 @@ impl Session {
             AuthState::Granted { renew_at } if self.readiness == Readiness::Ready => renew_at,
             _ => None,
         };
-        let heartbeat = self.heartbeat.next.filter(|_| self.readiness == Readiness::Ready);
+        let heartbeat = self.heartbeat.next.filter(|_| self.readiness != Readiness::Offline);
         let own = if self.client.is_closed() { None } else { self.table.next_deadline() };
+        let greeting = match self.auth {
+            AuthState::Greeting { until } if !self.client.is_closed() => Some(until),
+            _ => None,
+        };
         // The rate queue gives out only on an open connection.
         let rate = self.rate.as_ref().filter(|_| self.client.state() == State::Open).and_then(|q| q.poll_timeout());
-        [self.client.poll_timeout(), own, renew, heartbeat, rate].into_iter().flatten().min()
+        [self.client.poll_timeout(), own, renew, heartbeat, greeting, rate].into_iter().flatten().min()
     }
 
     // ---- the connection's outputs ----
@@ -704,6 +726,7 @@ impl Session {
                 }
             }
             Inbound::HeartbeatReply => self.heartbeat.answered(),
+            Inbound::Greeting { first_beat } => self.on_greeting(first_beat),
             Inbound::Error(error) => self.on_service_error(error),
             Inbound::Malformed(error) => {
                 self.stats.malformed += 1;
@@ -783,11 +806,46 @@ impl Session {
             queue.limiter_mut().refill_all();
         }
         self.heartbeat = Heartbeat::default();
+        self.greeted = false;
         self.restore = Restore::default();
+        if self.adapter.auth_after_greeting() {
+            self.readiness = Readiness::AwaitingGreeting;
+            self.auth = AuthState::Greeting { until: self.deadline(self.settings.auth_timeout) };
+            return;
+        }
         self.readiness = Readiness::Authenticating;
         if !self.authenticate(false) {
             self.authenticated();
         }
+    }
+
+    /// The server's greeting: the heartbeat starts if it says so, and the
+    /// authentication held for it goes.
+    fn on_greeting(&mut self, first_beat: Option<Duration>) {
+        if self.greeted || self.readiness == Readiness::Offline {
+            self.stats.ignored += 1;
+            return;
+        }
+        self.greeted = true;
+        if let Some(delay) = first_beat.filter(|_| self.adapter.heartbeat().is_some()) {
+            self.heartbeat.next = Some(self.deadline(delay));
+        }
+        if let AuthState::Greeting { .. } = self.auth {
+            self.auth = AuthState::None;
+            self.readiness = Readiness::Authenticating;
+            if !self.authenticate(false) {
+                self.authenticated();
+            }
+        }
+    }
+
+    /// No greeting came in time: a retryable authentication failure.
+    fn greeting_missed(&mut self) {
+        self.stats.auth_failures += 1;
+        self.auth = AuthState::None;
+        let reason = "no greeting from the server in time".to_owned();
+        self.outputs.push_back(Event::AuthFailed { reason, retry: true }.into());
+        self.abort(Error::Timeout(Timeout::Auth), None);
     }
 
     /// Sends the adapter's auth message; whether there was one.
@@ -894,8 +952,11 @@ impl Session {
             }
         }
         self.send_queued(false);
-        if let Some(spec) = self.adapter.heartbeat() {
-            self.heartbeat.next = Some(self.deadline(spec.interval));
+        // Unless the greeting started it already.
+        if self.heartbeat.next.is_none() {
+            if let Some(spec) = self.adapter.heartbeat() {
+                self.heartbeat.next = Some(self.deadline(spec.interval));
+            }
         }
     }
 

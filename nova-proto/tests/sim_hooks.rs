@@ -1,0 +1,178 @@
+//! The adapter hooks that let a service's rules live in its adapter: an
+//! authentication held for the server's greeting (with the heartbeat started
+//! by it), in the deterministic simulation with a tiny text adapter.
+#![allow(missing_docs)]
+
+mod sim;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use nova_proto::session::{Adapter, AuthGranted, HeartbeatSpec, Inbound, Readiness, RequestId, SessionConfig};
+use nova_proto::{Backoff, Config, Disconnect, Error, Event, Message, Output, Session, Timeout};
+use sim::{ServerMessage, Sim, ms, secs};
+
+/// A text protocol: the server greets with `hello:<first beat ms>`, answers
+/// `auth` with `authed` and `hb` with `hb-ack`.
+struct Greeter {
+    defer: bool,
+}
+
+impl Adapter for Greeter {
+    fn classify(&mut self, message: &Message) -> Inbound {
+        let text = message.as_text().unwrap_or_default();
+        if let Some(first) = text.strip_prefix("hello:") {
+            let first_beat = first.parse().ok().map(Duration::from_millis);
+            return Inbound::Greeting { first_beat };
+        }
+        match text {
+            "authed" => Inbound::Auth(Ok(AuthGranted::default())),
+            "hb-ack" => Inbound::HeartbeatReply,
+            _ => Inbound::Other,
+        }
+    }
+
+    fn auth_after_greeting(&self) -> bool {
+        self.defer
+    }
+
+    fn auth_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        Some(Message::text("auth"))
+    }
+
+    fn heartbeat(&self) -> Option<HeartbeatSpec> {
+        Some(HeartbeatSpec::new(secs(1), 1))
+    }
+
+    fn heartbeat_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        Some(Message::text("hb"))
+    }
+}
+
+/// The texts the server read: (connection, text).
+type Log = Rc<RefCell<Vec<(u32, String)>>>;
+
+/// A session whose auth must be answered within `auth_timeout`.
+fn sim_with(adapter: impl Adapter + Send + 'static, answer_auth: bool, auth_timeout: Duration) -> (Sim<Session>, Log) {
+    let config = Config::builder("ws://hooks.test/")
+        .backoff(Backoff::constant(ms(100), 0.0))
+        .max_attempts(None)
+        .ping(secs(300), secs(10))
+        .build()
+        .unwrap();
+    let settings = SessionConfig::default().request_timeout(secs(2)).auth_timeout(auth_timeout);
+    let mut sim = Sim::session(config, 1, Box::new(adapter), settings);
+    sim.echo = false;
+    let log: Log = Rc::default();
+    let l = log.clone();
+    sim.responder = Some(Box::new(move |conn, text| {
+        l.borrow_mut().push((conn, text.to_owned()));
+        match text {
+            "auth" if answer_auth => vec!["authed".to_owned()],
+            "hb" => vec!["hb-ack".to_owned()],
+            _ => vec![],
+        }
+    }));
+    (sim, log)
+}
+
+fn sim(adapter: impl Adapter + Send + 'static, answer_auth: bool) -> (Sim<Session>, Log) {
+    sim_with(adapter, answer_auth, secs(1))
+}
+
+fn texts(log: &Log) -> Vec<String> {
+    log.borrow().iter().map(|(_, t)| t.clone()).collect()
+}
+
+fn events(sim: &mut Sim<Session>) -> Vec<Event> {
+    sim.take_outputs().into_iter().filter_map(Output::into_event).collect()
+}
+
+fn greet(sim: &mut Sim<Session>, first_beat_ms: u64) {
+    sim.server_send(ServerMessage::text(format!("hello:{first_beat_ms}")));
+}
+
+#[test]
+fn without_the_hook_the_auth_goes_as_the_connection_opens() {
+    let (mut sim, log) = sim(Greeter { defer: false }, true);
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    assert_eq!(texts(&log), ["auth"]);
+}
+
+#[test]
+fn the_auth_waits_for_the_greeting_then_goes_first() {
+    let (mut sim, log) = sim(Greeter { defer: true }, true);
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.stats().opens == 1);
+    sim.run_for(ms(500));
+    assert_eq!(sim.client.readiness(), Readiness::AwaitingGreeting);
+    assert!(texts(&log).is_empty(), "nothing before the greeting: {:?}", texts(&log));
+    assert!(!events(&mut sim).iter().any(|e| matches!(e, Event::Ready { .. })));
+    greet(&mut sim, 5_000);
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    assert_eq!(texts(&log), ["auth"]);
+    assert_eq!(sim.client.session_stats().auth_attempts, 1);
+}
+
+#[test]
+fn the_greeting_starts_the_heartbeat_before_readiness() {
+    // The auth is never answered: beats still follow the greeting, the first
+    // after its delay, the next one an interval later.
+    let (mut sim, log) = sim_with(Greeter { defer: true }, false, secs(10));
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.stats().opens == 1);
+    let greeted_at = sim.elapsed();
+    greet(&mut sim, 300);
+    sim.run_until(secs(1), |s| s.client.readiness() == Readiness::Authenticating);
+    let mut beats = Vec::new();
+    sim.run_until(ms(990), |s| {
+        s.server_received().iter().filter(|m| matches!(m, ServerMessage::Text(t) if t.as_str() == "hb")).count() == 1
+    });
+    beats.push(sim.elapsed() - greeted_at);
+    assert_eq!(texts(&log), ["auth", "hb"]);
+    assert!(!sim.client.is_ready());
+    // 5 ms to reach the client, 300 ms, 5 ms back to the server.
+    assert_eq!(beats[0], ms(310), "first beat after the greeting's delay");
+    let before = sim.elapsed();
+    sim.run_until(secs(2), |s| {
+        s.server_received().iter().filter(|m| matches!(m, ServerMessage::Text(t) if t.as_str() == "hb")).count() == 2
+    });
+    assert_eq!(sim.elapsed() - before, secs(1), "then every interval");
+}
+
+#[test]
+fn a_connection_that_never_gets_its_greeting_is_dropped_at_the_auth_timeout() {
+    let (mut sim, log) = sim(Greeter { defer: true }, true);
+    sim.connect();
+    sim.run_until(secs(3), |s| s.client.stats().disconnects == 1);
+    let ev = events(&mut sim);
+    assert!(ev.iter().any(|e| matches!(e, Event::AuthFailed { retry: true, .. })), "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Auth)), reconnect: Some(_) }
+    )));
+    assert!(texts(&log).is_empty(), "the auth never went");
+    assert_eq!(sim.client.session_stats().auth_failures, 1);
+    // The next connection is greeted and authenticates.
+    sim.reopen(secs(2));
+    greet(&mut sim, 5_000);
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    assert_eq!(texts(&log), ["auth"]);
+}
+
+#[test]
+fn a_second_greeting_on_one_connection_is_ignored() {
+    let (mut sim, log) = sim(Greeter { defer: true }, true);
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.stats().opens == 1);
+    greet(&mut sim, 5_000);
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    greet(&mut sim, 5_000);
+    sim.run_for(ms(50));
+    assert_eq!(texts(&log), ["auth"]);
+    assert_eq!(sim.client.session_stats().ignored, 1);
+}
