@@ -176,3 +176,44 @@ fn a_second_greeting_on_one_connection_is_ignored() {
     assert_eq!(texts(&log), ["auth"]);
     assert_eq!(sim.client.session_stats().ignored, 1);
 }
+
+/// Acknowledges every `env:<id>` message itself; a repeated id is
+/// acknowledged again but not delivered.
+#[derive(Default)]
+struct Acker {
+    seen: Vec<String>,
+}
+
+impl Adapter for Acker {
+    fn classify(&mut self, message: &Message) -> Inbound {
+        let Some(id) = message.as_text().and_then(|t| t.strip_prefix("env:")) else { return Inbound::Other };
+        let deliver = !self.seen.iter().any(|s| s == id);
+        if deliver {
+            self.seen.push(id.to_owned());
+        }
+        Inbound::Reply { reply: Message::text(format!("ack:{id}")), deliver }
+    }
+}
+
+#[test]
+fn a_reply_goes_at_once_and_the_message_is_still_delivered_once() {
+    let (mut sim, log) = sim(Acker::default(), true);
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    sim.take();
+    sim.server_send(ServerMessage::text("env:1"));
+    sim.server_send(ServerMessage::text("plain"));
+    // 5 ms to the client, answered at once, 5 ms back: no application step.
+    sim.run_for(ms(10));
+    let delivered: Vec<String> =
+        sim.take_messages().iter().map(|m| m.as_text().unwrap_or_default().to_owned()).collect();
+    assert_eq!(delivered, ["env:1", "plain"]);
+    assert_eq!(texts(&log), ["ack:1"], "acknowledged without the application's help");
+    // A redelivery is acknowledged again and not delivered.
+    sim.server_send(ServerMessage::text("env:1"));
+    sim.run_for(ms(20));
+    assert!(sim.take_messages().is_empty());
+    assert_eq!(texts(&log), ["ack:1", "ack:1"]);
+    let st = *sim.client.session_stats();
+    assert_eq!((st.replies_sent, st.ignored), (2, 1));
+}

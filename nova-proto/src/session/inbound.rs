@@ -53,6 +53,21 @@ pub enum Inbound {
         /// The answer the server expects.
         reply: Option<crate::Message>,
     },
+    /// A message that needs an answer from the adapter at once (Slack's
+    /// envelope acknowledgement): `reply` is sent now, before the message is
+    /// handed out, and never waits behind queued data (like a server
+    /// heartbeat's reply, it is charged as [`OpClass::Heartbeat`](crate::limits::OpClass::Heartbeat):
+    /// nothing by default). Counted in
+    /// [`SessionStats::replies_sent`](crate::session::SessionStats::replies_sent).
+    Reply {
+        /// The answer.
+        reply: crate::Message,
+        /// Whether the message is also delivered to the application, as a
+        /// plain [`Output::Message`](crate::Output::Message) (as
+        /// [`Inbound::Other`] is). `false`: answered, then dropped and
+        /// counted as ignored (a redelivery already handed out, say).
+        deliver: bool,
+    },
     /// The answer to the session's own application heartbeat.
     HeartbeatReply,
     /// An error from the service not tied to a request; the adapter's

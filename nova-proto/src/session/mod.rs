@@ -21,7 +21,9 @@
 //!   ready ([`Event::Ready`]) only then. Expiring credentials are renewed on
 //!   the same connection.
 //! - **heartbeats**: the adapter's application heartbeat, with misses ending
-//!   the connection as dead; server heartbeats answered at once.
+//!   the connection as dead; server heartbeats answered at once, and so are
+//!   messages the adapter acknowledges itself ([`Inbound::Reply`]), which are
+//!   still delivered unless the adapter says not to.
 //! - **errors**: service errors classified into a [`Strategy`]; malformed
 //!   messages reported with the message ([`Event::Malformed`]), never dropped.
 //! - **rate limits** ([`SessionConfig::rate_limits`], none by default):
@@ -724,6 +726,17 @@ impl Session {
                     // server's own liveness rules apply.
                     let _ = self.send_heartbeat(reply, false);
                 }
+            }
+            Inbound::Reply { reply, deliver } => {
+                // Answered before the message is handed out; a refused reply
+                // (connection closing) leaves the service to redeliver.
+                if self.send_heartbeat(reply, false).is_ok() {
+                    self.stats.replies_sent += 1;
+                }
+                if deliver {
+                    return Some(Output::Message(message));
+                }
+                self.stats.ignored += 1;
             }
             Inbound::HeartbeatReply => self.heartbeat.answered(),
             Inbound::Greeting { first_beat } => self.on_greeting(first_beat),
