@@ -219,3 +219,34 @@ fn malformed_frames_are_reported() {
     h.server_text("{\"op\":");
     assert!(h.take_events().iter().any(|e| matches!(e, Event::Malformed { .. })));
 }
+
+#[test]
+fn after_4003_4007_4009_the_next_connection_identifies_without_trying_to_resume() {
+    for code in discord::NEW_SESSION_CLOSE_CODES {
+        let (mut h, info) = harness();
+        identified(&mut h);
+        h.server_json(json!({"op": 0, "t": "MESSAGE_CREATE", "s": 2, "d": {}}));
+        h.server_close(code, "session gone");
+        assert_eq!(info.session_id(), None, "{code}: session forgotten at the close");
+        h.advance(secs(10));
+        assert_eq!(h.connections, 2, "{code}: reconnects");
+        hello(&mut h);
+        let sent = h.take_json();
+        assert_eq!(ops(&sent), [2], "{code}: Identify, no wasted Resume");
+        ready(&mut h);
+        assert!(h.take_events().iter().any(|e| matches!(e, Event::Ready { .. })));
+    }
+}
+
+#[test]
+fn other_4000_range_closes_and_drops_keep_the_session_resumable() {
+    for code in [4000u16, 4001, 4002, 4005, 4008] {
+        let (mut h, _) = harness();
+        identified(&mut h);
+        h.server_close(code, "resumable");
+        h.advance(secs(10));
+        assert_eq!(h.connections, 2, "{code}");
+        hello(&mut h);
+        assert_eq!(ops(&h.take_json()), [6], "{code}: Resume");
+    }
+}

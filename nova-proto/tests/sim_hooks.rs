@@ -217,3 +217,62 @@ fn a_reply_goes_at_once_and_the_message_is_still_delivered_once() {
     let st = *sim.client.session_stats();
     assert_eq!((st.replies_sent, st.ignored), (2, 1));
 }
+
+/// Records why each connection ended, and authenticates with `resume`
+/// unless the server's last close code was 4007.
+#[derive(Default)]
+struct Resumer {
+    causes: std::sync::Arc<std::sync::Mutex<Vec<Disconnect>>>,
+    fresh: bool,
+}
+
+impl Adapter for Resumer {
+    fn classify(&mut self, message: &Message) -> Inbound {
+        match message.as_text() {
+            Some("authed") => Inbound::Auth(Ok(AuthGranted::default())),
+            _ => Inbound::Other,
+        }
+    }
+
+    fn auth_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        Some(Message::text(if self.fresh { "identify" } else { "resume" }))
+    }
+
+    fn on_disconnect(&mut self, cause: &Disconnect) {
+        self.fresh = matches!(cause, Disconnect::ServerClosed { code, .. } if u16::from(*code) == 4007);
+        self.causes.lock().unwrap().push(cause.clone());
+    }
+}
+
+#[test]
+fn on_disconnect_sees_the_servers_close_code_or_the_failure() {
+    let adapter = Resumer::default();
+    let causes = adapter.causes.clone();
+    let (mut sim, _) = sim(adapter, false);
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.stats().opens == 1);
+    sim.run_for(ms(20));
+    sim.server_close(4007, "Invalid seq");
+    sim.reopen(secs(2));
+    sim.run_for(ms(20));
+    sim.server_hang_up();
+    sim.reopen(secs(2));
+    sim.run_for(ms(20));
+    let causes = causes.lock().unwrap().clone();
+    assert!(
+        matches!(&causes[0], Disconnect::ServerClosed { code, reason } if u16::from(*code) == 4007 && reason == "Invalid seq"),
+        "{causes:?}"
+    );
+    assert!(matches!(&causes[1], Disconnect::Failed(Error::Transport(_))), "{causes:?}");
+    // The adapter chose each connection's auth from the last cause.
+    let sent: Vec<String> = sim
+        .server_received()
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Text(t) => Some(t.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, ["resume", "identify", "resume"]);
+}

@@ -298,7 +298,8 @@ impl Adapter for Deribit {
         }
     }
 
-    fn on_disconnect(&mut self) {
+    fn on_disconnect(&mut self, cause: &nova_proto::Disconnect) {
+        let _ = cause;
         self.heartbeat_enabled = false;
         self.subscribes.clear();
         // Connection-scoped tokens die with the socket.
@@ -384,7 +385,7 @@ mod tests {
         assert_eq!(renewal["params"], json!({"grant_type": "refresh_token", "refresh_token": "RT1"}));
         let debug = format!("{d:?}");
         assert!(!debug.contains("AT1") && !debug.contains("RT1") && !debug.contains("s3cr3t"), "{debug}");
-        d.on_disconnect();
+        d.on_disconnect(&nova_proto::Disconnect::Failed(nova_proto::Error::Transport(nova_proto::TransportDown::Eof)));
         let again = parse(&d.auth_message(RequestId(3)).unwrap()).unwrap();
         assert_eq!(again["params"]["grant_type"], "client_signature");
         assert_ne!(again["params"]["nonce"], first["params"]["nonce"]);

@@ -5,18 +5,19 @@
 use std::fmt;
 use std::time::Duration;
 
-use nova_proto::Message;
 use nova_proto::session::json::parse;
 use nova_proto::session::{
     Adapter, AuthDenied, AuthGranted, EncodeError, HeartbeatSpec, Inbound, RequestId, RequestPayload, Secret,
     SecretError, ServiceError, Strategy,
 };
+use nova_proto::{Disconnect, Message};
 use serde_json::{Value, json};
 
 use super::gateway::{
     GatewayInfo, OP_DISPATCH, OP_HEARTBEAT, OP_HEARTBEAT_ACK, OP_HELLO, OP_IDENTIFY, OP_INVALID_SESSION, OP_RECONNECT,
     OP_RESUME,
 };
+use super::policy::NEW_SESSION_CLOSE_CODES;
 
 /// The environment variable holding the bot token.
 pub const TOKEN_VAR: &str = "DISCORD_TOKEN";
@@ -241,10 +242,18 @@ impl Adapter for Discord {
         }
     }
 
-    fn on_disconnect(&mut self) {
+    fn on_disconnect(&mut self, cause: &Disconnect) {
         // Per-connection heartbeat state must not leak into the next socket.
         self.interval = None;
         self.awaiting_ready = false;
+        // 4003, 4007, 4009: the session is gone; the next connection
+        // identifies (a Resume would only earn op 9). Any other close, or
+        // none at all, keeps it resumable.
+        if let Disconnect::ServerClosed { code, .. } = cause {
+            if NEW_SESSION_CLOSE_CODES.contains(&u16::from(*code)) {
+                self.info.invalidate();
+            }
+        }
     }
 
     fn cost(&self, class: nova_proto::limits::OpClass, message: &Message) -> u32 {
@@ -273,11 +282,16 @@ mod tests {
         assert_eq!(d.classify(&m(r#"{"op":0,"t":"MESSAGE_CREATE","s":2,"d":{}}"#)), Inbound::Other);
         assert_eq!(d.classify(&m(r#"{"op":11,"d":null,"s":null,"t":null}"#)), Inbound::HeartbeatReply);
         assert_eq!(d.info().seq(), Some(2));
-        d.on_disconnect();
+        d.on_disconnect(&Disconnect::ServerClosed { code: 4000.into(), reason: "Unknown error".into() });
         let resume = parse(&d.auth_message(RequestId(2)).unwrap()).unwrap();
         assert_eq!(resume, json!({"op": 6, "d": {"token": "TOKEN", "session_id": "sess-abc", "seq": 2}}));
         assert_eq!(d.info().resume_gateway_url().as_deref(), Some("wss://resume-1.discord.gg"));
         assert!(!format!("{d:?}").contains("TOKEN"));
+        for code in NEW_SESSION_CLOSE_CODES {
+            d.on_disconnect(&Disconnect::ServerClosed { code: code.into(), reason: String::new() });
+            assert_eq!(parse(&d.auth_message(RequestId(3)).unwrap()).unwrap()["op"], 2, "Identify after {code}");
+            d.classify(&m(ready));
+        }
     }
 
     #[test]

@@ -23,11 +23,12 @@
 //! ([`SessionConfig::auth_timeout`](nova_proto::session::SessionConfig::auth_timeout))
 //! is dropped and retried.
 //!
+//! Close codes: fatal ones (4004, 4010–4014) stop through [`config`]'s
+//! reconnect rules; after 4003/4007/4009 the next connection identifies
+//! (the adapter sees the close code); every other close, or a drop without
+//! one, resumes.
+//!
 //! Deviations forced by today's `Adapter` hooks, and (unverified) items:
-//! - Close codes are invisible to adapters: fatal ones (4004, 4010–4014)
-//!   stop through [`config`]'s reconnect rules; after 4003/4007/4009 the next
-//!   connection tries to resume, the Gateway answers op 9, and the one after
-//!   identifies.
 //! - Resuming on `resume_gateway_url` needs `Session::set_config` with a
 //!   config for [`GatewayInfo::resume_gateway_url`]; by default the base URL
 //!   is reused (documented to work, with more disconnects).

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::io::Disconnect;
 use crate::limits::OpClass;
 use crate::message::Message;
 use crate::session::heartbeat::HeartbeatSpec;
@@ -192,8 +193,19 @@ pub trait Adapter {
         ErrorPolicy::LogAndContinue.strategy(error)
     }
 
-    /// The connection dropped (the adapter may reset per-connection state).
-    fn on_disconnect(&mut self) {}
+    /// The connection dropped, for `cause` (the same as in
+    /// [`Event::Disconnected`](crate::Event::Disconnected)): the server's
+    /// close frame ([`Disconnect::ServerClosed`], with its code and reason),
+    /// or a failure (transport lost, a timeout such as a missed heartbeat or
+    /// an unanswered authentication, the adapter's own abort). Called before
+    /// the next connection is tried and before the event is handed out; the
+    /// adapter may reset per-connection state, and decide from the cause
+    /// what its next [`auth_message`](Self::auth_message) is (Discord:
+    /// Identify rather than Resume after 4007). Whether the session
+    /// reconnects at all is the configuration's reconnect policy.
+    fn on_disconnect(&mut self, cause: &Disconnect) {
+        let _ = cause;
+    }
 
     /// The rate-limit cost of an outgoing message, asked only when rate
     /// limits are configured

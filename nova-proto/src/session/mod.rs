@@ -122,7 +122,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::error::{CloseError, Error, SendError, Timeout};
 use crate::history::{History, Stats};
-use crate::io::{Event, Input, Output, State, Termination, UnsentReason};
+use crate::io::{Disconnect, Event, Input, Output, State, Termination, UnsentReason};
 use crate::limits::{OpClass, RateLimiter, RateQueue};
 use crate::message::{CloseCode, Message};
 use crate::outbound::SendOptions;
@@ -685,8 +685,8 @@ impl Session {
                         self.on_opened();
                         return Some(Output::Event(event));
                     }
-                    Event::Disconnected { .. } => {
-                        self.on_connection_lost();
+                    Event::Disconnected { cause, .. } => {
+                        self.on_connection_lost(cause);
                         return Some(Output::Event(event));
                     }
                     Event::Closed(_) => {
@@ -1144,8 +1144,8 @@ impl Session {
 
     /// The connection dropped: requests in flight fail (or wait to be re-sent
     /// when idempotent), subscriptions wait to be restored.
-    fn on_connection_lost(&mut self) {
-        self.adapter.on_disconnect();
+    fn on_connection_lost(&mut self, cause: &Disconnect) {
+        self.adapter.on_disconnect(cause);
         self.drain_rate_queue(UnsentReason::Disconnected);
         self.readiness = Readiness::Offline;
         self.auth = AuthState::None;
