@@ -9,7 +9,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use nova_proto::session::{Adapter, AuthGranted, HeartbeatSpec, Inbound, Readiness, RequestId, SessionConfig};
+use nova_proto::session::{
+    Adapter, AuthGranted, HeartbeatSpec, Inbound, Readiness, RequestId, ServiceError, SessionConfig, Strategy,
+};
 use nova_proto::{Backoff, Config, Disconnect, Error, Event, Message, Output, Session, Timeout};
 use sim::{ServerMessage, Sim, ms, secs};
 
@@ -275,4 +277,80 @@ fn on_disconnect_sees_the_servers_close_code_or_the_failure() {
         })
         .collect();
     assert_eq!(sent, ["resume", "identify", "resume"]);
+}
+
+/// Authenticates with `auth`, then sets the connection up with
+/// `setup:<id>`; answers are `re:<id>:ok` or `re:<id>:err`.
+struct Setter;
+
+impl Adapter for Setter {
+    fn classify(&mut self, message: &Message) -> Inbound {
+        let text = message.as_text().unwrap_or_default();
+        if text == "authed" {
+            return Inbound::Auth(Ok(AuthGranted::default()));
+        }
+        let Some((id, verdict)) = text.strip_prefix("re:").and_then(|r| r.split_once(':')) else {
+            return Inbound::Other;
+        };
+        let Ok(id) = id.parse() else { return Inbound::Other };
+        let result = if verdict == "ok" { Ok(()) } else { Err(ServiceError::new(Some(7), "setup refused")) };
+        Inbound::Response { id: RequestId(id), result }
+    }
+
+    fn auth_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        Some(Message::text("auth"))
+    }
+
+    fn setup_message(&mut self, id: RequestId) -> Option<Message> {
+        Some(Message::text(format!("setup:{id}")))
+    }
+}
+
+fn setter_sim(refuse: bool) -> (Sim<Session>, Log) {
+    let (mut sim, log) = sim(Setter, true);
+    let l = log.clone();
+    sim.responder = Some(Box::new(move |conn, text| {
+        l.borrow_mut().push((conn, text.to_owned()));
+        if text == "auth" {
+            return vec!["authed".to_owned()];
+        }
+        match text.strip_prefix("setup:") {
+            Some(id) => vec![format!("re:{id}:{}", if refuse { "err" } else { "ok" })],
+            None => vec![],
+        }
+    }));
+    (sim, log)
+}
+
+#[test]
+fn the_setup_message_follows_the_auth_on_every_connection_ahead_of_queued_requests() {
+    let (mut sim, log) = setter_sim(false);
+    let options = nova_proto::session::RequestOptions::default();
+    sim.client.request(sim.now, Message::text("req").into(), options).unwrap();
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    sim.run_for(ms(50));
+    assert_eq!(texts(&log), ["auth", "setup:3", "req"]);
+    let ev = events(&mut sim);
+    assert!(!ev.iter().any(|e| matches!(e, Event::ServiceError { .. } | Event::Response { id: RequestId(3), .. })));
+    sim.server_hang_up();
+    sim.reopen(secs(2));
+    sim.run_for(ms(50));
+    assert_eq!(texts(&log)[3..], ["auth", "setup:5"], "again on the next connection");
+}
+
+#[test]
+fn a_refused_setup_is_a_service_error_for_the_adapter_to_classify() {
+    let (mut sim, _) = setter_sim(true);
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    sim.run_for(ms(50));
+    let ev = events(&mut sim);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::ServiceError { error, strategy: Strategy::Continue } if error.code == Some(7))),
+        "{ev:?}"
+    );
+    assert!(sim.client.is_ready(), "the default policy reports and goes on");
 }

@@ -116,6 +116,22 @@ pub trait Adapter {
         }
     }
 
+    /// A per-connection setup message (Deribit's `public/set_heartbeat`),
+    /// sent on every connection as soon as it is authenticated (at once
+    /// when there is no authentication, after the greeting when the auth
+    /// waits for one): after the auth message and ahead of the restore and
+    /// of queued requests. Not sent again when credentials are renewed. Its
+    /// answer is an [`Inbound::Response`] for `id`: a success is dropped, an
+    /// error is handled like an unsolicited one
+    /// ([`classify_error`](Self::classify_error),
+    /// [`Event::ServiceError`](crate::Event::ServiceError)); one left
+    /// unanswered is forgotten at the request timeout. The session does not
+    /// wait for the answer before restoring. `None` (the default): nothing.
+    fn setup_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        None
+    }
+
     /// How long before the credentials expire the session re-authenticates
     /// (on the same connection). When the credentials last less than this,
     /// it re-authenticates halfway through their life.

@@ -35,7 +35,8 @@
 //!
 //! On every open: `Opened` → (wait for the server's greeting, if the adapter
 //! says so, bounded by [`SessionConfig::auth_timeout`]) → authenticate
-//! (wait, bounded by [`SessionConfig::auth_timeout`]) → restore
+//! (wait, bounded by [`SessionConfig::auth_timeout`]) → the adapter's
+//! setup message ([`Adapter::setup_message`], not waited for) → restore
 //! subscriptions (wait for every batch's answer, each bounded by the request
 //! timeout) → `Ready` → queued requests go out and the heartbeat starts
 //! (unless the greeting started it already). The driver-facing methods are
@@ -809,6 +810,11 @@ impl Session {
                 self.subscribe_outcome(&subs, restore, result, latency);
             }
             Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+            Purpose::Setup => {
+                if let Err(error) = result {
+                    self.on_service_error(error);
+                }
+            }
         }
     }
 
@@ -933,9 +939,10 @@ impl Session {
         }
     }
 
-    /// Authentication is done (or not needed): restore, then ready.
+    /// Authentication is done (or not needed): set up, restore, then ready.
     fn authenticated(&mut self) {
         self.readiness = Readiness::Restoring;
+        self.send_setup();
         self.send_queued(true);
         let ids = self.subs.to_restore();
         let per = self.adapter.max_topics_per_request().max(1);
@@ -971,6 +978,18 @@ impl Session {
                 self.heartbeat.next = Some(self.deadline(spec.interval));
             }
         }
+    }
+
+    /// Sends the adapter's per-connection setup message, if it has one. A
+    /// message that cannot go is dropped: it is per connection, and the
+    /// session does not wait for it.
+    fn send_setup(&mut self) {
+        let id = RequestId(self.next_id + 1);
+        let Some(message) = self.adapter.setup_message(id) else { return };
+        self.next_id = id.0;
+        let Ok(flight) = self.transmit(OpClass::Request, message, id) else { return };
+        let deadline = self.deadline(self.settings.request_timeout);
+        self.table.insert(id, Pending { purpose: Purpose::Setup, issued: self.now, deadline, flight });
     }
 
     /// Sends the waiting application requests, in id order (only those
@@ -1169,7 +1188,7 @@ impl Session {
                     }
                 }
                 // Per-connection work: redone on the next open.
-                (Purpose::Auth | Purpose::Subscribe { .. } | Purpose::Unsubscribe { .. }, _) => {
+                (Purpose::Auth | Purpose::Setup | Purpose::Subscribe { .. } | Purpose::Unsubscribe { .. }, _) => {
                     self.table.remove(id);
                 }
             }
@@ -1212,6 +1231,8 @@ impl Session {
                 self.subscribe_outcome(&subs, restore, Err(RequestError::Timeout), latency);
             }
             Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+            // Per connection, and not waited for: forgotten.
+            Purpose::Setup => {}
         }
     }
 
@@ -1382,6 +1403,7 @@ impl Session {
                         self.subscribe_outcome(&subs, restore, Err(error), latency);
                     }
                     Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+                    Purpose::Setup => {}
                     Purpose::Auth => {
                         let retry = !matches!(error, RequestError::Send(SendError::TooLarge { .. }));
                         self.auth_outcome(Err(AuthDenied { retry, reason: error.to_string() }));
