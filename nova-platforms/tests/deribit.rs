@@ -10,7 +10,7 @@ use nova_platforms::{RateLimitAction, WallClock};
 use nova_proto::Event;
 use nova_proto::session::{RequestError, Secret, Strategy};
 use serde_json::{Value, json};
-use support::{Harness, data, ms, secs};
+use support::{Harness, data, secs};
 
 fn adapter() -> Deribit {
     let creds =
@@ -39,6 +39,17 @@ fn auth_ok(h: &mut Harness, request: &Value, n: u32) {
     );
 }
 
+/// What the client sent once authenticated (or at once, anonymous):
+/// `public/set_heartbeat` first, enabling server heartbeats on this
+/// connection (answered here); the rest is returned.
+fn after_auth(h: &mut Harness) -> Vec<Value> {
+    let mut sent = h.take_json();
+    assert_eq!(methods(&sent).first(), Some(&"public/set_heartbeat"), "set_heartbeat right after the auth");
+    let setup = sent.remove(0);
+    answer(h, &setup, json!("ok"));
+    sent
+}
+
 #[test]
 fn auth_goes_first_then_subscriptions_and_data_is_routed_by_channel() {
     let mut h = harness(adapter());
@@ -59,7 +70,7 @@ fn auth_goes_first_then_subscriptions_and_data_is_routed_by_channel() {
     );
     assert_eq!(params["signature"], expected);
     auth_ok(&mut h, &sent[0], 1);
-    let sent = h.take_json();
+    let sent = after_auth(&mut h);
     assert_eq!(methods(&sent), ["public/subscribe"]);
     assert_eq!(sent[0]["params"]["channels"], json!(["ticker.BTC-PERPETUAL.100ms", "trades.ETH-PERPETUAL.raw"]));
     answer(&mut h, &sent[0], json!(["ticker.BTC-PERPETUAL.100ms", "trades.ETH-PERPETUAL.raw"]));
@@ -82,7 +93,7 @@ fn a_drop_means_a_full_auth_again_before_the_same_channels_are_restored() {
     let sent = h.take_json();
     let first_nonce = sent[0]["params"]["nonce"].clone();
     auth_ok(&mut h, &sent[0], 1);
-    let sub = h.take_json();
+    let sub = after_auth(&mut h);
     answer(&mut h, &sub[0], json!(["ticker.BTC-PERPETUAL.100ms"]));
     h.take_events();
 
@@ -94,7 +105,7 @@ fn a_drop_means_a_full_auth_again_before_the_same_channels_are_restored() {
     assert_eq!(sent[0]["params"]["grant_type"], "client_signature", "connection-scoped tokens died with the socket");
     assert_ne!(sent[0]["params"]["nonce"], first_nonce, "nonces are single-use");
     auth_ok(&mut h, &sent[0], 2);
-    let sub = h.take_json();
+    let sub = after_auth(&mut h);
     assert_eq!(methods(&sub), ["public/subscribe"]);
     assert_eq!(sub[0]["params"]["channels"], json!(["ticker.BTC-PERPETUAL.100ms"]));
     answer(&mut h, &sub[0], json!(["ticker.BTC-PERPETUAL.100ms"]));
@@ -120,7 +131,7 @@ fn server_heartbeats_are_enabled_and_test_requests_answered() {
     let mut h = harness(Deribit::new());
     h.start();
     assert!(h.take_events().iter().any(|e| matches!(e, Event::Ready { .. })));
-    h.advance(ms(1000));
+    // At once on an anonymous connection, not riding on a heartbeat.
     let sent = h.take_json();
     assert_eq!(methods(&sent), ["public/set_heartbeat"]);
     assert_eq!(sent[0]["params"], json!({"interval": 30}));
@@ -138,11 +149,13 @@ fn server_heartbeats_are_enabled_and_test_requests_answered() {
 fn a_silent_connection_is_declared_dead_after_two_intervals() {
     let mut h = harness(Deribit::new().heartbeat_interval(Some(secs(10))));
     h.start();
-    h.advance(ms(1000));
     h.take_json();
-    // No answer to anything for two intervals (the harness still pongs
-    // protocol pings; silence here is at the JSON level).
+    // No answer to anything (set_heartbeat included) for three intervals
+    // (the harness still pongs protocol pings; silence here is at the JSON
+    // level): the beats at 20 s and 30 s find the previous one unanswered.
     h.advance(secs(25));
+    assert!(h.is_live(), "one miss is tolerated");
+    h.advance(secs(6));
     let events = h.take_events();
     assert!(events.iter().any(|e| matches!(e, Event::HeartbeatMissed { missed: 2, limit: 2 })), "{events:#?}");
     assert!(events.iter().any(|e| matches!(e, Event::Disconnected { .. })));
@@ -192,6 +205,7 @@ fn an_unaccepted_channel_fails_its_subscription() {
     let mut h = harness(Deribit::new());
     h.start();
     h.take_events();
+    after_auth(&mut h);
     let sub = h.session.subscribe(h.now, "ticker.NOPE.100ms", Default::default()).unwrap();
     h.pump();
     let sent = h.take_json();

@@ -1,5 +1,5 @@
 //! Deribit through nova-tokio against the mock server on 127.0.0.1: auth →
-//! Ready → subscribe → data, a forced drop, then re-auth, resubscribe and
+//! set_heartbeat → Ready → subscribe → data, a forced drop, then re-auth, resubscribe and
 //! data again on the same stream; and server heartbeats answered.
 #![allow(missing_docs)]
 
@@ -45,11 +45,19 @@ async fn auth_subscribe_drop_then_reauth_resubscribe_on_the_same_stream() {
     assert_eq!(events.ready().await, (1, 0));
     let first = feed.more_than(0).await;
     assert_eq!(first["params"]["channel"], CHANNEL);
-    assert_eq!(methods(&mock, 1)[..2], ["public/auth", "public/subscribe"], "auth goes first");
+    assert_eq!(
+        methods(&mock, 1)[..3],
+        ["public/auth", "public/set_heartbeat", "public/subscribe"],
+        "auth goes first, then the connection's heartbeat setup, then the restore"
+    );
 
     events.expect("the forced drop", |e| matches!(e, Event::Disconnected { reconnect: Some(_), .. })).await;
     assert_eq!(events.ready().await, (1, 0), "the channel is restored after a fresh auth");
-    assert_eq!(methods(&mock, 2)[..2], ["public/auth", "public/subscribe"], "re-auth before resubscribe");
+    assert_eq!(
+        methods(&mock, 2)[..3],
+        ["public/auth", "public/set_heartbeat", "public/subscribe"],
+        "re-auth before resubscribe"
+    );
     let before = feed.count();
     let again = feed.more_than(before + 2).await;
     assert_eq!(again["params"]["channel"], CHANNEL, "data flows again on the same stream");
@@ -65,8 +73,8 @@ async fn server_test_requests_are_answered_with_public_test() {
     let (handle, events) = Connector::new(config).adapter(adapter()).connect().await.unwrap();
     let mut events = Watch::new(events);
     events.ready().await;
-    // set_heartbeat goes out about a second after Ready; the mock then
-    // sends a test_request, which must come back as public/test.
+    // set_heartbeat goes out right after the auth; the mock then sends a
+    // test_request, which must come back as public/test.
     until("set_heartbeat then public/test", || {
         let m = methods(&mock, 1);
         m.iter().any(|m| m == "public/set_heartbeat") && m.iter().any(|m| m == "public/test")

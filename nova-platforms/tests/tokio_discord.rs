@@ -1,5 +1,5 @@
 //! The Discord Gateway through nova-tokio against the mock on 127.0.0.1:
-//! Hello → Identify → READY (Ready) → dispatches, a forced drop, then a
+//! Hello → Identify (after Hello, never before) → READY (Ready) → dispatches, a forced drop, then a
 //! Resume with the session id and last sequence number → RESUMED (Ready)
 //! → dispatches again; and close code 4004 ends the session for good.
 //! (The Gateway has no subscriptions: dispatches arrive as messages.)
@@ -57,6 +57,12 @@ async fn identify_then_resume_after_a_drop_with_session_id_and_seq() {
         "no second Identify while the session is resumable"
     );
     events.expect("dispatches again", |e| is_dispatch(e, "MESSAGE_CREATE")).await;
+    // On each connection Identify or Resume went first, after Hello.
+    assert_eq!(mock.unauthenticated(), [], "nothing before Identify/Resume");
+    for conn in [1, 2] {
+        let first = mock.received().into_iter().find(|(c, _)| *c == conn).map(|(_, v)| v["op"].clone());
+        assert!(first == Some(2.into()) || first == Some(6.into()), "connection {conn} began with {first:?}");
+    }
     assert_eq!(info.session_id().as_deref(), Some("sess-1"), "the same session throughout");
     handle.close(1000, "done").unwrap();
     server.shutdown();

@@ -258,7 +258,8 @@ impl Adapter for Bybit {
         }
     }
 
-    fn on_disconnect(&mut self) {
+    fn on_disconnect(&mut self, cause: &nova_proto::Disconnect) {
+        let _ = cause;
         // Subscriptions and auth are per connection; they are redone.
         self.args_chars = 0;
         self.pending.clear();
@@ -343,7 +344,7 @@ mod tests {
         let long = Topic::new("x".repeat(MAX_ARGS_CHARS - 5));
         assert!(b.encode_subscribe(RequestId(1), &[long]).is_ok());
         assert!(b.encode_subscribe(RequestId(2), &["tickers.BTCUSDT".into()]).is_err());
-        b.on_disconnect();
+        b.on_disconnect(&nova_proto::Disconnect::Failed(nova_proto::Error::Transport(nova_proto::TransportDown::Eof)));
         assert!(b.encode_subscribe(RequestId(3), &["tickers.BTCUSDT".into()]).is_ok());
     }
 }

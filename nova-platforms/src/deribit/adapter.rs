@@ -20,11 +20,6 @@ use crate::common::{RateLimitAction, Recent};
 /// The id of the `public/test` answer to a server `test_request`: its
 /// response is recognised (and ignored) by [`JsonRpc`].
 const TEST_REPLY_ID: &str = "heartbeat";
-/// Delay of the first heartbeat on a connection, which is
-/// `public/set_heartbeat`: the session's heartbeat timer is the only hook
-/// that sends a message of the adapter's after readiness, so enabling server
-/// heartbeats rides on it, soon after the restore.
-const ENABLE_HEARTBEAT_AFTER: Duration = Duration::from_secs(1);
 /// Subscribe requests remembered for checking their results.
 const MAX_TRACKED_SUBSCRIBES: usize = 256;
 
@@ -44,9 +39,10 @@ struct Tokens {
 /// - Subscriptions are channel names ([`ticker`](super::ticker), [`trades`](super::trades), ...), up to
 ///   500 per request, `private/subscribe` when any is a `user.*` channel.
 ///   A subscribe answered without any of the requested channels fails.
-/// - Heartbeats: `public/set_heartbeat` shortly after each restore, then
-///   `public/test` every interval; any inbound message proves liveness, two
-///   silent intervals end the connection. Server `test_request`s are
+/// - Heartbeats: `public/set_heartbeat` on every connection right after
+///   the authentication (at once when anonymous), ahead of the restored
+///   subscriptions; then `public/test` every interval; any inbound message
+///   proves liveness, two silent intervals end the connection. Server `test_request`s are
 ///   answered with `public/test` at once.
 /// - `private/*` requests get the connection's `access_token`.
 /// - 10028 `too_many_requests` follows the [`RateLimitAction`] (default:
@@ -62,7 +58,6 @@ pub struct Deribit {
     rate_limit: RateLimitAction,
     max_channels: usize,
     tokens: Option<Tokens>,
-    heartbeat_enabled: bool,
     grants: u64,
     subscribes: Recent<(RequestId, Vec<Topic>)>,
 }
@@ -84,7 +79,6 @@ impl Deribit {
             rate_limit: RateLimitAction::Reconnect(Duration::from_secs(5)),
             max_channels: 500,
             tokens: None,
-            heartbeat_enabled: false,
             grants: 0,
             subscribes: Recent::new(MAX_TRACKED_SUBSCRIBES),
         }
@@ -272,21 +266,21 @@ impl Adapter for Deribit {
         self.max_channels
     }
 
+    fn setup_message(&mut self, id: RequestId) -> Option<Message> {
+        // Server heartbeats are per connection: enabled on each one.
+        let interval = self.heartbeat?;
+        let params = json!({ "interval": interval.as_secs() });
+        encode(&json!({"jsonrpc": "2.0", "id": id.0, "method": "public/set_heartbeat", "params": params})).ok()
+    }
+
     fn heartbeat(&self) -> Option<HeartbeatSpec> {
         let interval = self.heartbeat?;
-        let next = if self.heartbeat_enabled { interval } else { ENABLE_HEARTBEAT_AFTER };
-        Some(HeartbeatSpec { interval: next, missed_limit: 2, any_traffic: true })
+        Some(HeartbeatSpec { interval, missed_limit: 2, any_traffic: true })
     }
 
     fn heartbeat_message(&mut self, id: RequestId) -> Option<Message> {
-        let interval = self.heartbeat?;
-        let (method, params) = if self.heartbeat_enabled {
-            ("public/test", json!({}))
-        } else {
-            self.heartbeat_enabled = true;
-            ("public/set_heartbeat", json!({ "interval": interval.as_secs() }))
-        };
-        encode(&json!({"jsonrpc": "2.0", "id": id.0, "method": method, "params": params})).ok()
+        self.heartbeat?;
+        encode(&json!({"jsonrpc": "2.0", "id": id.0, "method": "public/test", "params": {}})).ok()
     }
 
     fn classify_error(&mut self, error: &ServiceError) -> Strategy {
@@ -298,8 +292,8 @@ impl Adapter for Deribit {
         }
     }
 
-    fn on_disconnect(&mut self) {
-        self.heartbeat_enabled = false;
+    fn on_disconnect(&mut self, cause: &nova_proto::Disconnect) {
+        let _ = cause;
         self.subscribes.clear();
         // Connection-scoped tokens die with the socket.
         if !self.session_scoped() {
@@ -384,7 +378,7 @@ mod tests {
         assert_eq!(renewal["params"], json!({"grant_type": "refresh_token", "refresh_token": "RT1"}));
         let debug = format!("{d:?}");
         assert!(!debug.contains("AT1") && !debug.contains("RT1") && !debug.contains("s3cr3t"), "{debug}");
-        d.on_disconnect();
+        d.on_disconnect(&nova_proto::Disconnect::Failed(nova_proto::Error::Transport(nova_proto::TransportDown::Eof)));
         let again = parse(&d.auth_message(RequestId(3)).unwrap()).unwrap();
         assert_eq!(again["params"]["grant_type"], "client_signature");
         assert_ne!(again["params"]["nonce"], first["params"]["nonce"]);

@@ -1,31 +1,26 @@
-//! The Discord Gateway adapter: Identify or Resume on every connection,
-//! heartbeats on the interval from Hello (first one jittered), zombie
-//! detection, and the Gateway's reconnect opcodes.
+//! The Discord Gateway adapter: Identify or Resume after Hello on every
+//! connection, heartbeats on the interval from Hello (first one jittered),
+//! zombie detection, and the Gateway's reconnect opcodes.
 
 use std::fmt;
 use std::time::Duration;
 
-use nova_proto::Message;
 use nova_proto::session::json::parse;
 use nova_proto::session::{
     Adapter, AuthDenied, AuthGranted, EncodeError, HeartbeatSpec, Inbound, RequestId, RequestPayload, Secret,
     SecretError, ServiceError, Strategy,
 };
+use nova_proto::{Disconnect, Message};
 use serde_json::{Value, json};
 
 use super::gateway::{
     GatewayInfo, OP_DISPATCH, OP_HEARTBEAT, OP_HEARTBEAT_ACK, OP_HELLO, OP_IDENTIFY, OP_INVALID_SESSION, OP_RECONNECT,
     OP_RESUME,
 };
+use super::policy::NEW_SESSION_CLOSE_CODES;
 
 /// The environment variable holding the bot token.
 pub const TOKEN_VAR: &str = "DISCORD_TOKEN";
-
-/// The first heartbeat of a connection comes no sooner than this (or the
-/// interval, if shorter): the Session derives the second beat's time from the
-/// first one's delay, and a zombie check after a few milliseconds would
-/// condemn a healthy connection whose ACK is merely in flight.
-const MIN_FIRST_BEAT: Duration = Duration::from_secs(5);
 
 /// Codes the adapter gives the Gateway's reconnect requests, so its
 /// [`classify_error`](Adapter::classify_error) recognises them.
@@ -34,14 +29,16 @@ const SESSION_INVALIDATED: i64 = 9;
 
 /// The Discord Gateway adapter.
 ///
-/// - Identify (token, intents, properties, optional shard) on a new session;
-///   Resume (session id, last sequence number) on every connection after a
-///   drop, op 7 or a zombie, while the session is resumable. READY or RESUMED
-///   is the answer; op 9 during Resume makes the next connection identify.
-/// - Heartbeats: the interval from Hello, the first after `interval × jitter`
-///   (at least 5 s, see below), `d` = last sequence number; a heartbeat with
-///   no ACK since the previous one ends the connection as a zombie, and the
-///   next one resumes. Server op 1 is answered at once.
+/// - Nothing is sent before Hello (op 10). Then Identify (token, intents,
+///   properties, optional shard) on a new session; Resume (session id, last
+///   sequence number) on every connection after a drop, op 7 or a zombie,
+///   while the session is resumable. READY or RESUMED is the answer; op 9
+///   during Resume makes the next connection identify. A connection that
+///   gets no Hello within the session's auth timeout is dropped and retried.
+/// - Heartbeats start at Hello: the first after `interval × jitter`, then
+///   one every interval, `d` = last sequence number; a heartbeat with no ACK
+///   since the previous one ends the connection as a zombie, and the next
+///   one resumes. Server op 1 is answered at once.
 /// - Dispatches other than READY/RESUMED reach the application as plain
 ///   messages ([`dispatch`](super::dispatch) parses them).
 /// - [`info`](Self::info) shares the session id, sequence number, resume URL
@@ -57,8 +54,6 @@ pub struct Discord {
     rng: u64,
     info: GatewayInfo,
     interval: Option<Duration>,
-    first_beat: Duration,
-    beats: u64,
     awaiting_ready: bool,
 }
 
@@ -84,8 +79,6 @@ impl Discord {
             rng: 0x9e37_79b9_7f4a_7c15,
             info: GatewayInfo::default(),
             interval: None,
-            first_beat: Duration::ZERO,
-            beats: 0,
             awaiting_ready: false,
         }
     }
@@ -170,10 +163,10 @@ impl Adapter for Discord {
                     ));
                 };
                 let interval = Duration::from_millis(ms);
-                let jittered = interval.mul_f64(self.unit());
-                self.first_beat = jittered.max(MIN_FIRST_BEAT.min(interval));
                 self.interval = Some(interval);
-                Inbound::Ignore
+                // Identify or Resume goes now; the first beat after
+                // `interval × jitter`, the next ones every interval.
+                Inbound::Greeting { first_beat: Some(interval.mul_f64(self.unit())) }
             }
             OP_RECONNECT => {
                 Inbound::Error(ServiceError::new(Some(RECONNECT_REQUESTED), "the Gateway asked to reconnect"))
@@ -196,6 +189,10 @@ impl Adapter for Discord {
             }
             _ => Inbound::Other,
         }
+    }
+
+    fn auth_after_greeting(&self) -> bool {
+        true
     }
 
     fn auth_message(&mut self, id: RequestId) -> Option<Message> {
@@ -229,13 +226,11 @@ impl Adapter for Discord {
 
     fn heartbeat(&self) -> Option<HeartbeatSpec> {
         let interval = self.interval?;
-        let next = if self.beats == 0 { self.first_beat } else { interval };
-        Some(HeartbeatSpec { interval: next, missed_limit: 1, any_traffic: false })
+        Some(HeartbeatSpec { interval, missed_limit: 1, any_traffic: false })
     }
 
     fn heartbeat_message(&mut self, id: RequestId) -> Option<Message> {
         let _ = id;
-        self.beats += 1;
         encode(&json!({"op": OP_HEARTBEAT, "d": self.info.seq()}))
     }
 
@@ -247,11 +242,18 @@ impl Adapter for Discord {
         }
     }
 
-    fn on_disconnect(&mut self) {
+    fn on_disconnect(&mut self, cause: &Disconnect) {
         // Per-connection heartbeat state must not leak into the next socket.
         self.interval = None;
-        self.beats = 0;
         self.awaiting_ready = false;
+        // 4003, 4007, 4009: the session is gone; the next connection
+        // identifies (a Resume would only earn op 9). Any other close, or
+        // none at all, keeps it resumable.
+        if let Disconnect::ServerClosed { code, .. } = cause {
+            if NEW_SESSION_CLOSE_CODES.contains(&u16::from(*code)) {
+                self.info.invalidate();
+            }
+        }
     }
 
     fn cost(&self, class: nova_proto::limits::OpClass, message: &Message) -> u32 {
@@ -280,21 +282,30 @@ mod tests {
         assert_eq!(d.classify(&m(r#"{"op":0,"t":"MESSAGE_CREATE","s":2,"d":{}}"#)), Inbound::Other);
         assert_eq!(d.classify(&m(r#"{"op":11,"d":null,"s":null,"t":null}"#)), Inbound::HeartbeatReply);
         assert_eq!(d.info().seq(), Some(2));
-        d.on_disconnect();
+        d.on_disconnect(&Disconnect::ServerClosed { code: 4000.into(), reason: "Unknown error".into() });
         let resume = parse(&d.auth_message(RequestId(2)).unwrap()).unwrap();
         assert_eq!(resume, json!({"op": 6, "d": {"token": "TOKEN", "session_id": "sess-abc", "seq": 2}}));
         assert_eq!(d.info().resume_gateway_url().as_deref(), Some("wss://resume-1.discord.gg"));
         assert!(!format!("{d:?}").contains("TOKEN"));
+        for code in NEW_SESSION_CLOSE_CODES {
+            d.on_disconnect(&Disconnect::ServerClosed { code: code.into(), reason: String::new() });
+            assert_eq!(parse(&d.auth_message(RequestId(3)).unwrap()).unwrap()["op"], 2, "Identify after {code}");
+            d.classify(&m(ready));
+        }
     }
 
     #[test]
-    fn hello_sets_a_jittered_first_beat_within_the_interval() {
+    fn hello_is_the_greeting_with_a_jittered_first_beat_within_the_interval() {
+        assert!(Discord::new(Secret::new("T"), 0).auth_after_greeting());
         for seed in 0..50 {
             let mut d = Discord::new(Secret::new("T"), 0).jitter_seed(seed);
-            assert_eq!(d.classify(&m(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#)), Inbound::Ignore);
-            let first = d.heartbeat().unwrap().interval;
-            assert!(first >= MIN_FIRST_BEAT && first <= Duration::from_millis(41_250), "{first:?}");
-            let _ = d.heartbeat_message(RequestId(1));
+            assert_eq!(d.heartbeat(), None, "no heartbeat before Hello");
+            let Inbound::Greeting { first_beat: Some(first) } =
+                d.classify(&m(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#))
+            else {
+                panic!("Hello is the greeting")
+            };
+            assert!(first < Duration::from_millis(41_250), "{first:?}");
             assert_eq!(d.heartbeat().unwrap().interval, Duration::from_millis(41_250));
         }
     }

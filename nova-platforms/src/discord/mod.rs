@@ -16,18 +16,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The order on every connection follows the Gateway docs: nothing is sent
+//! before Hello; Hello starts the heartbeat (first beat after
+//! `interval × jitter`, then every interval) and sends Identify or Resume.
+//! A connection that gets no Hello within the session's auth timeout
+//! ([`SessionConfig::auth_timeout`](nova_proto::session::SessionConfig::auth_timeout))
+//! is dropped and retried.
+//!
+//! Close codes: fatal ones (4004, 4010–4014) stop through [`config`]'s
+//! reconnect rules; after 4003/4007/4009 the next connection identifies
+//! (the adapter sees the close code); every other close, or a drop without
+//! one, resumes.
+//!
 //! Deviations forced by today's `Adapter` hooks, and (unverified) items:
-//! - Identify/Resume go out when the connection opens, before Hello arrives
-//!   (the Session sends its auth message at open; the docs order Hello first;
-//!   the Gateway accepting it is unverified, and the mock accepts it).
-//! - The heartbeat schedule starts at READY/RESUMED, not at Hello; the first
-//!   beat is `interval × jitter`, but at least 5 s, and the second one
-//!   follows the first by the same delay (the Session takes the next delay
-//!   from the spec read before the beat).
-//! - Close codes are invisible to adapters: fatal ones (4004, 4010–4014)
-//!   stop through [`config`]'s reconnect rules; after 4003/4007/4009 the next
-//!   connection tries to resume, the Gateway answers op 9, and the one after
-//!   identifies.
 //! - Resuming on `resume_gateway_url` needs `Session::set_config` with a
 //!   config for [`GatewayInfo::resume_gateway_url`]; by default the base URL
 //!   is reused (documented to work, with more disconnects).

@@ -15,8 +15,8 @@ pub const FATAL_CLOSE_CODES: [u16; 6] = [4004, 4010, 4011, 4012, 4013, 4014];
 
 /// Close codes after which the session cannot be resumed (a new Identify is
 /// needed): 4003 not authenticated, 4007 invalid seq, 4009 session timed out.
-/// The adapter cannot see close codes; after these it resumes, the Gateway
-/// answers op 9, and the next connection identifies.
+/// After these the adapter forgets the session, so the next connection
+/// identifies at once.
 pub const NEW_SESSION_CLOSE_CODES: [u16; 3] = [4003, 4007, 4009];
 
 /// Whether reconnecting after close code `code` makes sense.

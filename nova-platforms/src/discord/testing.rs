@@ -4,7 +4,10 @@
 //! (or no ACK when told, for zombie tests), Resume of a known session →
 //! the missed dispatches then RESUMED, an unknown session or a wrong token
 //! → op 9 `false`. Close codes (4004, 4000, ...) come from nova-testkit's
-//! `Behavior::close_after` on a connection of its own.
+//! `Behavior::close_after` on a connection of its own. A payload other than
+//! a heartbeat before Identify/Resume, which the real Gateway closes with
+//! 4003, is recorded ([`MockDiscord::unauthenticated`]; a handler cannot
+//! close the connection itself).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ struct State {
     sessions: BTreeMap<String, Vec<(u64, Value)>>,
     next_session: u32,
     received: Vec<(u32, Value)>,
+    unauthenticated: Vec<(u32, Value)>,
     connections: u32,
 }
 
@@ -74,13 +78,20 @@ impl MockDiscord {
                 s.connections += 1;
                 s.connections
             };
-            Box::new(Conn { state: Arc::clone(&state), conn, session: None, seq: 0 })
+            Box::new(Conn { state: Arc::clone(&state), conn, session: None, seq: 0, authenticating: false })
         })
     }
 
     /// Every payload received: (connection number from 1, payload).
     pub fn received(&self) -> Vec<(u32, Value)> {
         lock(&self.state).received.clone()
+    }
+
+    /// Payloads other than heartbeats received before the connection's
+    /// Identify or Resume (the real Gateway closes with 4003 "Not
+    /// authenticated"): (connection number, payload).
+    pub fn unauthenticated(&self) -> Vec<(u32, Value)> {
+        lock(&self.state).unauthenticated.clone()
     }
 }
 
@@ -89,6 +100,8 @@ struct Conn {
     conn: u32,
     session: Option<String>,
     seq: u64,
+    /// Identify or Resume arrived on this connection.
+    authenticating: bool,
 }
 
 impl Conn {
@@ -115,10 +128,20 @@ impl Handler for Conn {
 
     fn on_message(&mut self, _now: Instant, message: &Message, out: &mut Vec<Message>) {
         let Some(payload) = json_of(message) else { return };
-        lock(&self.state).received.push((self.conn, payload.clone()));
+        let op = payload.get("op").and_then(Value::as_u64);
+        {
+            let mut s = lock(&self.state);
+            s.received.push((self.conn, payload.clone()));
+            match op {
+                Some(2 | 6) => self.authenticating = true,
+                Some(1) => {}
+                _ if !self.authenticating => s.unauthenticated.push((self.conn, payload.clone())),
+                _ => {}
+            }
+        }
         let d = payload.get("d").cloned().unwrap_or(Value::Null);
         let token_ok = |s: &State| d.get("token").and_then(Value::as_str) == Some(s.token.as_str());
-        match payload.get("op").and_then(Value::as_u64) {
+        match op {
             Some(1) if lock(&self.state).ack => out.push(text(&json!({"op": 11, "d": null, "s": null, "t": null}))),
             Some(2) => {
                 let id = {
@@ -213,6 +236,18 @@ mod tests {
         // The next frame is READY: the heartbeat got no ACK.
         assert_eq!(next(&mut ws)["t"], "READY");
         assert_eq!(mock.received().len(), 3);
+        assert!(mock.unauthenticated().is_empty(), "heartbeats may come first");
+        send(&mut ws, json!({"op": 3, "d": {"status": "online"}}));
+        let mut ws = connect(&server.url("/"));
+        next(&mut ws);
+        send(&mut ws, json!({"op": 3, "d": {"status": "online"}}));
+        for _ in 0..500 {
+            if mock.received().len() >= 5 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(mock.unauthenticated(), [(2, json!({"op": 3, "d": {"status": "online"}}))]);
         server.shutdown();
     }
 }

@@ -1,5 +1,5 @@
-//! The Slack Socket Mode adapter: envelopes delivered once, `disconnect`
-//! reasons turned into reconnect decisions.
+//! The Slack Socket Mode adapter: envelopes acknowledged at once and
+//! delivered once, `disconnect` reasons turned into reconnect decisions.
 
 use std::time::Duration;
 
@@ -27,12 +27,17 @@ pub const TOO_MANY_WEBSOCKETS: &str = "too_many_websockets";
 ///
 /// - `hello` opens the connection for acknowledgements (nothing to send:
 ///   the URL's ticket is the authorization).
-/// - Envelopes reach the application as plain messages; it parses them with
-///   [`Envelope::parse`] and sends [`Envelope::ack`] (or
-///   [`Envelope::ack_with`] a response payload) at once, before slow work.
-///   A redelivery of an envelope or Events API event already delivered on
-///   this connection (the last 4096 ids) is acknowledged by the adapter and
-///   not delivered again.
+/// - Every envelope is acknowledged by the adapter (`{"envelope_id": ...}`)
+///   as it arrives, before the application sees it, so the 3 s deadline
+///   never depends on the application; the envelope then reaches the
+///   application as a plain message ([`Envelope::parse`]).
+///   With [`manual_ack`](Self::manual_ack) the application acknowledges
+///   first deliveries itself, with [`Envelope::ack`] or
+///   [`Envelope::ack_with`] a response payload (slash-command replies,
+///   `view_submission` response actions).
+/// - A redelivery of an envelope or Events API event already delivered
+///   (the last 4096 ids, across reconnects) is acknowledged by the adapter
+///   in both modes and not delivered again.
 /// - `disconnect`: `link_disabled` stops the session; `refresh_requested`
 ///   reconnects at once (no backoff); `too_many_websockets` waits
 ///   ([`too_many_websockets_wait`](Self::too_many_websockets_wait), 60 s);
@@ -46,6 +51,7 @@ pub const TOO_MANY_WEBSOCKETS: &str = "too_many_websockets";
 pub struct Slack {
     seen: Recent<String>,
     too_many_wait: Duration,
+    auto_ack: bool,
 }
 
 impl Default for Slack {
@@ -55,9 +61,18 @@ impl Default for Slack {
 }
 
 impl Slack {
-    /// The adapter.
+    /// The adapter, acknowledging every envelope itself.
     pub fn new() -> Slack {
-        Slack { seen: Recent::new(MAX_SEEN), too_many_wait: Duration::from_secs(60) }
+        Slack { seen: Recent::new(MAX_SEEN), too_many_wait: Duration::from_secs(60), auto_ack: true }
+    }
+
+    /// Leaves acknowledging first deliveries to the application, for apps
+    /// that put a response payload in the acknowledgement
+    /// ([`Envelope::ack_with`]); it must send one for every envelope within
+    /// 3 s. Redeliveries are still acknowledged by the adapter.
+    pub fn manual_ack(mut self) -> Slack {
+        self.auto_ack = false;
+        self
     }
 
     /// How long to wait after `too_many_websockets` (Slack gives no figure).
@@ -92,13 +107,13 @@ impl Adapter for Slack {
             }
             _ => {}
         }
-        match Envelope::from_value(&value) {
-            // Acknowledged again (Slack asked), but delivered only once.
-            Some(envelope) if self.duplicate(&envelope) => {
-                Inbound::Heartbeat { reply: Some(ack(&envelope.envelope_id)) }
-            }
-            _ => Inbound::Other,
+        let Some(envelope) = Envelope::from_value(&value) else { return Inbound::Other };
+        // A redelivery is acknowledged again (Slack asked) but delivered once.
+        let first = !self.duplicate(&envelope);
+        if first && !self.auto_ack {
+            return Inbound::Other;
         }
+        Inbound::Reply { reply: ack(&envelope.envelope_id), deliver: first }
     }
 
     fn encode_request(&mut self, id: RequestId, payload: &RequestPayload) -> Result<Message, EncodeError> {
@@ -130,12 +145,16 @@ mod tests {
         let mut s = Slack::new();
         assert_eq!(s.classify(&m(r#"{"type":"hello","num_connections":1}"#)), Inbound::Ignore);
         let env = r#"{"envelope_id":"env-1","type":"events_api","retry_attempt":0,"payload":{"event_id":"Ev-1"}}"#;
-        assert_eq!(s.classify(&m(env)), Inbound::Other);
+        assert_eq!(s.classify(&m(env)), Inbound::Reply { reply: ack("env-1"), deliver: true });
         let again = r#"{"envelope_id":"env-1","type":"events_api","retry_attempt":1,"retry_reason":"timeout","payload":{"event_id":"Ev-1"}}"#;
-        assert_eq!(s.classify(&m(again)), Inbound::Heartbeat { reply: Some(ack("env-1")) });
+        assert_eq!(s.classify(&m(again)), Inbound::Reply { reply: ack("env-1"), deliver: false });
         // The same event on another envelope (another socket's retry) too.
         let other = r#"{"envelope_id":"env-9","type":"events_api","retry_attempt":2,"payload":{"event_id":"Ev-1"}}"#;
-        assert_eq!(s.classify(&m(other)), Inbound::Heartbeat { reply: Some(ack("env-9")) });
+        assert_eq!(s.classify(&m(other)), Inbound::Reply { reply: ack("env-9"), deliver: false });
+        // Manual mode: first deliveries are the application's to acknowledge.
+        let mut manual = Slack::new().manual_ack();
+        assert_eq!(manual.classify(&m(env)), Inbound::Other);
+        assert_eq!(manual.classify(&m(again)), Inbound::Reply { reply: ack("env-1"), deliver: false });
         let Inbound::Error(e) = s.classify(&m(r#"{"type":"disconnect","reason":"link_disabled"}"#)) else { panic!() };
         assert_eq!(s.classify_error(&e), Strategy::Stop);
         assert!(matches!(s.classify(&m("{")), Inbound::Malformed(_)));

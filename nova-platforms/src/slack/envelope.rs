@@ -44,14 +44,17 @@ impl Envelope {
         })
     }
 
-    /// The bare acknowledgement, `{"envelope_id": ...}`: send it with
-    /// `Session::send` before doing any slow work.
+    /// The bare acknowledgement, `{"envelope_id": ...}`. The adapter sends
+    /// it by itself; with [`Slack::manual_ack`](super::Slack::manual_ack)
+    /// the application sends it (with `Session::send`) before doing any
+    /// slow work.
     pub fn ack(&self) -> Message {
         ack(&self.envelope_id)
     }
 
     /// An acknowledgement carrying a response (slash-command reply,
-    /// `view_submission` response action).
+    /// `view_submission` response action), for applications that
+    /// acknowledge themselves ([`Slack::manual_ack`](super::Slack::manual_ack)).
     ///
     /// # Errors
     ///

@@ -1,5 +1,9 @@
 //! Slack Socket Mode (receive-and-acknowledge over WebSocket).
 //!
+//! The adapter acknowledges every envelope itself, as it arrives and before
+//! the application sees it; redeliveries are acknowledged again and not
+//! delivered twice.
+//!
 //! ```
 //! use nova_platforms::slack::{self, Envelope, Slack};
 //! use nova_proto::{Output, Session};
@@ -12,19 +16,24 @@
 //! # let incoming: Option<Output> = None;
 //! if let Some(Output::Message(m)) = incoming {
 //!     if let Some(envelope) = Envelope::parse(&m) {
-//!         session.send(now, envelope.ack())?; // first, within 3 s
+//!         // Already acknowledged: take your time.
+//!         let _ = envelope.payload;
 //!     }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! To answer with a payload in the acknowledgement (a slash-command reply),
+//! use `Slack::new().manual_ack()` and send [`Envelope::ack_with`] (or
+//! [`Envelope::ack`]) for every envelope, within 3 s.
 //!
 //! (unverified) items and how they are handled: `link_disabled` (stops; the
 //! reason names are compared exactly); the ~10 s between `warning` and the
 //! close (the adapter only reports it; see [`Slack`]); ticket reuse failing
 //! (assumed: a new URL per connection is the application's job); the wait
 //! after `too_many_websockets` (configurable, 60 s by default); whether
-//! acknowledgements may be sent before `hello` (the application only sees
-//! envelopes after it anyway).
+//! acknowledgements may be sent before `hello` (moot: envelopes, and so
+//! acknowledgements, come after it).
 
 mod adapter;
 mod envelope;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::io::Disconnect;
 use crate::limits::OpClass;
 use crate::message::Message;
 use crate::session::heartbeat::HeartbeatSpec;
@@ -86,6 +87,20 @@ pub trait Adapter {
         None
     }
 
+    /// Whether the auth message waits for the server's greeting
+    /// ([`Inbound::Greeting`]) rather than going out as the connection
+    /// opens (Discord: Identify or Resume only after Hello). While it
+    /// waits the session is [`Readiness::AwaitingGreeting`](crate::session::Readiness::AwaitingGreeting),
+    /// for at most [`SessionConfig::auth_timeout`](crate::session::SessionConfig::auth_timeout):
+    /// a connection that gets no greeting in time fails like an
+    /// authentication left unanswered (a retryable
+    /// [`Event::AuthFailed`](crate::Event::AuthFailed), then the connection
+    /// is aborted with [`Timeout::Auth`](crate::Timeout::Auth)). Read once
+    /// per connection, as it opens. The default: `false`.
+    fn auth_after_greeting(&self) -> bool {
+        false
+    }
+
     /// Reads the answer to the auth request. The default grants on `Ok`
     /// (with no expiry) and refuses for good on `Err`.
     ///
@@ -99,6 +114,22 @@ pub trait Adapter {
             Ok(()) => Ok(AuthGranted::default()),
             Err(e) => Err(AuthDenied { retry: false, reason: e.to_string() }),
         }
+    }
+
+    /// A per-connection setup message (Deribit's `public/set_heartbeat`),
+    /// sent on every connection as soon as it is authenticated (at once
+    /// when there is no authentication, after the greeting when the auth
+    /// waits for one): after the auth message and ahead of the restore and
+    /// of queued requests. Not sent again when credentials are renewed. Its
+    /// answer is an [`Inbound::Response`] for `id`: a success is dropped, an
+    /// error is handled like an unsolicited one
+    /// ([`classify_error`](Self::classify_error),
+    /// [`Event::ServiceError`](crate::Event::ServiceError)); one left
+    /// unanswered is forgotten at the request timeout. The session does not
+    /// wait for the answer before restoring. `None` (the default): nothing.
+    fn setup_message(&mut self, id: RequestId) -> Option<Message> {
+        let _ = id;
+        None
     }
 
     /// How long before the credentials expire the session re-authenticates
@@ -163,7 +194,9 @@ pub trait Adapter {
         None
     }
 
-    /// One heartbeat message. Its reply is an [`Inbound::HeartbeatReply`] or
+    /// One heartbeat message (the first of a connection goes one
+    /// [`interval`](HeartbeatSpec::interval) after the session is ready, or
+    /// when an [`Inbound::Greeting`] says). Its reply is an [`Inbound::HeartbeatReply`] or
     /// an [`Inbound::Response`] for `id`. `None` skips this beat.
     fn heartbeat_message(&mut self, id: RequestId) -> Option<Message> {
         let _ = id;
@@ -176,8 +209,19 @@ pub trait Adapter {
         ErrorPolicy::LogAndContinue.strategy(error)
     }
 
-    /// The connection dropped (the adapter may reset per-connection state).
-    fn on_disconnect(&mut self) {}
+    /// The connection dropped, for `cause` (the same as in
+    /// [`Event::Disconnected`](crate::Event::Disconnected)): the server's
+    /// close frame ([`Disconnect::ServerClosed`], with its code and reason),
+    /// or a failure (transport lost, a timeout such as a missed heartbeat or
+    /// an unanswered authentication, the adapter's own abort). Called before
+    /// the next connection is tried and before the event is handed out; the
+    /// adapter may reset per-connection state, and decide from the cause
+    /// what its next [`auth_message`](Self::auth_message) is (Discord:
+    /// Identify rather than Resume after 4007). Whether the session
+    /// reconnects at all is the configuration's reconnect policy.
+    fn on_disconnect(&mut self, cause: &Disconnect) {
+        let _ = cause;
+    }
 
     /// The rate-limit cost of an outgoing message, asked only when rate
     /// limits are configured

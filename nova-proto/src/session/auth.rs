@@ -72,6 +72,9 @@ pub(crate) enum AuthState {
     /// No connection, or the adapter needs no authentication.
     #[default]
     None,
+    /// Open, the auth message held until the server's greeting, which must
+    /// come by `until`.
+    Greeting { until: Instant },
     /// The auth request `id` is out (first on this connection, or a
     /// re-authentication when `renewal`).
     Waiting { id: RequestId, renewal: bool },

@@ -32,10 +32,41 @@ pub enum Inbound {
     /// The result of authentication, for services that answer it with a
     /// message of its own rather than a response to the auth request's id.
     Auth(Result<AuthGranted, AuthDenied>),
+    /// The server's greeting, the first message of a connection on services
+    /// that open with one (Discord's Hello). When the adapter's
+    /// authentication waits for it ([`Adapter::auth_after_greeting`](crate::session::Adapter::auth_after_greeting)),
+    /// the auth message goes now. Only a connection's first greeting
+    /// counts; a later one is ignored (and counted in
+    /// [`SessionStats::ignored`](crate::session::SessionStats::ignored)).
+    /// The message itself is not delivered.
+    Greeting {
+        /// Starts the application heartbeat now rather than at readiness:
+        /// the first beat after this delay (a jittered one, say), the next
+        /// ones every [`HeartbeatSpec::interval`](crate::session::HeartbeatSpec::interval)
+        /// as [`Adapter::heartbeat`](crate::session::Adapter::heartbeat)
+        /// says after the beat. `None`: the heartbeat starts at readiness,
+        /// as without a greeting. Ignored when the adapter has no heartbeat.
+        first_beat: Option<Duration>,
+    },
     /// A heartbeat from the server; `reply` (if any) is sent at once.
     Heartbeat {
         /// The answer the server expects.
         reply: Option<crate::Message>,
+    },
+    /// A message that needs an answer from the adapter at once (Slack's
+    /// envelope acknowledgement): `reply` is sent now, before the message is
+    /// handed out, and never waits behind queued data (like a server
+    /// heartbeat's reply, it is charged as [`OpClass::Heartbeat`](crate::limits::OpClass::Heartbeat):
+    /// nothing by default). Counted in
+    /// [`SessionStats::replies_sent`](crate::session::SessionStats::replies_sent).
+    Reply {
+        /// The answer.
+        reply: crate::Message,
+        /// Whether the message is also delivered to the application, as a
+        /// plain [`Output::Message`](crate::Output::Message) (as
+        /// [`Inbound::Other`] is). `false`: answered, then dropped and
+        /// counted as ignored (a redelivery already handed out, say).
+        deliver: bool,
     },
     /// The answer to the session's own application heartbeat.
     HeartbeatReply,

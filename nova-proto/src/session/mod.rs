@@ -14,12 +14,16 @@
 //!   [`SubscriptionId`]; confirmations are tracked, server-assigned ids are
 //!   mapped back to it, and after every reconnect the set is restored in
 //!   batches of [`Adapter::max_topics_per_request`].
-//! - **authentication**: on every open the adapter's auth message goes first;
+//! - **authentication**: on every open the adapter's auth message goes first
+//!   (or, for services that greet first, as soon as the greeting arrives:
+//!   [`Adapter::auth_after_greeting`], [`Inbound::Greeting`]);
 //!   subscriptions are restored only once it succeeds, and the session is
 //!   ready ([`Event::Ready`]) only then. Expiring credentials are renewed on
 //!   the same connection.
 //! - **heartbeats**: the adapter's application heartbeat, with misses ending
-//!   the connection as dead; server heartbeats answered at once.
+//!   the connection as dead; server heartbeats answered at once, and so are
+//!   messages the adapter acknowledges itself ([`Inbound::Reply`]), which are
+//!   still delivered unless the adapter says not to.
 //! - **errors**: service errors classified into a [`Strategy`]; malformed
 //!   messages reported with the message ([`Event::Malformed`]), never dropped.
 //! - **rate limits** ([`SessionConfig::rate_limits`], none by default):
@@ -29,10 +33,13 @@
 //!   [`poll_timeout`](Session::poll_timeout), and a service error's
 //!   retry-after pauses it.
 //!
-//! On every open: `Opened` → authenticate (wait, bounded by
-//! [`SessionConfig::auth_timeout`]) → restore subscriptions (wait for every
-//! batch's answer, each bounded by the request timeout) → `Ready` → queued
-//! requests go out and the heartbeat starts. The driver-facing methods are
+//! On every open: `Opened` → (wait for the server's greeting, if the adapter
+//! says so, bounded by [`SessionConfig::auth_timeout`]) → authenticate
+//! (wait, bounded by [`SessionConfig::auth_timeout`]) → the adapter's
+//! setup message ([`Adapter::setup_message`], not waited for) → restore
+//! subscriptions (wait for every batch's answer, each bounded by the request
+//! timeout) → `Ready` → queued requests go out and the heartbeat starts
+//! (unless the greeting started it already). The driver-facing methods are
 //! the [`Client`]'s, with the same contract; the session's own outputs are
 //! [`Event`]s, so a driver handles one output type.
 //!
@@ -116,7 +123,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::error::{CloseError, Error, SendError, Timeout};
 use crate::history::{History, Stats};
-use crate::io::{Event, Input, Output, State, Termination, UnsentReason};
+use crate::io::{Disconnect, Event, Input, Output, State, Termination, UnsentReason};
 use crate::limits::{OpClass, RateLimiter, RateQueue};
 use crate::message::{CloseCode, Message};
 use crate::outbound::SendOptions;
@@ -130,6 +137,9 @@ use requests::{Flight, Pending, Purpose, Table};
 pub enum Readiness {
     /// No open connection.
     Offline,
+    /// Open; the authentication waits for the server's greeting
+    /// ([`Adapter::auth_after_greeting`]).
+    AwaitingGreeting,
     /// Open; the authentication is out, its answer awaited.
     Authenticating,
     /// Authenticated (or no authentication); subscriptions being restored.
@@ -187,6 +197,8 @@ pub struct Session {
     subs: Subscriptions,
     auth: AuthState,
     heartbeat: Heartbeat,
+    /// Whether the current connection's greeting came.
+    greeted: bool,
     restore: Restore,
     stats: SessionStats,
     /// The rate queue, only when limits are configured: without limits the
@@ -251,6 +263,7 @@ impl Session {
             subs: Subscriptions::default(),
             auth: AuthState::None,
             heartbeat: Heartbeat::default(),
+            greeted: false,
             restore: Restore::default(),
             stats: SessionStats::default(),
         }
@@ -474,7 +487,8 @@ impl Session {
         let sendable = match self.readiness {
             Readiness::Ready => true,
             Readiness::Authenticating | Readiness::Restoring => options.before_ready,
-            Readiness::Offline => false,
+            // Nothing may precede the authentication held for the greeting.
+            Readiness::Offline | Readiness::AwaitingGreeting => false,
         };
         let max = self.settings.max_queued_requests;
         if !sendable && self.table.queued_users() >= max {
@@ -595,7 +609,14 @@ impl Session {
                 self.authenticate(true);
             }
         }
-        if self.heartbeat.next.is_some_and(|at| at <= self.now) && self.readiness == Readiness::Ready {
+        if let AuthState::Greeting { until } = self.auth {
+            if until <= self.now {
+                self.greeting_missed();
+            }
+        }
+        // The heartbeat runs from readiness, or from the greeting when it
+        // said so; it is reset whenever the connection drops.
+        if self.heartbeat.next.is_some_and(|at| at <= self.now) && self.readiness != Readiness::Offline {
             self.beat();
         }
         self.pump();
@@ -631,11 +652,15 @@ impl Session {
             AuthState::Granted { renew_at } if self.readiness == Readiness::Ready => renew_at,
             _ => None,
         };
-        let heartbeat = self.heartbeat.next.filter(|_| self.readiness == Readiness::Ready);
+        let heartbeat = self.heartbeat.next.filter(|_| self.readiness != Readiness::Offline);
         let own = if self.client.is_closed() { None } else { self.table.next_deadline() };
+        let greeting = match self.auth {
+            AuthState::Greeting { until } if !self.client.is_closed() => Some(until),
+            _ => None,
+        };
         // The rate queue gives out only on an open connection.
         let rate = self.rate.as_ref().filter(|_| self.client.state() == State::Open).and_then(|q| q.poll_timeout());
-        [self.client.poll_timeout(), own, renew, heartbeat, rate].into_iter().flatten().min()
+        [self.client.poll_timeout(), own, renew, heartbeat, greeting, rate].into_iter().flatten().min()
     }
 
     // ---- the connection's outputs ----
@@ -661,8 +686,8 @@ impl Session {
                         self.on_opened();
                         return Some(Output::Event(event));
                     }
-                    Event::Disconnected { .. } => {
-                        self.on_connection_lost();
+                    Event::Disconnected { cause, .. } => {
+                        self.on_connection_lost(cause);
                         return Some(Output::Event(event));
                     }
                     Event::Closed(_) => {
@@ -703,7 +728,19 @@ impl Session {
                     let _ = self.send_heartbeat(reply, false);
                 }
             }
+            Inbound::Reply { reply, deliver } => {
+                // Answered before the message is handed out; a refused reply
+                // (connection closing) leaves the service to redeliver.
+                if self.send_heartbeat(reply, false).is_ok() {
+                    self.stats.replies_sent += 1;
+                }
+                if deliver {
+                    return Some(Output::Message(message));
+                }
+                self.stats.ignored += 1;
+            }
             Inbound::HeartbeatReply => self.heartbeat.answered(),
+            Inbound::Greeting { first_beat } => self.on_greeting(first_beat),
             Inbound::Error(error) => self.on_service_error(error),
             Inbound::Malformed(error) => {
                 self.stats.malformed += 1;
@@ -773,6 +810,11 @@ impl Session {
                 self.subscribe_outcome(&subs, restore, result, latency);
             }
             Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+            Purpose::Setup => {
+                if let Err(error) = result {
+                    self.on_service_error(error);
+                }
+            }
         }
     }
 
@@ -783,11 +825,46 @@ impl Session {
             queue.limiter_mut().refill_all();
         }
         self.heartbeat = Heartbeat::default();
+        self.greeted = false;
         self.restore = Restore::default();
+        if self.adapter.auth_after_greeting() {
+            self.readiness = Readiness::AwaitingGreeting;
+            self.auth = AuthState::Greeting { until: self.deadline(self.settings.auth_timeout) };
+            return;
+        }
         self.readiness = Readiness::Authenticating;
         if !self.authenticate(false) {
             self.authenticated();
         }
+    }
+
+    /// The server's greeting: the heartbeat starts if it says so, and the
+    /// authentication held for it goes.
+    fn on_greeting(&mut self, first_beat: Option<Duration>) {
+        if self.greeted || self.readiness == Readiness::Offline {
+            self.stats.ignored += 1;
+            return;
+        }
+        self.greeted = true;
+        if let Some(delay) = first_beat.filter(|_| self.adapter.heartbeat().is_some()) {
+            self.heartbeat.next = Some(self.deadline(delay));
+        }
+        if let AuthState::Greeting { .. } = self.auth {
+            self.auth = AuthState::None;
+            self.readiness = Readiness::Authenticating;
+            if !self.authenticate(false) {
+                self.authenticated();
+            }
+        }
+    }
+
+    /// No greeting came in time: a retryable authentication failure.
+    fn greeting_missed(&mut self) {
+        self.stats.auth_failures += 1;
+        self.auth = AuthState::None;
+        let reason = "no greeting from the server in time".to_owned();
+        self.outputs.push_back(Event::AuthFailed { reason, retry: true }.into());
+        self.abort(Error::Timeout(Timeout::Auth), None);
     }
 
     /// Sends the adapter's auth message; whether there was one.
@@ -862,9 +939,10 @@ impl Session {
         }
     }
 
-    /// Authentication is done (or not needed): restore, then ready.
+    /// Authentication is done (or not needed): set up, restore, then ready.
     fn authenticated(&mut self) {
         self.readiness = Readiness::Restoring;
+        self.send_setup();
         self.send_queued(true);
         let ids = self.subs.to_restore();
         let per = self.adapter.max_topics_per_request().max(1);
@@ -894,9 +972,24 @@ impl Session {
             }
         }
         self.send_queued(false);
-        if let Some(spec) = self.adapter.heartbeat() {
-            self.heartbeat.next = Some(self.deadline(spec.interval));
+        // Unless the greeting started it already.
+        if self.heartbeat.next.is_none() {
+            if let Some(spec) = self.adapter.heartbeat() {
+                self.heartbeat.next = Some(self.deadline(spec.interval));
+            }
         }
+    }
+
+    /// Sends the adapter's per-connection setup message, if it has one. A
+    /// message that cannot go is dropped: it is per connection, and the
+    /// session does not wait for it.
+    fn send_setup(&mut self) {
+        let id = RequestId(self.next_id + 1);
+        let Some(message) = self.adapter.setup_message(id) else { return };
+        self.next_id = id.0;
+        let Ok(flight) = self.transmit(OpClass::Request, message, id) else { return };
+        let deadline = self.deadline(self.settings.request_timeout);
+        self.table.insert(id, Pending { purpose: Purpose::Setup, issued: self.now, deadline, flight });
     }
 
     /// Sends the waiting application requests, in id order (only those
@@ -1070,8 +1163,8 @@ impl Session {
 
     /// The connection dropped: requests in flight fail (or wait to be re-sent
     /// when idempotent), subscriptions wait to be restored.
-    fn on_connection_lost(&mut self) {
-        self.adapter.on_disconnect();
+    fn on_connection_lost(&mut self, cause: &Disconnect) {
+        self.adapter.on_disconnect(cause);
         self.drain_rate_queue(UnsentReason::Disconnected);
         self.readiness = Readiness::Offline;
         self.auth = AuthState::None;
@@ -1095,7 +1188,7 @@ impl Session {
                     }
                 }
                 // Per-connection work: redone on the next open.
-                (Purpose::Auth | Purpose::Subscribe { .. } | Purpose::Unsubscribe { .. }, _) => {
+                (Purpose::Auth | Purpose::Setup | Purpose::Subscribe { .. } | Purpose::Unsubscribe { .. }, _) => {
                     self.table.remove(id);
                 }
             }
@@ -1138,6 +1231,8 @@ impl Session {
                 self.subscribe_outcome(&subs, restore, Err(RequestError::Timeout), latency);
             }
             Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+            // Per connection, and not waited for: forgotten.
+            Purpose::Setup => {}
         }
     }
 
@@ -1308,6 +1403,7 @@ impl Session {
                         self.subscribe_outcome(&subs, restore, Err(error), latency);
                     }
                     Purpose::Unsubscribe { subs } => subs.into_iter().for_each(|s| self.forget(s)),
+                    Purpose::Setup => {}
                     Purpose::Auth => {
                         let retry = !matches!(error, RequestError::Send(SendError::TooLarge { .. }));
                         self.auth_outcome(Err(AuthDenied { retry, reason: error.to_string() }));

@@ -164,6 +164,8 @@ pub(crate) enum Purpose {
     User { message: Message, idempotent: bool, before_ready: bool },
     /// The authentication (or a re-authentication).
     Auth,
+    /// The adapter's per-connection setup message.
+    Setup,
     /// Subscribe to these; `restore` when part of the restore on (re)open.
     Subscribe { subs: Vec<SubscriptionId>, restore: bool },
     /// Unsubscribe from these.

@@ -53,6 +53,9 @@ pub struct SessionStats {
     pub heartbeats_missed: u64,
     /// Server heartbeats received.
     pub server_heartbeats: u64,
+    /// Replies the adapter asked for with [`Inbound::Reply`](crate::session::Inbound::Reply)
+    /// (acknowledgements), sent or handed to the rate limits.
+    pub replies_sent: u64,
     /// Inbound messages the adapter could not decode.
     pub malformed: u64,
     /// Errors the service reported outside requests.
