@@ -1,6 +1,8 @@
 //! Slack Socket Mode through nova-tokio: receive envelopes and acknowledge
 //! each one at once (`Envelope::ack`, or `ack_with` a response for a slash
-//! command), see a redelivered envelope acknowledged but not delivered
+//! command: this example runs the adapter in `manual_ack` mode because its
+//! slash command answers carry a payload; `Slack::new()` alone acknowledges
+//! every envelope itself before the application sees it), see a redelivered envelope acknowledged but not delivered
 //! twice, follow a `disconnect` (`refresh_requested`) to a new socket, and
 //! exit 0 by itself.
 //!
@@ -113,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One hard limit for the whole run, connecting included (the preset
     // retries a connection that fails forever).
     let deadline = t0 + LIMIT;
-    let connecting = Connector::new(config).adapter(Slack::new()).connect();
+    let connecting = Connector::new(config).adapter(Slack::new().manual_ack()).connect();
     let Ok(connected) = tokio::time::timeout_at(deadline, connecting).await else {
         eprintln!("{} no connection within {LIMIT:?}", at());
         std::process::exit(1);
