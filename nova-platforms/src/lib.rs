@@ -28,9 +28,13 @@
 //! [`Inbound::Malformed`](nova_proto::session::Inbound::Malformed), and all
 //! adapter state is bounded.
 //!
-//! Rate limits: the Session does not apply a limiter yet (its `admit` is a
-//! stub awaiting the limiter integration); the adapters' `cost` and the
-//! `rate_limits()` presets are ready for it.
+//! Rate limits: each adapter applies its platform's `rate_limits()` preset
+//! by default (Deribit's credits, Bybit's order entry, Discord's 120 events
+//! a minute and one Identify per 5 s; none for Slack, which only
+//! acknowledges, and none for Ethereum, whose limits depend on the
+//! provider: `ethereum::rate_limits(n)`). Heartbeats and the answers a
+//! server waits for are never held back. Replace or turn them off with
+//! [`SessionConfig::rate_limits`](nova_proto::session::SessionConfig::rate_limits).
 #![doc = ""]
 #![doc = include_str!("../README.md")]
 

@@ -392,3 +392,39 @@ fn on_a_drop_held_requests_wait_for_the_next_connection_and_held_sends_are_hande
     assert!(answered.is_empty(), "{answered:?}");
     assert_eq!(brain.borrow().log.iter().filter(|(c, m)| *c == 2 && m == "echo").count(), 1, "{}", held.0);
 }
+
+/// JSON-RPC with a service's published limit of 5 requests a second.
+struct Published(JsonRpc);
+
+impl Adapter for Published {
+    fn classify(&mut self, message: &nova_proto::Message) -> nova_proto::session::Inbound {
+        self.0.classify(message)
+    }
+    fn encode_request(
+        &mut self,
+        id: nova_proto::session::RequestId,
+        payload: &RequestPayload,
+    ) -> Result<nova_proto::Message, nova_proto::session::EncodeError> {
+        self.0.encode_request(id, payload)
+    }
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::per_second(5).unwrap()
+    }
+}
+
+#[test]
+fn the_adapters_published_limits_apply_unless_the_settings_set_their_own() {
+    let burst = |settings: SessionConfig| {
+        let (mut sim, _) = session(Published(eth()), settings, 9);
+        ready(&mut sim);
+        for _ in 0..20 {
+            sim.client.request(sim.now, call("echo"), RequestOptions::default()).unwrap();
+        }
+        (requests_sent(&sim), sim.client.rate_queued(), sim.client.rate_limiter().is_some())
+    };
+    let defaults = SessionConfig::default().request_timeout(secs(60));
+    assert_eq!(burst(defaults.clone()), (5, 15, true), "the adapter's 5 a second by default");
+    assert_eq!(burst(defaults.clone().rate_limits(RateLimits::none())), (20, 0, false), "none set: off");
+    let own = RateLimits::per_second(2).unwrap();
+    assert_eq!(burst(defaults.rate_limits(own)), (2, 18, true), "the settings' own replace the adapter's");
+}

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use nova_proto::Message;
+use nova_proto::limits::RateLimits;
 use nova_proto::session::json::{encode, parse};
 use nova_proto::session::{
     Adapter, AuthDenied, AuthGranted, EncodeError, HeartbeatSpec, Inbound, RequestId, RequestPayload, Route,
@@ -11,7 +12,7 @@ use nova_proto::session::{
 use serde_json::{Map, Value, json};
 
 use super::auth::Credentials;
-use super::policy::{INTERNAL_ERROR, INVALID_SIGNATURE, TRADE_SERVICE_RESTARTING, is_rate_limit};
+use super::policy::{INTERNAL_ERROR, INVALID_SIGNATURE, TRADE_SERVICE_RESTARTING, is_rate_limit, rate_limits};
 use super::topics::Stream;
 use crate::common::{RateLimitAction, Recent};
 
@@ -137,6 +138,10 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 impl Adapter for Bybit {
+    fn rate_limits(&self) -> RateLimits {
+        rate_limits()
+    }
+
     fn classify(&mut self, message: &Message) -> Inbound {
         let value = match parse(message) {
             Ok(v) => v,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use nova_proto::Message;
-use nova_proto::limits::OpClass;
+use nova_proto::limits::{OpClass, RateLimits};
 use nova_proto::session::json::{JsonRpc, encode, parse, service_error};
 use nova_proto::session::{
     Adapter, AuthDenied, AuthGranted, EncodeError, HeartbeatSpec, Inbound, RequestId, RequestPayload, Secret,
@@ -14,7 +14,9 @@ use nova_proto::session::{
 use serde_json::{Map, Value, json};
 
 use super::auth::Credentials;
-use super::policy::{CREDITS_PER_REQUEST, INVALID_CREDENTIALS, SYSTEM_MAINTENANCE, TOO_MANY_REQUESTS, UNAUTHORIZED};
+use super::policy::{
+    CREDITS_PER_REQUEST, INVALID_CREDENTIALS, SYSTEM_MAINTENANCE, TOO_MANY_REQUESTS, UNAUTHORIZED, rate_limits,
+};
 use crate::common::{RateLimitAction, Recent};
 
 /// The id of the `public/test` answer to a server `test_request`: its
@@ -301,9 +303,21 @@ impl Adapter for Deribit {
         }
     }
 
+    fn rate_limits(&self) -> RateLimits {
+        rate_limits()
+    }
+
+    /// Every request costs [`CREDITS_PER_REQUEST`], but heartbeats (the
+    /// `public/test` beat and the answers to `test_request`) cost nothing
+    /// here: Deribit closes a connection whose answer to `test_request` is
+    /// late, so the limiter must never hold one back. Two free calls per
+    /// heartbeat interval leave the credit count slightly optimistic.
     fn cost(&self, class: OpClass, message: &Message) -> u32 {
-        let _ = (class, message);
-        CREDITS_PER_REQUEST
+        let _ = message;
+        match class {
+            OpClass::Heartbeat => 0,
+            _ => CREDITS_PER_REQUEST,
+        }
     }
 }
 
@@ -345,6 +359,16 @@ mod tests {
         assert_eq!(d.classify(&m(r#"{"jsonrpc":"2.0","method":"something_new"}"#)), Inbound::Other);
         assert!(matches!(d.classify(&m("{nope")), Inbound::Malformed(_)));
         assert!(matches!(d.classify(&Message::binary(vec![0xff, 0])), Inbound::Malformed(_)));
+    }
+
+    #[test]
+    fn the_credit_limits_apply_by_default_and_never_hold_a_heartbeat() {
+        let d = Deribit::new();
+        assert_eq!(d.rate_limits(), rate_limits());
+        let call = m(r#"{"jsonrpc":"2.0","id":1,"method":"public/get_time"}"#);
+        assert_eq!(d.cost(OpClass::Request, &call), CREDITS_PER_REQUEST);
+        assert_eq!(d.cost(OpClass::Subscribe, &call), CREDITS_PER_REQUEST);
+        assert_eq!(d.cost(OpClass::Heartbeat, &call), 0, "a late answer to test_request costs the connection");
     }
 
     #[test]

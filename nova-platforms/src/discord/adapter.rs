@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use nova_proto::limits::{OpClass, RateLimits};
 use nova_proto::session::json::parse;
 use nova_proto::session::{
     Adapter, AuthDenied, AuthGranted, EncodeError, HeartbeatSpec, Inbound, RequestId, RequestPayload, Secret,
@@ -17,7 +18,7 @@ use super::gateway::{
     GatewayInfo, OP_DISPATCH, OP_HEARTBEAT, OP_HEARTBEAT_ACK, OP_HELLO, OP_IDENTIFY, OP_INVALID_SESSION, OP_RECONNECT,
     OP_RESUME,
 };
-use super::policy::NEW_SESSION_CLOSE_CODES;
+use super::policy::{NEW_SESSION_CLOSE_CODES, rate_limits};
 
 /// The environment variable holding the bot token.
 pub const TOKEN_VAR: &str = "DISCORD_TOKEN";
@@ -256,9 +257,20 @@ impl Adapter for Discord {
         }
     }
 
-    fn cost(&self, class: nova_proto::limits::OpClass, message: &Message) -> u32 {
-        let _ = (class, message);
-        1
+    fn rate_limits(&self) -> RateLimits {
+        rate_limits()
+    }
+
+    /// One event each against the Gateway's 120 a minute, but heartbeats
+    /// are free (the preset leaves room for them): a beat held back by the
+    /// limiter would look like a zombie connection. A Resume is free too:
+    /// the identify concurrency limit is about Identify only.
+    fn cost(&self, class: OpClass, message: &Message) -> u32 {
+        match class {
+            OpClass::Heartbeat => 0,
+            OpClass::Auth if parse(message).ok().and_then(|v| v.get("op").and_then(Value::as_u64)) == Some(6) => 0,
+            _ => 1,
+        }
     }
 }
 
@@ -292,6 +304,21 @@ mod tests {
             assert_eq!(parse(&d.auth_message(RequestId(3)).unwrap()).unwrap()["op"], 2, "Identify after {code}");
             d.classify(&m(ready));
         }
+    }
+
+    #[test]
+    fn the_gateway_limits_apply_by_default_and_never_hold_a_heartbeat_or_a_resume() {
+        let mut d = Discord::new(Secret::new("T"), 0);
+        assert_eq!(d.rate_limits(), rate_limits());
+        let identify = d.auth_message(RequestId(1)).unwrap();
+        assert_eq!(d.cost(OpClass::Auth, &identify), 1, "Identify counts against the concurrency limit");
+        d.classify(&m(r#"{"op":0,"t":"READY","s":1,"d":{"session_id":"s","resume_gateway_url":"wss://r"}}"#));
+        d.on_disconnect(&Disconnect::ServerClosed { code: 4000.into(), reason: String::new() });
+        let resume = d.auth_message(RequestId(2)).unwrap();
+        assert_eq!(parse(&resume).unwrap()["op"], 6);
+        assert_eq!(d.cost(OpClass::Auth, &resume), 0, "a Resume is not an Identify");
+        assert_eq!(d.cost(OpClass::Heartbeat, &m(r#"{"op":1,"d":1}"#)), 0);
+        assert_eq!(d.cost(OpClass::Message, &m(r#"{"op":3,"d":{}}"#)), 1);
     }
 
     #[test]

@@ -35,13 +35,15 @@ pub fn config(url: &str) -> ConfigBuilder {
     })
 }
 
-/// 120 gateway events per connection per 60 s, heartbeats included,
-/// as a bucket that can never exceed it in any 60 s window (20 at once, 100
-/// more spread over the minute); Identify at most once per 5 s
-/// (`max_concurrency` 1; raise it for large bots).
+/// 120 gateway events per connection per 60 s, heartbeats included, as a
+/// bucket that can never exceed it in any 60 s window: 20 at once and 98
+/// more spread over the minute, leaving room for the (free, never held)
+/// heartbeats, at most two a minute; Identify at most once per 5 s
+/// (`max_concurrency` 1; raise it for large bots). The adapter applies these
+/// by default ([`Discord`](super::Discord)'s `rate_limits`).
 pub fn rate_limits() -> RateLimits {
     let mut limits = RateLimits::none();
-    if let Ok(b) = Bucket::new(20, 100, Duration::from_secs(60)) {
+    if let Ok(b) = Bucket::new(20, 98, Duration::from_secs(60)) {
         limits = limits.connection(b);
     }
     if let Ok(b) = Bucket::new(1, 1, Duration::from_secs(5)) {

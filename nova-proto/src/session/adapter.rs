@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::io::Disconnect;
-use crate::limits::OpClass;
+use crate::limits::{OpClass, RateLimits};
 use crate::message::Message;
 use crate::session::heartbeat::HeartbeatSpec;
 use crate::session::inbound::{AuthDenied, AuthGranted, EncodeError, Inbound, ServiceError};
@@ -221,6 +221,14 @@ pub trait Adapter {
     /// reconnects at all is the configuration's reconnect policy.
     fn on_disconnect(&mut self, cause: &Disconnect) {
         let _ = cause;
+    }
+
+    /// The service's published rate limits, applied unless the session's
+    /// settings set their own
+    /// ([`SessionConfig::rate_limits`](crate::session::SessionConfig::rate_limits)).
+    /// The default: none.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::none()
     }
 
     /// The rate-limit cost of an outgoing message, asked only when rate

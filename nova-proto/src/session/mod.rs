@@ -26,7 +26,7 @@
 //!   still delivered unless the adapter says not to.
 //! - **errors**: service errors classified into a [`Strategy`]; malformed
 //!   messages reported with the message ([`Event::Malformed`]), never dropped.
-//! - **rate limits** ([`SessionConfig::rate_limits`], none by default):
+//! - **rate limits** ([`SessionConfig::rate_limits`], else [`Adapter::rate_limits`]; none by default):
 //!   everything the session sends, and plain sends on an open connection,
 //!   waits its turn in a bounded [`RateQueue`] charged
 //!   [`Adapter::cost`]; the queue's deadline is part of
@@ -248,7 +248,8 @@ impl Session {
         adapter: Box<dyn Adapter + Send>,
         settings: SessionConfig,
     ) -> Session {
-        let rate = settings.rate_limits.is_limited().then(|| Box::new(RateQueue::new(settings.rate_limits.clone())));
+        let limits = settings.rate_limits.clone().unwrap_or_else(|| adapter.rate_limits());
+        let rate = limits.is_limited().then(|| Box::new(RateQueue::new(limits)));
         Session {
             rate,
             client: Client::new(config, seed, now),
@@ -332,8 +333,8 @@ impl Session {
         self.rate.as_ref().map_or(0, |q| q.len())
     }
 
-    /// The rate limiter, when limits are configured: its settings and the
-    /// end of a server-ordered pause.
+    /// The rate limiter, when limits apply (the settings' or the
+    /// adapter's): its settings and the end of a server-ordered pause.
     pub fn rate_limiter(&self) -> Option<&RateLimiter> {
         self.rate.as_ref().map(|q| q.limiter())
     }

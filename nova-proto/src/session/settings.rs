@@ -21,9 +21,12 @@ pub struct SessionConfig {
     pub max_queued_requests: usize,
     /// Subscriptions held at once.
     pub max_subscriptions: usize,
-    /// Client-side rate limits on what goes out through the session
-    /// ([`RateLimits::none`] by default: nothing is queued, nothing is
-    /// charged, and the session behaves exactly as without a limiter).
+    /// Client-side rate limits on what goes out through the session.
+    /// `None` (the default): the adapter's own
+    /// ([`Adapter::rate_limits`](crate::session::Adapter::rate_limits): a
+    /// platform adapter's published limits; none for the others). Set
+    /// [`RateLimits::none`] to turn them off: nothing is queued, nothing is
+    /// charged, and the session behaves exactly as without a limiter.
     ///
     /// With limits, every outgoing operation (requests, subscribe and
     /// unsubscribe batches, authentication, heartbeats with a cost, and
@@ -36,7 +39,7 @@ pub struct SessionConfig {
     /// restore's subscribe batches must fit in
     /// [`max_queued`](RateLimits::max_queued): batches past it fail with
     /// [`RequestError::RateLimited`](crate::session::RequestError::RateLimited).
-    pub rate_limits: RateLimits,
+    pub rate_limits: Option<RateLimits>,
 }
 
 impl SessionConfig {
@@ -57,7 +60,7 @@ impl SessionConfig {
             max_pending_requests: 1024,
             max_queued_requests: 256,
             max_subscriptions: 10_000,
-            rate_limits: RateLimits::none(),
+            rate_limits: None,
         }
     }
 
@@ -80,10 +83,11 @@ impl SessionConfig {
         self
     }
 
-    /// The same settings with these rate limits (see
-    /// [`rate_limits`](Self::rate_limits)).
+    /// The same settings with these rate limits in place of the adapter's
+    /// (see [`rate_limits`](Self::rate_limits)); [`RateLimits::none`] turns
+    /// limiting off.
     pub fn rate_limits(mut self, limits: RateLimits) -> SessionConfig {
-        self.rate_limits = limits;
+        self.rate_limits = Some(limits);
         self
     }
 
