@@ -17,7 +17,8 @@ use nova_proto::Message;
 /// What one connection was given, oldest first.
 #[derive(Debug, Clone)]
 enum Given {
-    /// One of the `--send` messages, of this many payload bytes.
+    /// One of the `--send` messages (or another message the CLI sends by
+    /// itself), of this many payload bytes: not queued again.
     Preamble(usize),
     /// A stdin line.
     Line(Message),
@@ -168,6 +169,13 @@ impl Outbox {
 
     /// A preamble message of `len` payload bytes was given to the session.
     pub(crate) fn gave_preamble(&mut self, len: usize) {
+        self.remember(Given::Preamble(len));
+    }
+
+    /// A message of `len` payload bytes the CLI sent by itself (a Slack
+    /// acknowledgement) was given to the session: like the preamble, it is
+    /// never queued again.
+    pub(crate) fn gave_control(&mut self, len: usize) {
         self.remember(Given::Preamble(len));
     }
 
