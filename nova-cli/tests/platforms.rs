@@ -384,6 +384,14 @@ fn platform_usage_errors_exit_2_and_never_show_a_secret() {
         (&["connect", "ws://h/", "--subscribe", "x"], &[], "--platform"),
         (&["connect", "--platform", "deribit", "--profile", "financial"], &[], "cannot be used with"),
         (&["connect", "--platform", "discord", "--intents", "lots"], &[], "not a number"),
+        (
+            &["connect", "--platform", "deribit", "--intents", "1"],
+            &[],
+            "--intents does not apply to --platform deribit",
+        ),
+        (&["connect", "--platform", "ethereum", "--testnet"], &[], "--testnet does not apply"),
+        (&["connect", "--platform", "deribit", "--bybit-stream", "spot"], &[], "--bybit-stream does not apply"),
+        (&["connect", "--platform", "bybit", "--intents", "1"], &[], "--intents does not apply to --platform bybit"),
         (&["connect"], &[], "<URL>"),
     ];
     for (args, env, expected) in cases {

@@ -287,6 +287,9 @@ impl Session {
             Event::Reconnecting { attempt } => {
                 self.status.line(format_args!("connecting to {} (attempt {attempt})", self.shown));
             }
+            // With a platform, the session's own messages come back too;
+            // it sends them again itself.
+            Event::Unsent { message, .. } if self.platform.is_some() && !self.outbox.gave(&message) => {}
             Event::Unsent { message, reason } => match reason {
                 UnsentReason::Disconnected => self.outbox.given_back(),
                 _ if self.outbox.preamble().contains(&message) => {}

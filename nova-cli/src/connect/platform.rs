@@ -85,14 +85,18 @@ pub(crate) struct PlatformArgs {
     /// Deribit and Bybit: the testnet endpoint instead of mainnet (when no URL is given).
     #[arg(long, requires = "platform")]
     pub(crate) testnet: bool,
-    /// Bybit: which socket (private needs BYBIT_API_KEY and BYBIT_API_SECRET).
-    #[arg(long, value_enum, value_name = "STREAM", default_value_t = BybitStream::Linear)]
-    pub(crate) bybit_stream: BybitStream,
+    /// Bybit: which socket, default linear (private needs BYBIT_API_KEY and
+    /// BYBIT_API_SECRET).
+    #[arg(long, value_enum, value_name = "STREAM", requires = "platform")]
+    pub(crate) bybit_stream: Option<BybitStream>,
     /// Discord: the gateway intents, decimal or 0x hex (default 513: GUILDS
     /// and GUILD_MESSAGES).
-    #[arg(long, value_name = "BITS", default_value = "513", value_parser = parse_intents)]
-    pub(crate) intents: u64,
+    #[arg(long, value_name = "BITS", value_parser = parse_intents, requires = "platform")]
+    pub(crate) intents: Option<u64>,
 }
+
+/// `--intents` by default: GUILDS (1 << 0) and GUILD_MESSAGES (1 << 9).
+const DEFAULT_INTENTS: u64 = 1 | 1 << 9;
 
 /// `--platform`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,6 +204,16 @@ impl std::fmt::Debug for Prepared {
 /// environment (named, never shown), a `--subscribe` the platform cannot take.
 pub(crate) fn prepare(args: &ConnectArgs, name: PlatformName) -> Result<(ConfigBuilder, Prepared), Failure> {
     let p = &args.platform;
+    let misplaced = [
+        (p.testnet && !matches!(name, PlatformName::Deribit | PlatformName::Bybit), "--testnet"),
+        (p.bybit_stream.is_some() && name != PlatformName::Bybit, "--bybit-stream"),
+        (p.intents.is_some() && name != PlatformName::Discord, "--intents"),
+    ]
+    .into_iter()
+    .find_map(|(misplaced, option)| misplaced.then_some(option));
+    if let Some(option) = misplaced {
+        return Err(Failure::usage(format!("{option} does not apply to --platform {}", name.name())));
+    }
     let url = |default: String| args.url.clone().unwrap_or(default);
     let no_subscribe = || -> Result<(), Failure> {
         match p.subscribe.first() {
@@ -233,7 +247,7 @@ pub(crate) fn prepare(args: &ConnectArgs, name: PlatformName) -> Result<(ConfigB
             (builder, attach(adapter), topics, authenticates, "DERIBIT_CLIENT_ID and DERIBIT_CLIENT_SECRET")
         }
         PlatformName::Bybit => {
-            let stream = p.bybit_stream.stream();
+            let stream = p.bybit_stream.unwrap_or(BybitStream::Linear).stream();
             let builder = bybit::config(&url(stream.url(p.testnet)));
             let mut adapter = bybit::Bybit::new(stream);
             let authenticates = stream.is_authenticated();
@@ -248,7 +262,7 @@ pub(crate) fn prepare(args: &ConnectArgs, name: PlatformName) -> Result<(ConfigB
         }
         PlatformName::Discord => {
             no_subscribe()?;
-            let adapter = discord::Discord::from_env(p.intents)
+            let adapter = discord::Discord::from_env(p.intents.unwrap_or(DEFAULT_INTENTS))
                 .map_err(|e| secret_failure(&e, "--platform discord needs the bot token"))?;
             let builder = discord::config(&url(discord::GATEWAY_URL.to_owned()));
             (builder, attach(adapter), Vec::new(), true, "DISCORD_TOKEN")
@@ -440,9 +454,8 @@ impl Session {
         }
         let Some(envelope) = slack::Envelope::parse(message) else { return };
         let ack = envelope.ack();
-        let len = ack.len();
-        match self.handle.try_send(ack) {
-            Ok(()) => self.outbox.gave_control(len),
+        match self.handle.try_send(ack.clone()) {
+            Ok(()) => self.outbox.gave_control(ack),
             Err(e) => self.status.warn(format_args!("envelope {} not acknowledged: {e}", envelope.envelope_id)),
         }
     }
