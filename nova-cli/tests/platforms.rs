@@ -214,6 +214,24 @@ fn deribit_without_credentials_is_public_only() {
 }
 
 #[test]
+fn deribit_credentials_refused_for_good_end_with_exit_1_naming_the_variables() {
+    let mock = MockDeribit::new("CLI-KEY", &Secret::new(DERIBIT_SECRET)).tick(ms(20));
+    let server = MockServer::builder().lifetime(secs(30)).otherwise(mock.behavior()).start().unwrap();
+    let mut nova = Nova::start(
+        &["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL],
+        &[("DERIBIT_CLIENT_ID", "CLI-KEY"), ("DERIBIT_CLIENT_SECRET", "a-wrong-secret-never-shown")],
+    );
+    let status = nova.wait_exit(secs(15));
+    let err = nova.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("authentication refused for good"), "{err}");
+    assert!(err.contains("check DERIBIT_CLIENT_ID and DERIBIT_CLIENT_SECRET"), "{err}");
+    assert!(!err.contains("a-wrong-secret-never-shown") && !nova.stdout().contains("a-wrong-secret"), "{err}");
+    assert_eq!(server.connections().len(), 1, "not retried");
+    server.shutdown();
+}
+
+#[test]
 fn bybit_public_and_private_topics_are_subscribed_and_printed() {
     let spot = MockBybit::new(Stream::Spot, "K", Secret::new("bybit-secret"), WallClock::system()).tick(ms(20));
     let spot_server = MockServer::builder().lifetime(secs(30)).otherwise(spot.behavior()).start().unwrap();
@@ -278,8 +296,9 @@ fn ethereum_new_heads_flow_again_after_a_reconnect_under_a_new_id_and_the_gap_is
         .otherwise(mock.behavior())
         .start()
         .unwrap();
-    let mut nova =
-        Nova::start(&["connect", &server.url("/"), "--platform", "ethereum", "--subscribe", "newHeads"], &[]);
+    // A hosted provider's URL carries its key in the path: never shown.
+    let url = server.url("/v3/eth-key-never-shown");
+    let mut nova = Nova::start(&["connect", &url, "--platform", "ethereum", "--subscribe", "newHeads"], &[]);
     nova.wait_stderr("subscribed newHeads", secs(10));
     // A raw JSON-RPC call typed on stdin goes out as it is, once ready.
     nova.send_line(r#"{"jsonrpc":"2.0","id":"cli-1","method":"eth_chainId","params":[]}"#);
@@ -295,6 +314,7 @@ fn ethereum_new_heads_flow_again_after_a_reconnect_under_a_new_id_and_the_gap_is
     nova.finish();
     let err = nova.stderr();
     assert!(err.contains("last block before the drop"), "{err}");
+    assert!(err.contains("/...") && !err.contains("eth-key-never-shown"), "{err}");
     assert!(
         mock.received().iter().any(|(_, v)| v["method"] == "eth_chainId" && v["id"] == "cli-1"),
         "the stdin line reached the node: {:?}",

@@ -16,14 +16,14 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use nova_platforms::{bybit, deribit, discord, ethereum, slack};
 use nova_proto::session::{Adapter, SecretError, Strategy, SubscriptionId, Topic};
-use nova_proto::{Closed, ConfigBuilder, Disconnect, Message, Termination};
+use nova_proto::{Closed, Config, ConfigBuilder, Disconnect, Message, Termination};
 use nova_tokio::{Connector, Event};
 use serde_json::Value;
 
 use super::Session;
 use crate::ConnectArgs;
 use crate::failure::Failure;
-use crate::output::human;
+use crate::output::{human, shown_endpoint};
 
 /// `nova connect --help`: what `--platform` does, and the environment.
 pub(crate) const PLATFORM_DETAILS: &str = "\
@@ -336,6 +336,20 @@ impl Prepared {
         match self.adapter.take() {
             Some(attach) => attach(connector),
             None => connector,
+        }
+    }
+
+    /// The endpoint for status lines. Ethereum providers put the API key in
+    /// the path (Infura's project id, Alchemy's key): it is left out.
+    pub(crate) fn shown(&self, config: &Config) -> String {
+        let shown = shown_endpoint(config);
+        if self.name != PlatformName::Ethereum {
+            return shown;
+        }
+        let path = shown.find("://").and_then(|scheme| shown[scheme + 3..].find('/').map(|at| scheme + 3 + at));
+        match path {
+            Some(at) if shown.len() > at + 1 => format!("{}/...", &shown[..at]),
+            _ => shown,
         }
     }
 

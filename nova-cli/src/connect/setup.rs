@@ -73,7 +73,10 @@ pub(crate) fn prepare(args: &ConnectArgs) -> Result<Setup, Failure> {
         Some(path) => load_ca(path)?,
         None => Tls::webpki_roots(),
     };
-    let shown = shown_endpoint(&config);
+    let shown = match &platform {
+        Some(platform) => platform.shown(&config),
+        None => shown_endpoint(&config),
+    };
     Ok(Setup { config: Arc::new(config), tls, shown, platform })
 }
 
