@@ -164,6 +164,8 @@ fn json_lines(out: &str) -> Vec<Value> {
 
 const DERIBIT_SECRET: &str = "deribit-secret-never-shown";
 const CHANNEL: &str = "ticker.BTC-PERPETUAL.100ms";
+/// A raw JSON-RPC request for --send, with an id of the user's own.
+const GET_TIME: &str = r#"{"jsonrpc":"2.0","id":"cli-time","method":"public/get_time","params":{}}"#;
 
 #[test]
 fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a_drop() {
@@ -175,7 +177,7 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
         .start()
         .unwrap();
     let mut nova = Nova::start(
-        &["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL],
+        &["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL, "--send", GET_TIME],
         &[("DERIBIT_CLIENT_ID", "CLI-KEY"), ("DERIBIT_CLIENT_SECRET", DERIBIT_SECRET)],
     );
     nova.wait_stderr("ready (authenticated), subscribed to 1 topic", secs(10));
@@ -187,10 +189,15 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
 
     let calls =
         |conn: u32| -> Vec<String> { mock.calls().into_iter().filter(|(c, _)| *c == conn).map(|(_, m)| m).collect() };
-    assert_eq!(calls(1)[..2], ["public/auth", "public/subscribe"], "auth goes first");
-    assert_eq!(calls(2)[..2], ["public/auth", "public/subscribe"], "re-auth, then the session's own restore");
-    let data = json_lines(&nova.stdout());
-    assert!(data.iter().all(|v| v["params"]["channel"] == CHANNEL), "only ticker data on stdout: {data:?}");
+    // The --send message goes out once ready, on every connection.
+    for conn in [1, 2] {
+        assert_eq!(calls(conn)[..3], ["public/auth", "public/subscribe", "public/get_time"], "connection {conn}");
+    }
+    let lines = json_lines(&nova.stdout());
+    let data: Vec<&Value> = lines.iter().filter(|v| v["method"] == "subscription").collect();
+    assert!(data.iter().all(|v| v["params"]["channel"] == CHANNEL), "only ticker data: {data:?}");
+    let answers = lines.iter().filter(|v| v["id"] == "cli-time").count();
+    assert_eq!(answers, 2, "the answer to the --send request is printed, once per connection");
     nova.finish();
     let err = nova.stderr();
     assert!(err.contains("subscribed ticker.BTC-PERPETUAL.100ms"), "{err}");
