@@ -170,9 +170,11 @@ const GET_TIME: &str = r#"{"jsonrpc":"2.0","id":"cli-time","method":"public/get_
 #[test]
 fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a_drop() {
     let mock = MockDeribit::new("CLI-KEY", &Secret::new(DERIBIT_SECRET)).tick(ms(20));
+    // Dropped once the server sent a dozen messages (the auth, subscribe and
+    // --send answers, ticks): after the first ready, however slow the machine.
     let server = MockServer::builder()
         .lifetime(secs(30))
-        .connection(mock.behavior().drop_after(ms(800)))
+        .connection(mock.behavior().drop_after_messages(12))
         .otherwise(mock.behavior())
         .start()
         .unwrap();
@@ -180,7 +182,7 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
         &["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL, "--send", GET_TIME],
         &[("DERIBIT_CLIENT_ID", "CLI-KEY"), ("DERIBIT_CLIENT_SECRET", DERIBIT_SECRET)],
     );
-    nova.wait_stderr("ready (authenticated), subscribed to 1 topic", secs(10));
+    nova.wait_stderr("ready (authenticated)", secs(10));
     nova.wait_stdout(CHANNEL, secs(10));
     nova.wait_stderr("disconnected", secs(10));
     nova.wait_stderr("ready (authenticated), restored 1 subscription", secs(10));
@@ -216,7 +218,11 @@ fn deribit_without_credentials_is_public_only() {
     nova.wait_stdout("\"channel\": \"ticker.BTC-PERPETUAL.100ms\"", secs(10));
     nova.finish();
     assert!(!mock.calls().iter().any(|(_, m)| m == "public/auth"), "{:?}", mock.calls());
-    assert!(nova.stderr().contains("ready, subscribed to 1 topic"), "{}", nova.stderr());
+    // Without authentication the session may be ready before the subscribe
+    // goes out: "ready" then "subscribed", or "ready, subscribed to 1 topic".
+    let err = nova.stderr();
+    assert!(err.contains("nova: ready") && !err.contains("authenticated"), "{err}");
+    assert!(err.contains("subscribed ticker.BTC-PERPETUAL.100ms"), "{err}");
     server.shutdown();
 }
 
@@ -297,9 +303,10 @@ fn bybit_public_and_private_topics_are_subscribed_and_printed() {
 #[test]
 fn ethereum_new_heads_flow_again_after_a_reconnect_under_a_new_id_and_the_gap_is_reported() {
     let mock = MockEthereum::new().tick(ms(20));
+    // Dropped after the subscribe answer and a few heads.
     let server = MockServer::builder()
         .lifetime(secs(30))
-        .connection(mock.behavior().drop_after(ms(600)))
+        .connection(mock.behavior().drop_after_messages(8))
         .otherwise(mock.behavior())
         .start()
         .unwrap();
@@ -310,7 +317,7 @@ fn ethereum_new_heads_flow_again_after_a_reconnect_under_a_new_id_and_the_gap_is
     // A raw JSON-RPC call typed on stdin goes out as it is, once ready.
     nova.send_line(r#"{"jsonrpc":"2.0","id":"cli-1","method":"eth_chainId","params":[]}"#);
     nova.wait_stderr("disconnected", secs(10));
-    nova.wait_stderr("gap: newHeads was down for", secs(10));
+    nova.wait_stderr("gap: newHeads restored under a new subscription id, no data for", secs(10));
     let ids = |out: &str| -> Vec<String> {
         let mut ids: Vec<String> =
             json_lines(out).iter().filter_map(|v| v["params"]["subscription"].as_str().map(str::to_owned)).collect();
@@ -320,7 +327,7 @@ fn ethereum_new_heads_flow_again_after_a_reconnect_under_a_new_id_and_the_gap_is
     nova.wait_for("heads under a second subscription id", secs(10), |out, _| ids(out).len() >= 2);
     nova.finish();
     let err = nova.stderr();
-    assert!(err.contains("last block before the drop"), "{err}");
+    assert!(err.contains("last block before the drop") && err.contains("first after"), "{err}");
     assert!(err.contains("/...") && !err.contains("eth-key-never-shown"), "{err}");
     assert!(
         mock.received().iter().any(|(_, v)| v["method"] == "eth_chainId" && v["id"] == "cli-1"),

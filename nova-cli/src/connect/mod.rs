@@ -6,6 +6,7 @@
 //! timer; nothing else sends, so the order on every connection is: the
 //! `--send` messages, then queued lines, then new lines.
 
+mod gaps;
 mod outbox;
 pub(crate) mod platform;
 mod setup;
@@ -179,6 +180,9 @@ impl Session {
             tokio::select! {
                 biased;
                 Some(stop) = stops.recv() => self.on_stop(stop),
+                // Data before events: what a subscription received before a
+                // drop is printed before the drop is reported.
+                Some((id, message)) = data.next(), if !data.is_empty() => self.on_data(id, &message),
                 event = events.recv() => match event {
                     Some(event) => {
                         if let Some(result) = self.on_event(event) {
@@ -187,12 +191,6 @@ impl Session {
                     }
                     None => return self.ended_without_close(),
                 },
-                Some((id, message)) = data.next(), if !data.is_empty() => {
-                    if let Some(platform) = &mut self.platform {
-                        platform.data(id, &message);
-                    }
-                    self.print(&message);
-                }
                 input = recv_input(&mut stdin), if wants_input => self.on_input(input),
                 () = sleep_until(retry_at), if retry_at.is_some() => self.retry_at = None,
                 () = sleep_until(deadline), if deadline.is_some() => return self.close_timed_out(),
@@ -265,7 +263,7 @@ impl Session {
             Event::Disconnected { cause, reconnect } => {
                 self.connected = false;
                 if let Some(platform) = &mut self.platform {
-                    platform.disconnected(&cause);
+                    platform.disconnected();
                 }
                 let requeued = self.outbox.disconnected();
                 let reason = describe(&cause, self.keepalive_timeout);

@@ -21,6 +21,7 @@ use nova_tokio::{Connector, Event};
 use serde_json::Value;
 
 use super::Session;
+use super::gaps::Gaps;
 use crate::ConnectArgs;
 use crate::failure::Failure;
 use crate::output::{human, shown_endpoint};
@@ -365,7 +366,7 @@ impl Prepared {
             names,
             authenticates: self.authenticates,
             credential_vars: self.credential_vars,
-            gaps: (self.name == PlatformName::Ethereum).then(ethereum::GapTracker::new),
+            gaps: (self.name == PlatformName::Ethereum).then(Gaps::default),
             readies: 0,
             ready: false,
             auth_failure: None,
@@ -383,7 +384,7 @@ pub(crate) struct Live {
     authenticates: bool,
     credential_vars: &'static str,
     /// Ethereum: what a restore may have missed.
-    gaps: Option<ethereum::GapTracker>,
+    gaps: Option<Gaps>,
     /// `Ready` events so far.
     readies: u64,
     /// The current connection is ready (authenticated, restored).
@@ -400,19 +401,16 @@ impl Live {
         self.names.get(&id).cloned().unwrap_or_else(|| format!("{id:?}"))
     }
 
-    /// Subscription data arrived: the gap tracker reads block numbers from it.
-    pub(crate) fn data(&mut self, subscription: SubscriptionId, message: &Message) {
-        if let Some(gaps) = &mut self.gaps {
-            gaps.observe(Instant::now(), &nova_proto::Event::Data { subscription, message: message.clone() });
-        }
+    /// Subscription data arrived: Ethereum's gap tracking reads it; the
+    /// status line when it shows a restore.
+    pub(crate) fn data(&mut self, subscription: SubscriptionId, message: &Message) -> Option<String> {
+        let gap = self.gaps.as_mut()?.data(Instant::now(), subscription, message)?;
+        Some(format!("gap: {} {}", self.topic(subscription), gap.describe()))
     }
 
     /// The connection dropped.
-    pub(crate) fn disconnected(&mut self, cause: &Disconnect) {
+    pub(crate) fn disconnected(&mut self) {
         self.ready = false;
-        if let Some(gaps) = &mut self.gaps {
-            gaps.observe(Instant::now(), &nova_proto::Event::Disconnected { cause: cause.clone(), reconnect: None });
-        }
     }
 
     /// The message on stderr, and the exit failure, when the session ended
@@ -459,6 +457,14 @@ impl Session {
         self.connected && self.platform.as_ref().is_none_or(|p| p.ready)
     }
 
+    /// A subscription's message: printed, and for Ethereum looked at for gaps.
+    pub(super) fn on_data(&mut self, id: SubscriptionId, message: &Message) {
+        if let Some(gap) = self.platform.as_mut().and_then(|p| p.data(id, message)) {
+            self.status.line(format_args!("{gap}"));
+        }
+        self.print(message);
+    }
+
     /// Slack: acknowledges an envelope at once (before printing it), so
     /// that Slack does not redeliver it.
     pub(super) fn acknowledge(&mut self, message: &Message) {
@@ -500,22 +506,11 @@ impl Session {
             Event::Subscribed { id, latency } => {
                 let topic = platform.topic(id);
                 self.status.line(format_args!("subscribed {topic} ({})", human(latency)));
-                let gap = platform
-                    .gaps
-                    .as_mut()
-                    .and_then(|g| g.observe(Instant::now(), &nova_proto::Event::Subscribed { id, latency }));
-                if let Some(gap) = gap {
-                    let last = gap.last_block.map_or_else(
-                        || "no block seen before the drop".to_owned(),
-                        |b| format!("last block before the drop {b}; blocks from {} may be missing", b + 1),
-                    );
-                    self.status.line(format_args!("gap: {topic} was down for {}; {last}", human(gap.outage)));
-                }
             }
             Event::SubscriptionFailed { id, error } => {
                 let topic = platform.topic(id);
                 if let Some(gaps) = &mut platform.gaps {
-                    gaps.observe(Instant::now(), &nova_proto::Event::Unsubscribed { id });
+                    gaps.ended(id);
                 }
                 self.status.warn(format_args!("subscription {topic} failed: {error}"));
             }
