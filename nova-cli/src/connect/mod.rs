@@ -5,6 +5,11 @@
 //! loop reacts to the session's events, stdin lines, signals and a retry
 //! timer; nothing else sends, so the order on every connection is: the
 //! `--send` messages, then queued lines, then new lines.
+//!
+//! With `--platform` (see [`platform`]) the session runs the platform's
+//! adapter: the loop also reads the `--subscribe` streams (ahead of the
+//! events), reports the behaviour layer's events, and sends the `--send`
+//! messages and lines once the session is ready rather than open.
 
 mod gaps;
 mod outbox;
@@ -19,7 +24,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll};
 use nova_proto::session::{SubscribeOptions, SubscriptionId};
-
 use nova_proto::{Closed, Disconnect, DisconnectKind, Message, SendError, State, Termination, UnsentReason};
 use nova_tokio::{Connector, Event, Events, Handle};
 use tokio::sync::mpsc;
