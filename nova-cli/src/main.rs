@@ -5,7 +5,10 @@
 //! - `nova connect URL`: like websocat, but the session survives drops,
 //!   refused upgrades and dead peers: it reconnects by itself with backoff,
 //!   re-sends the `--send` messages on every connect, and keeps stdin lines
-//!   typed while disconnected for the next connection.
+//!   typed while disconnected for the next connection. With `--platform
+//!   NAME` (deribit, bybit, discord, slack, ethereum) it uses that platform's
+//!   endpoint, preset, adapter and credentials from the environment, and
+//!   `--subscribe TOPIC` subscribes through it (`connect/platform.rs`).
 //! - `nova demo`: an offline demonstration against an embedded market-data
 //!   feed that drops connections, refuses one upgrade and goes silent once.
 //! - `nova echo-server`: a local echo server (tokio-tungstenite, not Nova) to
@@ -41,9 +44,11 @@ Exit codes:
        saw every tick exactly once (demo), stopped by Ctrl-C (echo-server), the
        files were written (new-adapter)
   1    the session ended for good: reconnect attempts exhausted (--max-reconnects),
-       certificate rejected, stdout unwritable; or the demo found gaps or duplicates;
-       or new-adapter could not write a file
+       certificate rejected, stdout unwritable; a platform ended the session for
+       good (authentication refused, Discord 4004, Slack link_disabled); the
+       demo found gaps or duplicates; or new-adapter could not write a file
   2    usage error: unknown option, bad URL, header, profile, number or CA file;
+       a platform credential missing from the environment, a bad --subscribe;
        a bad adapter NAME, or a file in the way (new-adapter without --force)
   130  interrupted by Ctrl-C (SIGINT) after closing the session gracefully (1000)
   143  terminated by SIGTERM, likewise";
@@ -64,7 +69,10 @@ enum Command {
     /// send what you type.
     #[command(
         after_help = CONNECT_EXAMPLES,
-        after_long_help = format!("{CONNECT_DETAILS}\n\n{CONNECT_EXAMPLES}\n\n{EXIT_CODES}"),
+        after_long_help = format!(
+            "{CONNECT_DETAILS}\n\n{}\n\n{CONNECT_EXAMPLES}\n\n{EXIT_CODES}",
+            connect::platform::PLATFORM_DETAILS
+        ),
     )]
     Connect(ConnectArgs),
     /// Run an offline demo: a session surviving drops, a refused upgrade and
@@ -85,7 +93,8 @@ const CONNECT_EXAMPLES: &str = "\
 Examples:
   nova connect wss://stream.example.com/ws --send '{\"op\":\"subscribe\",\"channel\":\"trades\"}' --json
   echo 'hello' | nova connect ws://127.0.0.1:9001/
-  nova connect ws://127.0.0.1:9001/ --profile financial --ping-interval 2.5 --max-reconnects 5";
+  nova connect ws://127.0.0.1:9001/ --profile financial --ping-interval 2.5 --max-reconnects 5
+  nova connect --platform deribit --subscribe ticker.BTC-PERPETUAL.100ms --json";
 
 /// `nova connect --help`: the streams, delivery and reconnects.
 const CONNECT_DETAILS: &str = "\
@@ -141,9 +150,9 @@ connection with 1001 (going away) and exits 0.";
 #[derive(Debug, Args)]
 struct ConnectArgs {
     /// The server: ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (port and path
-    /// optional).
-    #[arg(value_name = "URL", value_parser = parse_url)]
-    url: String,
+    /// optional). With --platform, optional: it overrides the platform's endpoint.
+    #[arg(value_name = "URL", value_parser = parse_url, required_unless_present = "platform")]
+    url: Option<String>,
     /// Send TEXT on every connect and reconnect, before stdin lines
     /// (repeatable).
     ///
@@ -162,7 +171,7 @@ struct ConnectArgs {
     /// first).
     #[arg(long = "subprotocol", value_name = "NAME")]
     subprotocols: Vec<String>,
-    /// Reconnect, timeout and keepalive preset.
+    /// Reconnect, timeout and keepalive preset (not with --platform: its own).
     #[arg(long, value_enum, value_name = "NAME", default_value_t = ProfileArg::Standard, ignore_case = true)]
     profile: ProfileArg,
     /// Ping every SECS seconds; no answer within SECS: reconnect.
@@ -203,6 +212,8 @@ struct ConnectArgs {
     /// No status lines on stderr; errors and data-loss warnings still appear.
     #[arg(long, short = 'q')]
     quiet: bool,
+    #[command(flatten, next_help_heading = "Platforms")]
+    platform: connect::platform::PlatformArgs,
 }
 
 /// `nova demo`.

@@ -5,14 +5,25 @@
 //! loop reacts to the session's events, stdin lines, signals and a retry
 //! timer; nothing else sends, so the order on every connection is: the
 //! `--send` messages, then queued lines, then new lines.
+//!
+//! With `--platform` (see [`platform`]) the session runs the platform's
+//! adapter: the loop also reads the `--subscribe` streams (ahead of the
+//! events), reports the behaviour layer's events, and sends the `--send`
+//! messages and lines once the session is ready rather than open.
 
+mod gaps;
 mod outbox;
+pub(crate) mod platform;
 mod setup;
 mod stdin;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::{BoxStream, SelectAll};
+use nova_proto::session::{SubscribeOptions, SubscriptionId};
 use nova_proto::{Closed, Disconnect, DisconnectKind, Message, SendError, State, Termination, UnsentReason};
 use nova_tokio::{Connector, Event, Events, Handle};
 use tokio::sync::mpsc;
@@ -49,7 +60,7 @@ const CLOSE_MARGIN: Duration = Duration::from_secs(1);
 /// exit code 1 when the session ended by itself (the reconnect policy gave
 /// up or did not retry) or stdout failed.
 pub(crate) async fn run(args: ConnectArgs) -> Result<u8, Failure> {
-    let setup = setup::prepare(&args)?;
+    let mut setup = setup::prepare(&args)?;
     let status = Status::new(args.quiet);
     let close_timeout = setup.config.timeouts().close;
     let keepalive_timeout = setup.config.keepalive().map(|k| k.timeout);
@@ -68,12 +79,30 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<u8, Failure> {
         true => None,
         false => Some(stdin::spawn(max_line).map_err(|e| Failure::ended(format!("cannot read stdin: {e}")))?),
     };
-    let (handle, events) = Connector::new(Arc::clone(&setup.config))
-        .tls(setup.tls)
-        .name("nova-cli")
-        .start()
-        .map_err(setup::start_failure)?;
+    let mut connector = Connector::new(Arc::clone(&setup.config)).tls(setup.tls).name("nova-cli");
+    if let Some(platform) = &mut setup.platform {
+        connector = platform.attach(connector);
+    }
+    let (handle, events) = connector.start().map_err(setup::start_failure)?;
     status.line(format_args!("connecting to {}", setup.shown));
+    // Subscriptions wait for the session to be ready, and are restored by
+    // it after every reconnect; their data is read with the events.
+    let mut data = SelectAll::new();
+    let platform = match setup.platform {
+        Some(platform) => {
+            let mut names = BTreeMap::new();
+            for (given, topic) in platform.topics() {
+                let subscription = handle
+                    .subscribe(topic.clone(), SubscribeOptions::default())
+                    .map_err(|e| Failure::ended(format!("cannot subscribe to {given}: {e}")))?;
+                let id = subscription.id();
+                names.insert(id, given.clone());
+                data.push(subscription.map(move |message| (id, message)).boxed());
+            }
+            Some(platform.live(names))
+        }
+        None => None,
+    };
     // After a first Ctrl-C, a close that hangs still ends in bounded time.
     let stops = signal::listen(close_timeout + CLOSE_MARGIN * 2);
     let session = Session {
@@ -93,8 +122,9 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<u8, Failure> {
         retry_at: None,
         last_cause: None,
         lost: 0,
+        platform,
     };
-    session.run(events, stops, stdin).await
+    session.run(events, stops, stdin, data).await
 }
 
 /// A close the CLI asked for, and what to exit with once it is done.
@@ -130,7 +160,12 @@ struct Session {
     last_cause: Option<Disconnect>,
     /// Lines that will never be sent (the session ended with them).
     lost: u64,
+    /// `--platform`: the behaviour layer's state.
+    platform: Option<platform::Live>,
 }
+
+/// Every subscription's data, tagged with its id.
+type Data = SelectAll<BoxStream<'static, (SubscriptionId, Message)>>;
 
 impl Session {
     /// The loop: one event, stdin line, signal or timer at a time, then
@@ -140,6 +175,7 @@ impl Session {
         mut events: Events,
         mut stops: mpsc::Receiver<Stop>,
         mut stdin: Option<mpsc::Receiver<Input>>,
+        mut data: Data,
     ) -> Result<u8, Failure> {
         loop {
             let wants_input = self.wants_input();
@@ -148,6 +184,9 @@ impl Session {
             tokio::select! {
                 biased;
                 Some(stop) = stops.recv() => self.on_stop(stop),
+                // Data before events: what a subscription received before a
+                // drop is printed before the drop is reported.
+                Some((id, message)) = data.next(), if !data.is_empty() => self.on_data(id, &message),
                 event = events.recv() => match event {
                     Some(event) => {
                         if let Some(result) = self.on_event(event) {
@@ -196,7 +235,10 @@ impl Session {
     /// Returns the loop's result when the session is over.
     fn on_event(&mut self, event: Event) -> Option<Result<u8, Failure>> {
         match event {
-            Event::Message(message) => self.print(&message),
+            Event::Message(message) => {
+                self.acknowledge(&message);
+                self.print(&message);
+            }
             Event::Opened(opened) => {
                 self.opens_seen += 1;
                 self.connected = true;
@@ -218,10 +260,15 @@ impl Session {
                         self.outbox.capacity()
                     ));
                 }
-                self.send_preamble();
+                if self.platform.is_none() {
+                    self.send_preamble();
+                }
             }
             Event::Disconnected { cause, reconnect } => {
                 self.connected = false;
+                if let Some(platform) = &mut self.platform {
+                    platform.disconnected();
+                }
                 let requeued = self.outbox.disconnected();
                 let reason = describe(&cause, self.keepalive_timeout);
                 match reconnect {
@@ -242,13 +289,16 @@ impl Session {
             Event::Reconnecting { attempt } => {
                 self.status.line(format_args!("connecting to {} (attempt {attempt})", self.shown));
             }
+            // With a platform, the session's own messages come back too;
+            // it sends them again itself.
+            Event::Unsent { message, .. } if self.platform.is_some() && !self.outbox.gave(&message) => {}
             Event::Unsent { message, reason } => match reason {
                 UnsentReason::Disconnected => self.outbox.given_back(),
                 _ if self.outbox.preamble().contains(&message) => {}
                 _ => self.lost += 1,
             },
             Event::Closed(closed) => return Some(self.on_closed(&closed)),
-            _ => {}
+            event => self.on_platform_event(event),
         }
         None
     }
@@ -291,7 +341,7 @@ impl Session {
 
     /// Gives queued lines to the session while a connection is open.
     fn pump(&mut self) {
-        if !self.connected || self.closing.is_some() || self.outbox.is_empty() {
+        if !self.can_send() || self.closing.is_some() || self.outbox.is_empty() {
             return;
         }
         // Lines for this connection only after its preamble: if a newer
@@ -391,6 +441,9 @@ impl Session {
         }
         if let Some(closing) = self.closing.take() {
             return closing.result;
+        }
+        if let Some(failure) = self.platform.as_ref().and_then(|p| p.ended(closed, self.last_cause.as_ref())) {
+            return Err(failure);
         }
         let cause =
             self.last_cause.as_ref().map_or_else(|| "unknown".to_owned(), |c| describe(c, self.keepalive_timeout));

@@ -12,6 +12,8 @@ use crate::ConnectArgs;
 use crate::failure::{self, Failure};
 use crate::output::shown_endpoint;
 
+use super::platform::{self, Prepared};
+
 /// What a session is started from.
 #[derive(Debug)]
 pub(crate) struct Setup {
@@ -21,17 +23,27 @@ pub(crate) struct Setup {
     pub(crate) tls: Tls,
     /// The endpoint as status lines show it (no credentials, no query).
     pub(crate) shown: String,
+    /// `--platform`: its adapter and subscriptions.
+    pub(crate) platform: Option<Prepared>,
 }
 
-/// Builds the configuration: the profile first, then every option that
-/// overrides it.
+/// Builds the configuration: the profile (or the platform's preset) first,
+/// then every option that overrides it.
 ///
 /// # Errors
 ///
 /// A usage failure for a setting the configuration refuses (a reserved or
-/// malformed header, a bad subprotocol) or an unreadable `--ca` file.
+/// malformed header, a bad subprotocol), an unreadable `--ca` file, or a
+/// platform setting (see [`platform::prepare`]).
 pub(crate) fn prepare(args: &ConnectArgs) -> Result<Setup, Failure> {
-    let mut builder = Config::builder(&args.url).profile(args.profile.profile());
+    let (mut builder, platform) = match (args.platform.platform, &args.url) {
+        (Some(name), _) => {
+            let (builder, platform) = platform::prepare(args, name)?;
+            (builder, Some(platform))
+        }
+        (None, Some(url)) => (Config::builder(url).profile(args.profile.profile()), None),
+        (None, None) => return Err(Failure::usage("a URL is needed (or --platform NAME)")),
+    };
     for (name, value) in &args.headers {
         // The handshake writes Origin itself, from its own setting: a plain
         // header of that name would be refused as reserved.
@@ -61,8 +73,11 @@ pub(crate) fn prepare(args: &ConnectArgs) -> Result<Setup, Failure> {
         Some(path) => load_ca(path)?,
         None => Tls::webpki_roots(),
     };
-    let shown = shown_endpoint(&config);
-    Ok(Setup { config: Arc::new(config), tls, shown })
+    let shown = match &platform {
+        Some(platform) => platform.shown(&config),
+        None => shown_endpoint(&config),
+    };
+    Ok(Setup { config: Arc::new(config), tls, shown, platform })
 }
 
 /// A configuration error, named after the option that caused it.
