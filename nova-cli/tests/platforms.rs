@@ -191,9 +191,14 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
 
     let calls =
         |conn: u32| -> Vec<String> { mock.calls().into_iter().filter(|(c, _)| *c == conn).map(|(_, m)| m).collect() };
-    // The --send message goes out once ready, on every connection.
+    // The --send message goes out once ready (after the auth, the
+    // heartbeat setup and the subscription), on every connection.
     for conn in [1, 2] {
-        assert_eq!(calls(conn)[..3], ["public/auth", "public/subscribe", "public/get_time"], "connection {conn}");
+        assert_eq!(
+            calls(conn)[..4],
+            ["public/auth", "public/set_heartbeat", "public/subscribe", "public/get_time"],
+            "connection {conn}"
+        );
     }
     let lines = json_lines(&nova.stdout());
     let data: Vec<&Value> = lines.iter().filter(|v| v["method"] == "subscription").collect();

@@ -228,8 +228,28 @@ impl Client {
         message: impl Into<Message>,
         options: SendOptions,
     ) -> Result<(), SendError> {
+        self.enqueue(now, message.into(), options, false)
+    }
+
+    /// Sends the behaviour layer's own message (authentication, a
+    /// subscribe, a heartbeat, a request it sends again after a reconnect):
+    /// as [`send_with`](Self::send_with) without offline queueing, but if it
+    /// is not written it is dropped rather than handed back as
+    /// [`Event::Unsent`], and a full queue refuses it whatever the overflow
+    /// policy.
+    pub(crate) fn send_internal(&mut self, now: Instant, message: Message) -> Result<(), SendError> {
+        let options = SendOptions::from_config(self.config.outbound()).offline(false);
+        self.enqueue(now, message, options, true)
+    }
+
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        message: Message,
+        options: SendOptions,
+        internal: bool,
+    ) -> Result<(), SendError> {
         self.advance(now);
-        let message = message.into();
         let max = self.config.limits().max_message_size;
         if message.len() > max {
             let len = message.len();
@@ -246,7 +266,7 @@ impl Client {
         }
         // A time to live too long to represent is no expiry at all.
         let expires = options.ttl.and_then(|ttl| self.now.checked_add(ttl));
-        let pending = Pending { message, offline: options.offline, expires };
+        let pending = Pending { message, offline: options.offline, expires, internal };
         let outputs = &mut self.outputs;
         self.queue.push(pending, &mut |m, r| outputs.push_back(unsent(m, r))).map_err(SendError::QueueFull)
     }

@@ -573,9 +573,10 @@ impl Connection {
         }
     }
 
-    /// The message cut off mid-way, if the connection ends while writing one.
+    /// The message cut off mid-way, if the connection ends while writing
+    /// one and it is the application's (the behaviour layer redoes its own).
     pub(crate) fn take_partial(&mut self) -> Option<Message> {
-        self.sending.take().map(|s| s.pending.message)
+        self.sending.take().filter(|s| !s.pending.internal).map(|s| s.pending.message)
     }
 
     /// Appends frames to `out` until `max` bytes were appended or nothing is
@@ -1008,7 +1009,7 @@ mod tests {
     }
 
     fn pending(m: Message) -> Pending {
-        Pending { message: m, offline: false, expires: None }
+        Pending { message: m, offline: false, expires: None, internal: false }
     }
 
     #[test]

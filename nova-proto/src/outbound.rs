@@ -51,6 +51,19 @@ pub(crate) struct Pending {
     pub(crate) message: Message,
     pub(crate) offline: bool,
     pub(crate) expires: Option<Instant>,
+    /// The behaviour layer's own message (authentication, a subscribe, a
+    /// heartbeat, a request it will send again): never given back to the
+    /// application, which did not send it, and never kept offline.
+    pub(crate) internal: bool,
+}
+
+impl Pending {
+    /// Hands the message to `unsent` unless it is the behaviour layer's own.
+    fn give_back(self, reason: UnsentReason, unsent: &mut dyn FnMut(Message, UnsentReason)) {
+        if !self.internal {
+            unsent(self.message, reason);
+        }
+    }
 }
 
 /// Bounded FIFO of [`Pending`] messages.
@@ -128,9 +141,11 @@ impl Queue {
         let len = pending.message.len();
         if self.is_full_for(len) {
             match self.limits.overflow {
+                // The behaviour layer must know its message did not go.
+                _ if pending.internal => return Err(pending.message),
                 Overflow::Reject => return Err(pending.message),
                 Overflow::DropNewest => {
-                    unsent(pending.message, UnsentReason::Overflow);
+                    pending.give_back(UnsentReason::Overflow, unsent);
                     return Ok(());
                 }
                 Overflow::DropOldest => {
@@ -139,7 +154,7 @@ impl Queue {
                         let old = if self.held.is_empty() { self.items.pop_front() } else { self.held.pop_front() };
                         let Some(old) = old else { break };
                         self.bytes -= old.message.len();
-                        unsent(old.message, UnsentReason::Overflow);
+                        old.give_back(UnsentReason::Overflow, unsent);
                     }
                 }
             }
@@ -160,7 +175,7 @@ impl Queue {
                 self.earliest_expiry = None;
             }
             if next.expires.is_some_and(|at| at <= now) {
-                unsent(next.message, UnsentReason::Expired);
+                next.give_back(UnsentReason::Expired, unsent);
                 continue;
             }
             return Some(next);
@@ -203,8 +218,10 @@ impl Queue {
                     return true;
                 }
                 *bytes -= p.message.len();
-                // The message moves out; an empty one stays behind to be dropped.
-                unsent(std::mem::replace(&mut p.message, Message::binary(Bytes::new())), reason);
+                if !p.internal {
+                    // The message moves out; an empty one stays behind to be dropped.
+                    unsent(std::mem::replace(&mut p.message, Message::binary(Bytes::new())), reason);
+                }
                 false
             });
         }
@@ -221,7 +238,7 @@ mod tests {
     }
 
     fn msg(s: &'static str) -> Pending {
-        Pending { message: Message::text(s), offline: false, expires: None }
+        Pending { message: Message::text(s), offline: false, expires: None, internal: false }
     }
 
     fn collect() -> (Vec<(Message, UnsentReason)>, impl FnMut(Message, UnsentReason)) {

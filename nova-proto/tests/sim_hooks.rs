@@ -354,3 +354,48 @@ fn a_refused_setup_is_a_service_error_for_the_adapter_to_classify() {
     );
     assert!(sim.client.is_ready(), "the default policy reports and goes on");
 }
+
+#[test]
+fn the_sessions_own_messages_are_never_handed_back_as_unsent() {
+    // The auth is never answered, so the heartbeat and a request wait in
+    // the connection's queue beside the application's plain send when the
+    // transport dies before the driver writes any of them.
+    let (mut sim, _log) = sim_with(Greeter { defer: false }, false, secs(10));
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.stats().opens == 1);
+    sim.run_for(ms(50));
+    let _ = sim.take_outputs();
+    let now = sim.now;
+    sim.client.send(now, "app").unwrap();
+    let id = sim
+        .client
+        .request(
+            now,
+            nova_proto::session::RequestPayload::Message(Message::text("req")),
+            nova_proto::session::RequestOptions::default().before_ready(true),
+        )
+        .unwrap();
+    sim.client.handle_input(
+        now,
+        nova_proto::Input::TransportDown(nova_proto::TransportDown::Reset(std::io::ErrorKind::ConnectionReset)),
+    );
+    sim.drain();
+    let events = events(&mut sim);
+    let unsent: Vec<&Message> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Unsent { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unsent, [&Message::text("app")], "only what the application sent itself comes back");
+    // The request's one outcome is its typed answer, not an unsent report.
+    let outcomes: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Response { id: answered, result, .. } if *answered == id => Some(result.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [Err(nova_proto::session::RequestError::ConnectionLost)]);
+}

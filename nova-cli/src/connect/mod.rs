@@ -236,7 +236,6 @@ impl Session {
     fn on_event(&mut self, event: Event) -> Option<Result<u8, Failure>> {
         match event {
             Event::Message(message) => {
-                self.acknowledge(&message);
                 self.print(&message);
             }
             Event::Opened(opened) => {
@@ -289,9 +288,6 @@ impl Session {
             Event::Reconnecting { attempt } => {
                 self.status.line(format_args!("connecting to {} (attempt {attempt})", self.shown));
             }
-            // With a platform, the session's own messages come back too;
-            // it sends them again itself.
-            Event::Unsent { message, .. } if self.platform.is_some() && !self.outbox.gave(&message) => {}
             Event::Unsent { message, reason } => match reason {
                 UnsentReason::Disconnected => self.outbox.given_back(),
                 _ if self.outbox.preamble().contains(&message) => {}

@@ -19,9 +19,6 @@ use nova_proto::Message;
 enum Given {
     /// One of the `--send` messages, of this many payload bytes.
     Preamble(usize),
-    /// A message the CLI sent by itself (a Slack acknowledgement): like the
-    /// preamble, never queued again.
-    Control(Message),
     /// A stdin line.
     Line(Message),
 }
@@ -31,7 +28,7 @@ impl Given {
     fn len(&self) -> usize {
         match self {
             Given::Preamble(len) => *len,
-            Given::Line(message) | Given::Control(message) => message.len(),
+            Given::Line(message) => message.len(),
         }
     }
 }
@@ -174,25 +171,6 @@ impl Outbox {
         self.remember(Given::Preamble(len));
     }
 
-    /// A message the CLI sent by itself (a Slack acknowledgement) was given
-    /// to the session: like the preamble, it is never queued again.
-    pub(crate) fn gave_control(&mut self, message: Message) {
-        self.remember(Given::Control(message));
-    }
-
-    /// Whether `message` is one this outbox gave to the session and may come
-    /// back: a preamble message, a line or a control message. With an
-    /// adapter, the session's own messages (authentication, subscriptions,
-    /// heartbeats) come back too when a connection drops; they are not ours
-    /// to count or send again.
-    pub(crate) fn gave(&self, message: &Message) -> bool {
-        self.preamble.contains(message)
-            || self.given.iter().any(|g| match g {
-                Given::Line(m) | Given::Control(m) => m == message,
-                Given::Preamble(_) => false,
-            })
-    }
-
     /// A line was given to the session.
     pub(crate) fn gave_line(&mut self, line: Message) {
         self.remember(Given::Line(line));
@@ -228,7 +206,7 @@ impl Outbox {
             .skip(tail)
             .filter_map(|g| match g {
                 Given::Line(line) => Some(line),
-                Given::Preamble(_) | Given::Control(_) => None,
+                Given::Preamble(_) => None,
             })
             .collect();
         let requeued = lines.len();
@@ -316,25 +294,6 @@ mod tests {
         outbox.given_back();
         assert_eq!(outbox.disconnected(), 1);
         assert_eq!(texts(&outbox), ["2", "3", "4"]);
-    }
-
-    #[test]
-    fn only_what_the_outbox_gave_is_its_own() {
-        let mut outbox = Outbox::new(vec!["sub".into()], bounds(100, 10));
-        outbox.opened();
-        outbox.gave_preamble(3);
-        outbox.gave_line(Message::text("line"));
-        outbox.gave_control(Message::text("{\"envelope_id\":\"e1\"}"));
-        for ours in ["sub", "line", "{\"envelope_id\":\"e1\"}"] {
-            assert!(outbox.gave(&Message::text(ours)), "{ours}");
-        }
-        // The session's own message (a heartbeat, say) is not.
-        assert!(!outbox.gave(&Message::text("{\"op\":1}")));
-        // Control messages come back but are not queued again.
-        outbox.given_back();
-        outbox.given_back();
-        assert_eq!(outbox.disconnected(), 1);
-        assert_eq!(texts(&outbox), ["line"]);
     }
 
     #[test]

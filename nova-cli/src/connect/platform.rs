@@ -4,8 +4,8 @@
 //! mapped to the platform's subscriptions.
 //!
 //! The adapters and presets are `nova-platforms`'; this module only picks
-//! them from the command line, reports their events on stderr, and
-//! acknowledges Slack envelopes. Credentials come from the platforms'
+//! them from the command line and reports their events on stderr (the
+//! Slack adapter acknowledges every envelope itself). Credentials come from the platforms'
 //! `from_env` constructors, whose errors name the variable and never its
 //! value; nothing here prints a credential.
 
@@ -62,7 +62,7 @@ Platforms (--platform NAME):
             token, e.g. curl -s -X POST -H \"Authorization: Bearer $SLACK_APP_TOKEN\"
             https://slack.com/api/apps.connections.open, and take \"url\"). Each
             URL is good for one connection: a reconnect reuses it and may be
-            refused. Envelopes are acknowledged by nova at once and printed.
+            refused. Envelopes are acknowledged by the adapter at once and printed.
             No --subscribe. disconnect link_disabled ends the session (exit 1).
   ethereum  default ws://127.0.0.1:8546 (a local node's --ws). TOPIC: newHeads,
             newPendingTransactions, syncing, logs, or logs:FILTER with a JSON
@@ -463,21 +463,6 @@ impl Session {
             self.status.line(format_args!("{gap}"));
         }
         self.print(message);
-    }
-
-    /// Slack: acknowledges an envelope at once (before printing it), so
-    /// that Slack does not redeliver it.
-    pub(super) fn acknowledge(&mut self, message: &Message) {
-        let Some(platform) = &self.platform else { return };
-        if platform.name != PlatformName::Slack {
-            return;
-        }
-        let Some(envelope) = slack::Envelope::parse(message) else { return };
-        let ack = envelope.ack();
-        match self.handle.try_send(ack.clone()) {
-            Ok(()) => self.outbox.gave_control(ack),
-            Err(e) => self.status.warn(format_args!("envelope {} not acknowledged: {e}", envelope.envelope_id)),
-        }
     }
 
     /// The behaviour layer's events: status lines, and the `--send`

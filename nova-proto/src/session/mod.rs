@@ -1321,10 +1321,11 @@ impl Session {
         Ok(false)
     }
 
-    /// Hands a behaviour-layer message to the connection.
+    /// Hands a behaviour-layer message to the connection. If the
+    /// connection drops before it is written, it is not handed to the
+    /// application as unsent: the session redoes its own work.
     fn send_now(&mut self, message: Message) -> Result<(), RequestError> {
-        let options = SendOptions::from_config(self.client.config().outbound()).offline(false);
-        self.client.send_with(self.now, message, options).map_err(|e| match e {
+        self.client.send_internal(self.now, message).map_err(|e| match e {
             SendError::Closed(_) => RequestError::Closed,
             e => RequestError::Send(e),
         })
