@@ -35,6 +35,8 @@ use tokio::sync::mpsc;
 const URL_VAR: &str = "ETH_WS_URL";
 const LIMIT: Duration = Duration::from_secs(10);
 const LIVE_LIMIT: Duration = Duration::from_secs(40);
+/// Blocks fetched after an outage at most (the most recent ones).
+const MAX_BACKFILL: u64 = 256;
 
 /// A hash, shortened for printing.
 fn short(hash: &str) -> String {
@@ -45,22 +47,6 @@ fn short(hash: &str) -> String {
 fn header(value: &Value) -> Option<(u64, String, String)> {
     let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
     Some((quantity(value.get("number")?)?, text("hash")?, text("parentHash")?))
-}
-
-/// The core event GapTracker reads, for a driver event (the async drivers
-/// split the session's output into an event stream and subscription streams).
-fn core_event(event: &Event) -> Option<nova_proto::Event> {
-    Some(match event {
-        Event::Disconnected { cause, reconnect } => {
-            nova_proto::Event::Disconnected { cause: cause.clone(), reconnect: *reconnect }
-        }
-        Event::Subscribed { id, latency } => nova_proto::Event::Subscribed { id: *id, latency: *latency },
-        Event::SubscriptionFailed { id, error } => {
-            nova_proto::Event::SubscriptionFailed { id: *id, error: error.clone() }
-        }
-        Event::Unsubscribed { id } => nova_proto::Event::Unsubscribed { id: *id },
-        _ => return None,
-    })
 }
 
 #[tokio::main]
@@ -152,7 +138,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             event = events.recv() => {
                 let Some(event) = event else { break };
-                if let Some(found) = core_event(&event).and_then(|e| tracker.observe(now(), &e)) {
+                let found = match &event {
+                    Event::Disconnected { .. } => {
+                        tracker.on_disconnected(now());
+                        None
+                    }
+                    Event::Subscribed { id, .. } => tracker.on_subscribed(now(), *id),
+                    Event::SubscriptionFailed { id, .. } | Event::Unsubscribed { id } => {
+                        tracker.on_gone(*id);
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(found) = found {
                     let last = found.last_block.map_or("none".into(), |n| n.to_string());
                     println!("{} gap: newHeads restored after {:?} down, last block before it {last}", at(), found.outage);
                     // The first block that may be missing; the rest once the next head shows the end.
@@ -180,8 +178,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             message = heads.recv() => {
                 let Some(message) = message else { break };
                 let value: Value = serde_json::from_slice(message.as_bytes()).unwrap_or_default();
-                let event = nova_proto::Event::Data { subscription: heads_id, message };
-                let _ = tracker.observe(now(), &event);
+                tracker.on_data(heads_id, &message);
                 let Some((number, hash, parent)) = header(&value["params"]["result"]) else { continue };
                 let id = value["params"]["subscription"].as_str().unwrap_or_default().to_owned();
                 if server_id.as_ref().is_some_and(|old| *old != id) {
@@ -196,11 +193,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{} head {number} {}", at(), short(&hash));
                 chain_seen.insert(number, (hash, parent));
                 if first_after_gap {
+                    let missed = gap.as_ref().map_or(0..0, |g| g.missed_blocks(number, MAX_BACKFILL));
                     match gap.as_ref().and_then(|g| g.last_block) {
-                        Some(last) if number > last + 1 => {
-                            println!("{} missed blocks {}..={}: backfilling", at(), last + 1, number - 1);
+                        Some(last) if !missed.is_empty() => {
+                            println!("{} missed blocks {}..={}: backfilling", at(), missed.start, missed.end - 1);
                             // last + 1 is on its way already (the gap's own request).
-                            (last + 2..number).for_each(|n| fetch(n, ethereum::get_block_by_number(n, false)));
+                            missed.filter(|n| *n > last + 1).for_each(|n| fetch(n, ethereum::get_block_by_number(n, false)));
                             resume = Some((last, number));
                         }
                         Some(last) => {
