@@ -273,6 +273,36 @@ impl Handle {
         Ok(Subscription::new(Arc::clone(&self.shared), id))
     }
 
+    /// Subscribes to several topics at once, in as few requests as the
+    /// adapter allows (see `Session::subscribe_many`): one stream per topic,
+    /// in the order given.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe); on an error no topic is held.
+    pub fn subscribe_many<T: Into<Topic>>(
+        &self,
+        topics: impl IntoIterator<Item = T>,
+        options: SubscribeOptions,
+    ) -> Result<Vec<Subscription>, SubscribeError> {
+        let topics: Vec<Topic> = topics.into_iter().map(Into::into).collect();
+        let mut inner = self.shared.lock();
+        if inner.finished {
+            return Err(SubscribeError::Closed);
+        }
+        let max = inner.client.settings().max_subscriptions;
+        if inner.feeds.len() + topics.len() > max {
+            return Err(SubscribeError::TooMany { max });
+        }
+        let ids = inner.client.subscribe_many(Instant::now(), topics, options)?;
+        for id in &ids {
+            inner.feeds.insert(*id);
+        }
+        drop(inner);
+        self.shared.driver.notify();
+        Ok(ids.into_iter().map(|id| Subscription::new(Arc::clone(&self.shared), id)).collect())
+    }
+
     /// Whether the session is ready: connected, authenticated (if the
     /// adapter authenticates) and its subscriptions restored.
     pub fn is_ready(&self) -> bool {

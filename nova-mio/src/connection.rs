@@ -439,6 +439,21 @@ impl Connection {
         self.client.subscribe(Instant::now(), topic, options)
     }
 
+    /// Subscribes to several topics at once, in as few requests as the
+    /// adapter allows (see `Session::subscribe_many`).
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe); on an error no topic is held.
+    pub fn subscribe_many<T: Into<Topic>>(
+        &mut self,
+        topics: impl IntoIterator<Item = T>,
+        options: SubscribeOptions,
+    ) -> Result<Vec<SubscriptionId>, SubscribeError> {
+        self.dirty = true;
+        self.client.subscribe_many(Instant::now(), topics, options)
+    }
+
     /// Unsubscribes; [`Event::Unsubscribed`] follows once the server
     /// confirms, and data for it comes until then.
     ///

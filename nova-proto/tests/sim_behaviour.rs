@@ -12,7 +12,7 @@ use std::rc::Rc;
 use nova_proto::session::json::JsonRpc;
 use nova_proto::session::{
     Adapter, ErrorPolicy, HeartbeatSpec, Readiness, RequestError, RequestOptions, RequestPayload, Secret, ServiceError,
-    SessionConfig, Strategy, SubState, SubscribeOptions, SubscriptionId,
+    SessionConfig, Strategy, SubState, SubscribeError, SubscribeOptions, SubscriptionId,
 };
 use nova_proto::{Backoff, Config, Disconnect, Error, Event, Output, Session, Termination, Timeout};
 use serde_json::{Value, json};
@@ -362,6 +362,36 @@ fn restore_after_reconnect_is_batched_per_the_adapters_limit() {
     sim.server_send(ServerMessage::text(n.to_string()));
     sim.run_for(ms(50));
     assert!(events(&mut sim).iter().any(|e| matches!(e, Event::Data { subscription, .. } if *subscription == ids[7])));
+}
+
+#[test]
+fn subscribe_many_on_a_ready_session_goes_in_batches_and_is_all_or_nothing() {
+    let adapter = JsonRpc::new().subscriptions("public/subscribe", "public/unsubscribe", "subscription").channels(10);
+    let (mut sim, brain) = session(adapter, 10);
+    sim.connect();
+    ready(&mut sim);
+    let topics: Vec<String> = (0..23).map(|i| format!("book.{i}")).collect();
+    let ids = sim.client.subscribe_many(sim.now, &topics, SubscribeOptions::default()).unwrap();
+    sim.drain();
+    sim.run_for(ms(100));
+    let sizes: Vec<usize> = brain
+        .borrow()
+        .log
+        .iter()
+        .filter(|(_, m, _)| m == "public/subscribe")
+        .map(|(_, _, p)| p["channels"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [10, 10, 3], "23 topics in three requests, not 23");
+    assert!(ids.iter().all(|id| sim.client.subscriptions().get(*id).unwrap().state == SubState::Active));
+    let topic_of = |id: &SubscriptionId| sim.client.subscriptions().get(*id).unwrap().topic.as_str().to_owned();
+    assert_eq!(ids.iter().map(topic_of).collect::<Vec<_>>(), topics, "handles in the order given");
+
+    // A duplicate (here, of a held topic) refuses the whole call.
+    let before = sim.client.subscriptions().len();
+    let err = sim.client.subscribe_many(sim.now, ["new.1", "book.3", "new.2"], SubscribeOptions::default());
+    assert!(matches!(err, Err(SubscribeError::Duplicate(_))), "{err:?}");
+    assert_eq!(sim.client.subscriptions().len(), before, "nothing held from a refused call");
+    assert!(sim.client.subscriptions().find(&"new.1".into()).is_none());
 }
 
 #[test]

@@ -106,6 +106,7 @@ on_every_runtime!(
     a_lost_connection_fails_pending_requests_and_resends_idempotent_ones,
     subscriptions_are_restored_under_new_server_ids_on_the_same_stream,
     unsubscribing_ends_the_stream_and_dropping_it_unsubscribes,
+    subscribe_many_gives_one_stream_per_topic_in_order,
     requests_and_subscriptions_wait_for_authentication,
     a_refused_authentication_closes_the_session,
     a_slow_subscription_reader_holds_the_socket_and_loses_nothing,
@@ -230,6 +231,19 @@ async fn unsubscribing_ends_the_stream_and_dropping_it_unsubscribes(rt: Rt) {
     // The topic is free again.
     let mut again = handle.subscribe("b", SubscribeOptions::default()).unwrap();
     assert_eq!(next_data(&mut again).await["params"]["result"]["topic"], json!("b"));
+}
+
+async fn subscribe_many_gives_one_stream_per_topic_in_order(rt: Rt) {
+    let server = MockServer::start(JsonRpcService::new().behavior()).unwrap();
+    let (handle, _events) = connect_ready(rt, &server.url("/"), rpc()).await;
+    let mut subs = handle.subscribe_many(["x", "y", "z"], SubscribeOptions::default()).unwrap();
+    for (sub, topic) in subs.iter_mut().zip(["x", "y", "z"]) {
+        assert_eq!(next_data(sub).await["params"]["result"]["topic"], json!(topic));
+    }
+    // A topic already held refuses the whole call, and holds nothing new.
+    assert!(handle.subscribe_many(["w", "y"], SubscribeOptions::default()).is_err());
+    let mut w = handle.subscribe("w", SubscribeOptions::default()).unwrap();
+    assert_eq!(next_data(&mut w).await["params"]["result"]["topic"], json!("w"));
 }
 
 async fn requests_and_subscriptions_wait_for_authentication(rt: Rt) {

@@ -562,6 +562,58 @@ impl Session {
         Ok(id)
     }
 
+    /// Subscribes to several topics at once: on a ready session they go in
+    /// as few requests as the adapter allows
+    /// ([`max_topics_per_request`](Adapter::max_topics_per_request)), where
+    /// one [`subscribe`](Self::subscribe) per topic would send one request
+    /// each. Before the session is ready they wait and go with the restore,
+    /// as single subscriptions do. An error leaves none of the topics
+    /// held; a batch after the first that cannot be sent (a full queue,
+    /// say) fails its own subscriptions with [`Event::SubscriptionFailed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe) (a topic twice in `topics` is
+    /// [`SubscribeError::Duplicate`]).
+    pub fn subscribe_many<T: Into<Topic>>(
+        &mut self,
+        now: Instant,
+        topics: impl IntoIterator<Item = T>,
+        options: SubscribeOptions,
+    ) -> Result<Vec<SubscriptionId>, SubscribeError> {
+        let _ = options;
+        self.advance(now);
+        if self.client.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let mut ids = Vec::new();
+        for topic in topics {
+            match self.subs.add(topic.into(), self.settings.max_subscriptions) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    ids.into_iter().for_each(|id| drop(self.subs.remove(id)));
+                    return Err(e);
+                }
+            }
+        }
+        if self.readiness == Readiness::Ready {
+            let per = self.adapter.max_topics_per_request().max(1);
+            for (n, batch) in ids.chunks(per).enumerate() {
+                if let Err(e) = self.send_subscribe(batch.to_vec(), false) {
+                    if n == 0 {
+                        // Nothing went: nothing is held.
+                        ids.into_iter().for_each(|id| drop(self.subs.remove(id)));
+                        return Err(SubscribeError::Failed(e));
+                    }
+                    // Earlier batches are on their way; these are reported failed.
+                    self.fail_subscriptions(batch, false, &e);
+                }
+            }
+        }
+        self.pump();
+        Ok(ids)
+    }
+
     /// Unsubscribes. [`Event::Unsubscribed`] follows once the server confirms
     /// (at once when the subscription was never on the server); data for it
     /// is delivered until then.

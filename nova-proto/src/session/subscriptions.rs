@@ -55,6 +55,12 @@ impl From<String> for Topic {
     }
 }
 
+impl From<&String> for Topic {
+    fn from(s: &String) -> Topic {
+        Topic(s.as_str().into())
+    }
+}
+
 /// An id the server assigned to a subscription on one connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerSubId(Arc<str>);
