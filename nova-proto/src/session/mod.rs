@@ -1121,10 +1121,13 @@ impl Session {
                     }
                     sub.state = SubState::Active;
                     let drop = sub.drop_when_confirmed;
+                    let again = std::mem::replace(&mut sub.confirmed_before, true);
                     self.stats.subscriptions_confirmed += 1;
                     if restore {
-                        self.stats.subscriptions_restored += 1;
                         self.restore.restored += 1;
+                        if again {
+                            self.stats.subscriptions_restored += 1;
+                        }
                     }
                     self.outputs.push_back(Event::Subscribed { id, latency }.into());
                     if drop {

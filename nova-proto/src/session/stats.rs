@@ -28,8 +28,10 @@ pub struct SessionStats {
     pub subscribe_requests: u64,
     /// Subscriptions confirmed (first time or restored).
     pub subscriptions_confirmed: u64,
-    /// Subscriptions confirmed by the restore on an open (after a reconnect,
-    /// and those asked for before the first connection).
+    /// Subscriptions confirmed again on a new connection after being
+    /// confirmed on an earlier one (a subscription made before the first
+    /// connection is not restored by it; `Event::Ready`'s `restored` counts
+    /// both).
     pub subscriptions_restored: u64,
     /// Subscriptions that failed (refused, timed out, not encodable).
     pub subscriptions_failed: u64,

@@ -143,6 +143,8 @@ pub struct Subscription {
     pub last_seq: Option<u64>,
     /// Unsubscribe as soon as the pending subscribe is confirmed.
     pub(crate) drop_when_confirmed: bool,
+    /// Confirmed on some connection already: a confirmation now is a restore.
+    pub(crate) confirmed_before: bool,
 }
 
 /// The subscriptions the session holds: a read-only view for the application
@@ -203,6 +205,7 @@ impl Subscriptions {
             server_id: None,
             last_seq: None,
             drop_when_confirmed: false,
+            confirmed_before: false,
         };
         self.subs.insert(id, sub);
         Ok(id)
