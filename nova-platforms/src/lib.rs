@@ -11,6 +11,25 @@
 //! | `ethereum` | [`ethereum::Ethereum`] | `eth_subscribe` with ids remapped after reconnect, gap reports, Engine API JWT |
 //! | `testing` | `<platform>::testing::Mock*` | mock servers on nova-testkit |
 //!
+//! With a driver, an adapter is one more line on the connector; here
+//! Deribit's ticker through nova-tokio, authenticated from the environment,
+//! re-authenticated and resubscribed after every reconnect:
+//!
+//! ```no_run
+//! use nova_platforms::deribit::{self, Credentials, Deribit, Interval};
+//! use nova_tokio::Connector;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let adapter = Deribit::new().credentials(Credentials::from_env()?);
+//! let (handle, _events) = Connector::new(deribit::config(deribit::TESTNET_URL)).adapter(adapter).start()?;
+//! let mut ticker = handle.subscribe(deribit::ticker("BTC-PERPETUAL", Interval::Ms100), Default::default())?;
+//! while let Some(message) = ticker.recv().await {
+//!     println!("{}", message.as_text().unwrap_or_default());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Every platform module has the same parts: the adapter, typed builders for
 //! its channels and requests (anything else is raw JSON through
 //! [`RequestPayload::call`](nova_proto::session::RequestPayload::call) or
