@@ -640,6 +640,16 @@ impl Client {
         Decoded::Other
     }
 
+    /// Whether whole frames are waiting for the application to take them
+    /// (they are decoded as it reads outputs). Liveness checks do not count
+    /// a miss then: the answer they wait for may be among those frames.
+    pub fn holds_untaken_frames(&self) -> bool {
+        match &self.link {
+            Link::Connected(conn) => conn.holds_whole_frame(),
+            _ => false,
+        }
+    }
+
     /// Bytes received but not decoded yet. A driver whose application is not
     /// taking outputs can stop reading the socket while this is large: that is
     /// how backpressure reaches TCP.
@@ -756,6 +766,15 @@ impl Client {
             (Timer::Close, State::Closing) => {
                 self.outputs.push_back(Output::CloseTransport);
                 self.finish_closing();
+            }
+            (Timer::Pong, State::Open) if self.holds_untaken_frames() => {
+                // The application is behind: frames it has not taken are
+                // waiting (and its driver may have stopped reading, as it
+                // should), so the pong may be among them. Silence proves
+                // nothing yet; judge again a timeout later.
+                if let Some(k) = self.config.keepalive().copied() {
+                    self.timers.set(Timer::Pong, self.now + k.timeout);
+                }
             }
             (Timer::Pong, State::Open) => {
                 self.keepalive.missed += 1;
@@ -943,6 +962,8 @@ fn short_reason(text: &str) -> Text {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -995,7 +1016,10 @@ mod tests {
 
     /// A client with an open connection, keepalive off.
     fn open_client(now: Instant) -> Client {
-        let config = Config::builder("ws://h/").keepalive(None).build().unwrap();
+        open_client_with(Config::builder("ws://h/").keepalive(None).build().unwrap(), now)
+    }
+
+    fn open_client_with(config: Config, now: Instant) -> Client {
         let mut c = Client::new(config, [0; 32], now);
         c.connect(now);
         assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
@@ -1030,6 +1054,49 @@ mod tests {
             Some(Event::Disconnected { reconnect: Some(_), .. })
         ));
         assert_eq!(c.poll_queued_output(), None);
+    }
+
+    /// `open_client` with a keepalive: a ping every second, dead 2 s later.
+    fn open_client_with_keepalive(now: Instant) -> Client {
+        let config = Config::builder("ws://h/").ping(Duration::from_secs(1), Duration::from_secs(2)).build().unwrap();
+        open_client_with(config, now)
+    }
+
+    fn run_timers(c: &mut Client, from: Instant, to: Instant) {
+        let mut t = from;
+        while t <= to {
+            c.handle_timeout(t);
+            t += Duration::from_millis(100);
+        }
+    }
+
+    #[test]
+    fn a_server_is_not_declared_dead_while_the_application_has_frames_to_take() {
+        let t0 = Instant::now();
+        let mut c = open_client_with_keepalive(t0);
+        // A frame arrives and the application takes nothing for 10 s (its
+        // driver stops reading): the pong may be behind that frame.
+        c.handle_input(t0, Input::Received(&[0x81, 0x02, b'h', b'i']));
+        run_timers(&mut c, t0, t0 + Duration::from_secs(10));
+        assert_eq!(c.state(), State::Open, "no verdict while frames wait for the application");
+        assert!(c.holds_untaken_frames());
+        // It catches up; the server stays silent: dead within a timeout.
+        assert_eq!(c.poll_output(), Some(Output::Message(Message::text("hi"))));
+        assert!(!c.holds_untaken_frames());
+        let t1 = t0 + Duration::from_secs(10);
+        run_timers(&mut c, t1, t1 + Duration::from_secs(4));
+        assert_ne!(c.state(), State::Open, "a silent server is found dead once the application caught up");
+    }
+
+    #[test]
+    fn part_of_a_frame_is_no_excuse_for_a_dead_server() {
+        let t0 = Instant::now();
+        let mut c = open_client_with_keepalive(t0);
+        // The server died in the middle of a frame.
+        c.handle_input(t0, Input::Received(&[0x81, 0x05, b'h', b'i']));
+        assert!(!c.holds_untaken_frames());
+        run_timers(&mut c, t0, t0 + Duration::from_secs(4));
+        assert_ne!(c.state(), State::Open);
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub struct Timeouts {
 /// any other frame arrives within `timeout` after a ping, that ping is missed,
 /// and more than `allowed_misses` misses in a row declare the connection dead.
 /// A dead connection is aborted (no close handshake) and the reconnect policy runs.
+///
+/// A slow application is not a dead server: while whole frames wait for the
+/// application to take them (its driver stops reading the socket then, so
+/// the pong may be sitting unread behind them), no miss is counted. The
+/// verdict comes at most one `timeout` after the application catches up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
     /// Time between pings.

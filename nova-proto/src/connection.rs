@@ -544,6 +544,22 @@ impl Connection {
         self.close_out = if after_data { CloseOut::AfterData } else { CloseOut::Now };
     }
 
+    /// Whether a whole frame is waiting to be decoded: the application has
+    /// not taken what the server sent (decoding follows its reads), so the
+    /// server's answers may be among it. A part of a frame does not count:
+    /// a server that died mid-frame must still be found dead.
+    pub(crate) fn holds_whole_frame(&self) -> bool {
+        if let Some(arriving) = &self.arriving {
+            return arriving.is_complete();
+        }
+        match Header::decode(&self.rx) {
+            Ok(Some((header, header_len))) => {
+                u64::try_from(self.rx.len() - header_len).is_ok_and(|have| have >= header.payload_len)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a close frame was received.
     pub(crate) fn close_received(&self) -> bool {
         self.close_received

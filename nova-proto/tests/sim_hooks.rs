@@ -399,3 +399,21 @@ fn the_sessions_own_messages_are_never_handed_back_as_unsent() {
         .collect();
     assert_eq!(outcomes, [Err(nova_proto::session::RequestError::ConnectionLost)]);
 }
+
+#[test]
+fn heartbeat_replies_the_application_has_not_taken_are_no_misses() {
+    let (mut sim, log) = sim(Greeter { defer: false }, true);
+    sim.connect();
+    sim.run_until(secs(1), |s| s.client.is_ready());
+    // The application stops taking messages for 10 heartbeat intervals;
+    // the server answers every beat, but the answers wait undecoded.
+    sim.app_paused = true;
+    sim.run_for(secs(10));
+    assert!(sim.client.holds_untaken_frames());
+    assert_eq!(sim.client.stats().opens, 1, "not declared dead while the replies wait to be taken");
+    sim.app_paused = false;
+    sim.run_for(secs(3));
+    assert_eq!(sim.client.stats().opens, 1);
+    assert!(sim.client.is_ready());
+    assert!(texts(&log).iter().filter(|t| *t == "hb").count() >= 10, "{:?}", texts(&log));
+}

@@ -96,6 +96,10 @@ impl AnyConnector {
         each!(self, c => c.event_bytes(bytes))
     }
 
+    pub fn max_buffered_input(self, bytes: usize) -> AnyConnector {
+        each!(self, c => c.max_buffered_input(bytes))
+    }
+
     pub fn overflow(self, overflow: Overflow) -> AnyConnector {
         each!(self, c => c.overflow(overflow))
     }

@@ -349,6 +349,11 @@ impl Session {
         self.client.buffered_amount()
     }
 
+    /// See [`Client::holds_untaken_frames`].
+    pub fn holds_untaken_frames(&self) -> bool {
+        self.client.holds_untaken_frames()
+    }
+
     /// See [`Client::buffered_input`].
     pub fn buffered_input(&self) -> usize {
         self.client.buffered_input()
@@ -1298,7 +1303,9 @@ impl Session {
             self.heartbeat.next = None;
             return;
         };
-        if self.heartbeat.outstanding.is_some() {
+        // With frames the application has not taken yet, the reply may be
+        // among them: no miss (see `Client::holds_untaken_frames`).
+        if self.heartbeat.outstanding.is_some() && !self.client.holds_untaken_frames() {
             self.heartbeat.missed += 1;
             self.stats.heartbeats_missed += 1;
             let (missed, limit) = (self.heartbeat.missed, spec.missed_limit.max(1));

@@ -154,6 +154,7 @@ pub trait Core {
     fn handle_timeout(&mut self, now: Instant);
     fn poll_transmit(&mut self, out: &mut Vec<u8>, max: usize) -> usize;
     fn poll_output(&mut self) -> Option<Output>;
+    fn poll_queued_output(&mut self) -> Option<Output>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn state(&self) -> State;
     fn stats(&self) -> &Stats;
@@ -182,6 +183,9 @@ macro_rules! core_impl {
             }
             fn poll_output(&mut self) -> Option<Output> {
                 <$t>::poll_output(self)
+            }
+            fn poll_queued_output(&mut self) -> Option<Output> {
+                <$t>::poll_queued_output(self)
             }
             fn poll_timeout(&self) -> Option<Instant> {
                 <$t>::poll_timeout(self)
@@ -232,6 +236,10 @@ pub struct Sim<C: Core = Client> {
     /// The application echoes every message it receives, at once (as the
     /// Autobahn test client does).
     pub app_echo: bool,
+    /// The application takes no messages: the client is polled with
+    /// `poll_queued_output`, so frames stay undecoded (a driver whose
+    /// application is behind).
+    pub app_paused: bool,
     /// The application sends these on every `Opened` (authentication, say).
     pub on_open: Vec<Message>,
     closed: bool,
@@ -287,6 +295,7 @@ impl<C: Core> Sim<C> {
             delivered: Vec::new(),
             echo: true,
             app_echo: false,
+            app_paused: false,
             on_open: Vec::new(),
             closed: false,
         }
@@ -524,7 +533,8 @@ impl<C: Core> Sim<C> {
         // decoding queued: pongs, a close frame) is written before the next one.
         loop {
             self.transmit();
-            match self.client.poll_output() {
+            let output = if self.app_paused { self.client.poll_queued_output() } else { self.client.poll_output() };
+            match output {
                 Some(output) => self.act(output),
                 // Decoding may have queued pongs: done only when nothing is left.
                 None if self.transmit() => {}
