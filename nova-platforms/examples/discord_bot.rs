@@ -77,6 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dropped_at: Option<(Option<String>, Option<u64>)> = None;
     let mut resumed = false;
     let mut after_resume = 0u32;
+    let mut resumes_seen = 0;
     while !(resumed && after_resume >= 3) {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
@@ -91,6 +92,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(Event::Ready { .. }) => {
                     readies += 1;
                     let session = info.session_id();
+                    // `GatewayInfo` counts READY (new session) and RESUMED answers.
+                    let by_resume = info.resumes() > resumes_seen;
+                    resumes_seen = info.resumes();
                     match &dropped_at {
                         None => {
                             let ready = info.ready().unwrap_or_default();
@@ -102,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 ready["guilds"].as_array().map_or(0, Vec::len),
                             );
                         }
-                        Some((before, seq)) if session.is_some() && session == *before => {
+                        Some((before, seq)) if by_resume && session.is_some() && session == *before => {
                             resumed = true;
                             println!(
                                 "{} RESUMED session {} from seq {} (no new Identify)",

@@ -148,6 +148,7 @@ impl Adapter for Discord {
                         Inbound::Auth(Ok(AuthGranted { expires_in: None }))
                     }
                     Some("RESUMED") => {
+                        self.info.set_resumed();
                         self.awaiting_ready = false;
                         Inbound::Auth(Ok(AuthGranted { expires_in: None }))
                     }
@@ -294,10 +295,13 @@ mod tests {
         assert_eq!(d.classify(&m(r#"{"op":0,"t":"MESSAGE_CREATE","s":2,"d":{}}"#)), Inbound::Other);
         assert_eq!(d.classify(&m(r#"{"op":11,"d":null,"s":null,"t":null}"#)), Inbound::HeartbeatReply);
         assert_eq!(d.info().seq(), Some(2));
+        assert_eq!((d.info().readies(), d.info().resumes()), (1, 0));
         d.on_disconnect(&Disconnect::ServerClosed { code: 4000.into(), reason: "Unknown error".into() });
         let resume = parse(&d.auth_message(RequestId(2)).unwrap()).unwrap();
         assert_eq!(resume, json!({"op": 6, "d": {"token": "TOKEN", "session_id": "sess-abc", "seq": 2}}));
         assert_eq!(d.info().resume_gateway_url().as_deref(), Some("wss://resume-1.discord.gg"));
+        assert!(matches!(d.classify(&m(r#"{"op":0,"t":"RESUMED","s":3,"d":{}}"#)), Inbound::Auth(Ok(_))));
+        assert_eq!((d.info().readies(), d.info().resumes()), (1, 1), "resumed, not a new session");
         assert!(!format!("{d:?}").contains("TOKEN"));
         for code in NEW_SESSION_CLOSE_CODES {
             d.on_disconnect(&Disconnect::ServerClosed { code: code.into(), reason: String::new() });

@@ -62,6 +62,8 @@ struct Facts {
     seq: Option<u64>,
     resume_gateway_url: Option<String>,
     ready: Option<Value>,
+    readies: u64,
+    resumes: u64,
 }
 
 /// The Gateway session as the adapter knows it, readable by the application
@@ -100,6 +102,21 @@ impl GatewayInfo {
         self.read(|f| f.ready.clone())
     }
 
+    /// Sessions started: READY answers to Identify.
+    pub fn readies(&self) -> u64 {
+        self.read(|f| f.readies)
+    }
+
+    /// Sessions resumed: RESUMED answers to Resume (nothing missed, no new
+    /// Identify spent).
+    pub fn resumes(&self) -> u64 {
+        self.read(|f| f.resumes)
+    }
+
+    pub(crate) fn set_resumed(&self) {
+        self.write(|f| f.resumes += 1);
+    }
+
     pub(crate) fn set_seq(&self, seq: u64) {
         self.write(|f| f.seq = Some(seq));
     }
@@ -109,6 +126,7 @@ impl GatewayInfo {
             f.session_id = d.get("session_id").and_then(Value::as_str).map(str::to_owned);
             f.resume_gateway_url = d.get("resume_gateway_url").and_then(Value::as_str).map(str::to_owned);
             f.ready = Some(d);
+            f.readies += 1;
         });
     }
 
