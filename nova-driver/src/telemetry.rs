@@ -332,7 +332,7 @@ impl Telemetry {
         let connection = self.settings.connection_events;
         match event {
             Event::Opened(opened) if connection => {
-                tracing::info!(attempt = opened.attempt, subprotocol = ?opened.subprotocol, "connection opened");
+                tracing::info!(connection = opened.connection, attempt = opened.attempt, subprotocol = ?opened.subprotocol, "connection opened");
             }
             Event::Disconnected { cause, reconnect } => {
                 let reason = disconnect_reason(cause);

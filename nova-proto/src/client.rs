@@ -577,6 +577,7 @@ impl Client {
                             subprotocol: accepted.subprotocol,
                             headers: accepted.headers,
                             attempt: self.attempt,
+                            connection: self.stats.opens + 1,
                             deflate: accepted.deflate,
                         };
                         self.open(conn, opened);

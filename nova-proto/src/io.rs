@@ -216,6 +216,10 @@ pub struct Opened {
     pub headers: Headers,
     /// 0 for the first connection, else the reconnect attempt that succeeded.
     pub attempt: u32,
+    /// Which connection of the session this is: 1 for the first one opened,
+    /// then counting every connection that opened (a name for logs and
+    /// metrics that tells connections apart across reconnects).
+    pub connection: u64,
     /// The permessage-deflate parameters in force, when the server accepted
     /// the offer made with [`ConfigBuilder::deflate`](crate::ConfigBuilder::deflate).
     pub deflate: Option<DeflateParams>,

@@ -602,3 +602,23 @@ fn a_new_config_takes_effect_at_the_next_attempt() {
         .collect();
     assert_eq!(connects, [("sim.test".to_owned(), 80), ("resume.sim.test".to_owned(), 9000)]);
 }
+
+#[test]
+fn each_connection_that_opens_has_its_own_number() {
+    let mut sim = Sim::new(config().build().unwrap(), 21);
+    open(&mut sim);
+    for _ in 0..2 {
+        sim.server_reset();
+        sim.reopen(secs(3));
+    }
+    let opened: Vec<(u64, u32)> = events(&sim.take())
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Event::Opened(o) => Some((o.connection, o.attempt)),
+            _ => None,
+        })
+        .collect();
+    // Attempts keep counting until a connection proves stable; connections
+    // count every open.
+    assert_eq!(opened, [(1, 0), (2, 1), (3, 2)], "(connection, attempt)");
+}
