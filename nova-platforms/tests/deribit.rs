@@ -215,6 +215,32 @@ fn an_unaccepted_channel_fails_its_subscription() {
 }
 
 #[test]
+fn a_batch_taken_in_part_fails_only_the_channels_left_out() {
+    let mut h = harness(Deribit::new());
+    let good = h.session.subscribe(h.now, "ticker.BTC-PERPETUAL.100ms", Default::default()).unwrap();
+    let bad = h.session.subscribe(h.now, "ticker.NOPE.100ms", Default::default()).unwrap();
+    h.start();
+    let sent = after_auth(&mut h);
+    assert_eq!(sent[0]["params"]["channels"], json!(["ticker.BTC-PERPETUAL.100ms", "ticker.NOPE.100ms"]), "one batch");
+    answer(&mut h, &sent[0], json!(["ticker.BTC-PERPETUAL.100ms"]));
+    let events = h.take_events();
+    let failed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SubscriptionFailed { id, error: RequestError::Service(e) } => Some((*id, e.message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [(bad, "channel not accepted: ticker.NOPE.100ms".to_owned())]);
+    assert!(events.iter().any(|e| matches!(e, Event::Subscribed { id, .. } if *id == good)), "{events:#?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Ready { restored: 1, failed: 1 })), "{events:#?}");
+    // Data for the channel taken still routes to it.
+    h.server_json(json!({"jsonrpc": "2.0", "method": "subscription", "params": {"channel": "ticker.BTC-PERPETUAL.100ms", "data": {}}}));
+    let delivered: Vec<u64> = data(&h.take_events()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(delivered, [good.0]);
+}
+
+#[test]
 fn a_bad_key_stops_the_session() {
     let mut h = harness(adapter());
     h.start();

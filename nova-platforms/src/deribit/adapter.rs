@@ -253,6 +253,19 @@ impl Adapter for Deribit {
         encode(&json!({"jsonrpc": "2.0", "id": id.0, "method": method, "params": params}))
     }
 
+    /// Deribit answers a subscribe with the channels it took and leaves the
+    /// rejected names out (a batch refused whole is an error response).
+    fn refused_topics(&mut self, topics: &[Topic], response: &Message) -> Vec<(Topic, ServiceError)> {
+        let Ok(value) = parse(response) else { return Vec::new() };
+        let Some(accepted) = value.get("result").and_then(Value::as_array) else { return Vec::new() };
+        let accepted: Vec<&str> = accepted.iter().filter_map(Value::as_str).collect();
+        topics
+            .iter()
+            .filter(|t| !accepted.contains(&t.as_str()))
+            .map(|t| (t.clone(), ServiceError::new(None, format!("channel not accepted: {}", t.as_str()))))
+            .collect()
+    }
+
     fn encode_unsubscribe(&mut self, id: RequestId, subs: &[SubscriptionRef]) -> Result<Message, EncodeError> {
         let private = subs.iter().any(|s| s.topic.as_str().starts_with("user."));
         let channels: Vec<&str> = subs.iter().map(|s| s.topic.as_str()).collect();

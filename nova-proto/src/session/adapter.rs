@@ -189,6 +189,15 @@ pub trait Adapter {
         Vec::new()
     }
 
+    /// The topics a successful subscribe response did not take (a batch
+    /// the service accepted only in part), each with why: they fail with
+    /// [`Event::SubscriptionFailed`](crate::Event::SubscriptionFailed) and
+    /// the rest of the batch is confirmed. The default: none.
+    fn refused_topics(&mut self, topics: &[Topic], response: &Message) -> Vec<(Topic, ServiceError)> {
+        let _ = (topics, response);
+        Vec::new()
+    }
+
     /// The application heartbeat, if the service has one.
     fn heartbeat(&self) -> Option<HeartbeatSpec> {
         None

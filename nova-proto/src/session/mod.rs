@@ -1119,6 +1119,14 @@ impl Session {
                         self.subs.set_server_id(id, server);
                     }
                 }
+                for (topic, error) in self.adapter.refused_topics(&topics, response) {
+                    let refused = self.subs.find(&topic).filter(|id| subs.contains(id));
+                    if let Some(id) =
+                        refused.filter(|id| self.subs.get(*id).is_some_and(|s| s.state == SubState::Subscribing))
+                    {
+                        self.fail_subscriptions(&[id], restore, &RequestError::Service(error));
+                    }
+                }
                 for &id in subs {
                     let Some(sub) = self.subs.get_mut(id) else { continue };
                     if sub.state != SubState::Subscribing {
