@@ -247,3 +247,32 @@ async fn a_rate_limit_ret_code_with_fail_request_fails_only_that_request() {
     handle.close(1000, "done").unwrap();
     server.shutdown();
 }
+
+#[tokio::test]
+async fn trade_service_restarting_opens_a_new_connection_with_a_fresh_auth() {
+    let mock = MockBybit::new(Stream::Trade, "K", Secret::new(SECRET), WallClock::system()).ret_code_on(
+        "order.create",
+        bybit::TRADE_SERVICE_RESTARTING,
+        "trade service restarting",
+    );
+    let server = MockServer::builder().lifetime(Duration::from_secs(20)).otherwise(mock.behavior()).start().unwrap();
+    let adapter = Bybit::new(Stream::Trade).credentials(credentials());
+    let config = bybit::config(&server.url("/v5/trade"));
+    let (handle, events) = Connector::new(config).adapter(adapter).connect().await.unwrap();
+    let mut events = Watch::new(events);
+    assert_eq!(events.ready().await, (0, 0));
+
+    let order = bybit::order("order.create", json!({"symbol": "BTCUSDT", "qty": "1"}));
+    let answer = handle.request(order, RequestOptions::default());
+    let error = events.expect("the restart notice", |e| matches!(e, Event::ServiceError { .. })).await;
+    let Event::ServiceError { error, strategy } = error else { unreachable!("matched above") };
+    assert_eq!((error.code, strategy), (Some(bybit::TRADE_SERVICE_RESTARTING), Strategy::Reconnect));
+    events.expect("the drop", |e| matches!(e, Event::Disconnected { reconnect: Some(_), .. })).await;
+    assert_eq!(answer.await, Err(RequestError::ConnectionLost));
+    assert_eq!(events.ready().await, (0, 0));
+    assert_eq!(ops(&mock, 2).first().map(String::as_str), Some("auth"), "a fresh auth on the new connection");
+    let amend = bybit::order("order.amend", json!({"symbol": "BTCUSDT", "orderId": "o-1"}));
+    handle.request(amend, RequestOptions::default()).await.expect("orders go through on the new connection");
+    handle.close(1000, "done").unwrap();
+    server.shutdown();
+}

@@ -132,6 +132,11 @@ async fn a_zombie_connection_is_dropped_and_the_next_one_resumes() {
     let beats = |conn: u32| mock.received().iter().filter(|(c, v)| *c == conn && v["op"] == 1).count();
     assert!(beats(1) >= 1, "the zombie was sent a heartbeat");
     resumed(&mut events, &mock).await;
+    // Closing with 1000/1001 would throw the session away: the zombie gets
+    // another code, or no close frame at all (a resume after 1006).
+    let zombie = server.connections().into_iter().next().expect("the zombie's log");
+    let code = zombie.close.clone().flatten().map(|(code, _)| code);
+    assert!(!matches!(code, Some(1000 | 1001)), "the zombie was closed with {code:?}");
     // The resumed connection's heartbeats are acknowledged: it stays.
     until("two heartbeats on the resumed connection", || beats(2) >= 2).await;
     let drops = events.seen().iter().filter(|e| e.starts_with("Disconnected")).count();
