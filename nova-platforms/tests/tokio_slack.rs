@@ -1,7 +1,10 @@
 //! Slack Socket Mode through nova-tokio against the mock on 127.0.0.1:
 //! `hello` (Ready) → envelopes, each acknowledged by the adapter as it
 //! arrives (the application does nothing) → a forced drop → `hello` again on the new socket → envelopes
-//! again; and `disconnect` with `link_disabled` ends the session.
+//! again; and `disconnect` with `link_disabled` ends the session. Then: a
+//! silent socket found dead by the keepalive (Slack's liveness is protocol
+//! pings) and envelopes flowing again on a new one; and `disconnect` with
+//! `too_many_websockets` waiting the adapter's wait before reconnecting.
 //! (Socket Mode has no subscriptions: envelopes arrive as messages.)
 #![allow(missing_docs)]
 
@@ -10,7 +13,8 @@ mod tokio_support;
 use std::time::Duration;
 
 use nova_platforms::slack::{self, Envelope, Slack, testing::MockSlack};
-use nova_proto::Backoff;
+use nova_proto::session::Strategy;
+use nova_proto::{Backoff, Disconnect, Error, Timeout};
 use nova_testkit::MockServer;
 use nova_tokio::{Connector, Event};
 use tokio_support::{Watch, ms, until};
@@ -76,5 +80,73 @@ async fn link_disabled_stops_the_session() {
         events.seen()
     );
     assert_eq!(server.connections().len(), 1, "no reconnect after link_disabled");
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn a_silent_socket_is_found_dead_and_envelopes_flow_again_on_a_new_one() {
+    let mock = MockSlack::new(1_000).tick(ms(50));
+    // Half-open: no envelopes, no pongs after 600 ms, and no close.
+    let server = MockServer::builder()
+        .lifetime(Duration::from_secs(20))
+        .connection(mock.behavior().go_silent_after(ms(600)))
+        .otherwise(mock.behavior())
+        .start()
+        .unwrap();
+    // The preset pings every 5 s with a 5 s timeout; shortened here.
+    let config = config(&server.url("/link")).ping(ms(200), ms(300));
+    let (handle, events) = Connector::new(config).adapter(Slack::new()).connect().await.unwrap();
+    let mut events = Watch::new(events);
+    events.ready().await;
+    assert_eq!(next_envelope(&mut events).await, "env-1");
+
+    let dead = events.expect("the dead connection", |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(
+        matches!(
+            dead,
+            Event::Disconnected { cause: Disconnect::Failed(Error::Timeout(Timeout::Pong)), reconnect: Some(_) }
+        ),
+        "declared dead by the keepalive, and reconnecting: {dead:?}"
+    );
+    events.ready().await;
+    let again = next_envelope(&mut events).await;
+    until("the new socket's ack reaches the mock", || mock.acks().iter().any(|a| a["envelope_id"] == again.as_str()))
+        .await;
+    assert_eq!(server.connections().len(), 2);
+    handle.close(1000, "done").unwrap();
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn too_many_websockets_waits_the_adapters_wait_then_envelopes_flow_again() {
+    // The first socket: two envelopes and a slash command, then the disconnect.
+    let first = MockSlack::new(2).tick(ms(20)).disconnect_with(slack::TOO_MANY_WEBSOCKETS);
+    let next = MockSlack::new(1_000).tick(ms(20));
+    let server = MockServer::builder()
+        .lifetime(Duration::from_secs(20))
+        .connection(first.behavior())
+        .otherwise(next.behavior())
+        .start()
+        .unwrap();
+    // Slack gives no figure; the adapter waits 60 s by default. Shortened here.
+    let wait = ms(400);
+    let adapter = Slack::new().too_many_websockets_wait(wait);
+    let (handle, events) = Connector::new(config(&server.url("/link"))).adapter(adapter).connect().await.unwrap();
+    let mut events = Watch::new(events);
+    events.ready().await;
+    let error = events.expect("the disconnect", |e| matches!(e, Event::ServiceError { .. })).await;
+    let Event::ServiceError { error, strategy } = error else { unreachable!("matched above") };
+    assert_eq!((error.message.as_str(), strategy), (slack::TOO_MANY_WEBSOCKETS, Strategy::RetryAfter(wait)));
+    let down = events.expect("the back-off", |e| matches!(e, Event::Disconnected { .. })).await;
+    let Event::Disconnected { reconnect: Some(reconnect), .. } = down else { panic!("no reconnect: {down:?}") };
+    assert_eq!(reconnect.delay, wait, "exactly the adapter's wait, not the backoff's");
+
+    events.ready().await;
+    // env-1 and env-2 came on the first socket: acknowledged, not delivered twice.
+    let again = next_envelope(&mut events).await;
+    assert_eq!(again, "env-3");
+    until("the ack reaches the new socket", || next.acks().iter().any(|a| a["envelope_id"] == "env-3")).await;
+    assert_eq!(server.connections().len(), 2);
+    handle.close(1000, "done").unwrap();
     server.shutdown();
 }

@@ -14,6 +14,13 @@
 //! by one per message from a start that differs per connection, and `seq`
 //! increasing. Each connection's books start afresh (a new snapshot after a
 //! resubscribe). Other topics get `{"s": topic}` snapshots.
+//!
+//! The trade socket ([`Stream::Trade`]) answers in its camelCase shape:
+//! `auth` with `retCode`, and every `order.*` op with `retCode: 0` and an
+//! `orderId`, `reqId` echoed. [`MockBybit::ret_code_on`] answers an op with
+//! an error code instead (10429 frequency protection, 10001 params error);
+//! [`MockBybit::behavior_without_pongs`] is a connection that leaves
+//! `op: ping` unanswered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -36,6 +43,8 @@ struct State {
     omit_req_id: bool,
     connections: u32,
     received: Vec<(u32, Value)>,
+    /// Op → the `retCode` and `retMsg` every request of it gets.
+    ret_codes: BTreeMap<String, (i64, String)>,
 }
 
 /// The mock server's shared state and configuration.
@@ -57,6 +66,7 @@ impl MockBybit {
             omit_req_id: false,
             connections: 0,
             received: Vec::new(),
+            ret_codes: BTreeMap::new(),
         };
         MockBybit { stream, state: Arc::new(Mutex::new(state)), tick: Duration::from_millis(20) }
     }
@@ -73,8 +83,29 @@ impl MockBybit {
         self
     }
 
+    /// Answers every request with `op` (`"order.create"`, ...) with the
+    /// trade socket's error envelope: `retCode` `code` (10429 system
+    /// frequency protection, 10001 params error, ...) and `retMsg`
+    /// `message`, `reqId` echoed, on every connection. The connection stays open.
+    pub fn ret_code_on(self, op: &str, code: i64, message: &str) -> MockBybit {
+        lock(&self.state).ret_codes.insert(op.to_owned(), (code, message.to_owned()));
+        self
+    }
+
     /// The per-connection behaviour to give a nova-testkit `MockServer`.
     pub fn behavior(&self) -> Behavior {
+        self.behavior_answering_pings(true)
+    }
+
+    /// The behaviour of a connection that answers everything but `op: ping`
+    /// (protocol pings are still answered): a socket that looks alive to
+    /// the WebSocket layer while Bybit no longer serves it. Give it to one
+    /// connection of a `MockServer`.
+    pub fn behavior_without_pongs(&self) -> Behavior {
+        self.behavior_answering_pings(false)
+    }
+
+    fn behavior_answering_pings(&self, pongs: bool) -> Behavior {
         let (state, stream) = (Arc::clone(&self.state), self.stream);
         Behavior::accept().handler(Some(self.tick), move || {
             let conn = {
@@ -90,6 +121,7 @@ impl MockBybit {
                 topics: BTreeSet::new(),
                 books: BTreeMap::new(),
                 acks: 0,
+                pongs,
             })
         })
     }
@@ -109,6 +141,8 @@ struct Conn {
     /// Orderbook topic → its book on this connection.
     books: BTreeMap<String, Book>,
     acks: u64,
+    /// Whether `op: ping` is answered.
+    pongs: bool,
 }
 
 /// One orderbook topic's book: levels at `mid ± 1..=levels` steps of 0.01.
@@ -231,15 +265,32 @@ impl Conn {
         self.topics.extend(args.iter().cloned());
         Ok(())
     }
+
+    /// The trade socket's camelCase envelope.
+    fn trade_reply(&self, op: &str, req_id: &Value, code: i64, message: &str, data: Value) -> Value {
+        let mut v = json!({"retCode": code, "retMsg": message, "op": op, "data": data, "retExtInfo": {},
+            "header": {"X-Bapi-Limit": "10", "Traceid": "t1"}, "connId": format!("c{}", self.conn)});
+        if !req_id.is_null() {
+            v["reqId"] = req_id.clone();
+        }
+        v
+    }
 }
 
 impl Handler for Conn {
     fn on_message(&mut self, _now: Instant, message: &Message, out: &mut Vec<Message>) {
         let Some(request) = json_of(message) else { return };
         lock(&self.state).received.push((self.conn, request.clone()));
-        let req_id = request.get("req_id").cloned().unwrap_or(Value::Null);
+        let req_id = request.get("req_id").or_else(|| request.get("reqId")).cloned().unwrap_or(Value::Null);
         let args: Vec<Value> = request.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
-        let reply = match request.get("op").and_then(Value::as_str).unwrap_or_default() {
+        let op = request.get("op").and_then(Value::as_str).unwrap_or_default();
+        let forced = lock(&self.state).ret_codes.get(op).cloned();
+        if let Some((code, message)) = forced {
+            out.push(text(&self.trade_reply(op, &req_id, code, &message, json!({}))));
+            return;
+        }
+        let reply = match op {
+            "ping" if !self.pongs => return,
             "ping" if self.stream == Stream::Private => {
                 json!({"req_id": req_id, "op": "pong", "args": ["1700000000000"], "conn_id": format!("c{}", self.conn)})
             }
@@ -259,7 +310,22 @@ impl Handler for Conn {
                     ""
                 };
                 self.authed = msg.is_empty();
-                self.ack("auth", &req_id, self.authed, msg)
+                if self.stream == Stream::Trade {
+                    let code = if self.authed { 0 } else { 10004 };
+                    // Bybit does not echo `reqId` on the trade socket's auth.
+                    self.trade_reply("auth", &Value::Null, code, if self.authed { "OK" } else { msg }, json!({}))
+                } else {
+                    self.ack("auth", &req_id, self.authed, msg)
+                }
+            }
+            op if self.stream == Stream::Trade && op.starts_with("order.") => {
+                if self.authed {
+                    self.acks += 1;
+                    let data = json!({"orderId": format!("o-{}", self.acks), "orderLinkId": ""});
+                    self.trade_reply(op, &req_id, 0, "OK", data)
+                } else {
+                    self.trade_reply(op, &req_id, 10003, "Invalid apikey", json!({}))
+                }
             }
             op @ ("subscribe" | "unsubscribe") => {
                 let topics: Vec<String> = args.iter().filter_map(Value::as_str).map(str::to_owned).collect();
@@ -399,6 +465,35 @@ mod tests {
         send(&mut ws, json!({"req_id": "5", "op": "ping"}));
         let pong = next_where(&mut ws, |v| v["req_id"] == "5");
         assert_eq!((pong["op"].as_str(), pong["ret_msg"].as_str()), (Some("ping"), Some("pong")));
+        server.shutdown();
+    }
+
+    #[test]
+    fn trade_socket_envelopes_forced_codes_and_connections_without_pongs() {
+        let mock = MockBybit::new(Stream::Trade, "K", Secret::new("bybit_test_secret"), WallClock::fixed(NOW))
+            .ret_code_on("order.cancel", 10429, "System frequency protection");
+        let server = MockServer::builder().connection(mock.behavior_without_pongs()).start().expect("mock starts");
+        let mut ws = connect(&server.url("/v5/trade"));
+        let exp = NOW + 5_000;
+        send(
+            &mut ws,
+            json!({"reqId": "1", "op": "auth", "args": ["K", exp, signature(&Secret::new("bybit_test_secret"), exp)]}),
+        );
+        let auth = next(&mut ws);
+        assert_eq!((auth["op"].as_str(), auth["retCode"].as_i64()), (Some("auth"), Some(0)));
+        send(&mut ws, json!({"reqId": "2", "op": "order.create", "args": [{"symbol": "BTCUSDT"}]}));
+        let created = next(&mut ws);
+        assert_eq!((created["reqId"].as_str(), created["retCode"].as_i64()), (Some("2"), Some(0)));
+        assert!(created["data"]["orderId"].is_string());
+        send(&mut ws, json!({"reqId": "3", "op": "ping"}));
+        send(&mut ws, json!({"reqId": "4", "op": "order.cancel", "args": [{"orderId": "o-1"}]}));
+        let cancel = next(&mut ws);
+        assert_eq!(
+            (cancel["reqId"].as_str(), cancel["retCode"].as_i64()),
+            (Some("4"), Some(10429)),
+            "no pong came first"
+        );
+        assert_eq!(mock.received().len(), 4);
         server.shutdown();
     }
 }

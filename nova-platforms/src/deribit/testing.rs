@@ -7,9 +7,10 @@
 //!
 //! Closing scenarios (drop after subscribe, 10028 then close) combine this
 //! handler with nova-testkit's `Behavior` faults (`drop_after_messages`,
-//! `close_after`).
+//! `close_after`, `go_silent_after`); [`MockDeribit::error_on`] answers a
+//! method with a chosen error (10028 `too_many_requests`, say).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ struct State {
     access: Vec<(String, Option<u32>)>,
     calls: Vec<(u32, String)>,
     test_requests_unanswered: u32,
+    /// Method → the error every call of it gets.
+    errors: BTreeMap<String, (i64, String)>,
 }
 
 /// The mock server's shared state and configuration.
@@ -57,6 +60,14 @@ impl MockDeribit {
     /// The `expires_in` (seconds) of the tokens it grants.
     pub fn expires_in(self, secs: u64) -> MockDeribit {
         lock(&self.state).expires_in = secs;
+        self
+    }
+
+    /// Answers every call of `method` with the JSON-RPC error `code` and
+    /// `message` (10028 `too_many_requests`, 11051 `system_maintenance`, ...)
+    /// instead of its result, on every connection. The connection stays open.
+    pub fn error_on(self, method: &str, code: i64, message: &str) -> MockDeribit {
+        lock(&self.state).errors.insert(method.to_owned(), (code, message.to_owned()));
         self
     }
 
@@ -228,9 +239,13 @@ impl Handler for Conn {
         lock(&self.state).calls.push((self.conn, method.clone()));
         let params = request.get("params").cloned().unwrap_or(Value::Null);
         let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let reply = match self.answer(&method, &params) {
-            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result, "testnet": true}),
-            Err((code, msg)) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": msg}}),
+        let forced = lock(&self.state).errors.get(&method).cloned();
+        let reply = match forced {
+            Some((code, msg)) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": msg}}),
+            None => match self.answer(&method, &params) {
+                Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result, "testnet": true}),
+                Err((code, msg)) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": msg}}),
+            },
         };
         out.push(text(&reply));
     }
@@ -322,6 +337,24 @@ mod tests {
         send(&mut ws, json!({"jsonrpc": "2.0", "id": 3, "method": "public/test", "params": {}}));
         assert_eq!(next_where(&mut ws, |v| v["id"] == 3)["result"]["version"], "mock");
         assert_eq!(mock.unanswered_test_requests(), 0);
+        server.shutdown();
+    }
+
+    #[test]
+    fn error_on_answers_the_method_with_the_error_and_keeps_the_connection() {
+        let mock = MockDeribit::new("KEY", &Secret::new("deribit_test_secret"))
+            .tick(Duration::from_millis(10))
+            .error_on("public/get_time", 10028, "too_many_requests");
+        let server = MockServer::start(mock.behavior()).expect("mock starts");
+        let mut ws = connect(&server.url("/ws/api/v2"));
+        send(&mut ws, json!({"jsonrpc": "2.0", "id": 1, "method": "public/get_time", "params": {}}));
+        let reply = next_where(&mut ws, |v| v["id"] == 1);
+        assert_eq!(
+            (reply["error"]["code"].as_i64(), reply["error"]["message"].as_str()),
+            (Some(10028), Some("too_many_requests"))
+        );
+        send(&mut ws, json!({"jsonrpc": "2.0", "id": 2, "method": "public/test", "params": {}}));
+        assert_eq!(next_where(&mut ws, |v| v["id"] == 2)["result"]["version"], "mock", "other methods still answer");
         server.shutdown();
     }
 }

@@ -1,7 +1,8 @@
 //! A mock Discord Gateway (feature `testing`) on nova-testkit, following the
 //! protocol notes' scenarios: Hello on open, Identify → READY (session id,
 //! resume URL), a dispatch with a sequence number every tick, op 1 → op 11
-//! (or no ACK when told, for zombie tests), Resume of a known session →
+//! (or no ACK when told, for zombie tests: on every connection, or on one
+//! with [`MockDiscord::behavior_without_acks`]), Resume of a known session →
 //! the missed dispatches then RESUMED, an unknown session or a wrong token
 //! → op 9 `false`. Close codes (4004, 4000, ...) come from nova-testkit's
 //! `Behavior::close_after` on a connection of its own. A payload other than
@@ -71,6 +72,19 @@ impl MockDiscord {
 
     /// The per-connection behaviour to give a nova-testkit `MockServer`.
     pub fn behavior(&self) -> Behavior {
+        self.behavior_acking(None)
+    }
+
+    /// The behaviour of a connection that never acknowledges heartbeats
+    /// (op 1 gets no op 11), whatever [`acknowledge_heartbeats`](Self::acknowledge_heartbeats)
+    /// says; everything else as [`behavior`](Self::behavior). Give it to one
+    /// connection of a `MockServer`: the client must find the zombie, and
+    /// resume on the next connection.
+    pub fn behavior_without_acks(&self) -> Behavior {
+        self.behavior_acking(Some(false))
+    }
+
+    fn behavior_acking(&self, ack: Option<bool>) -> Behavior {
         let state = Arc::clone(&self.state);
         Behavior::accept().handler(Some(self.tick), move || {
             let conn = {
@@ -78,7 +92,7 @@ impl MockDiscord {
                 s.connections += 1;
                 s.connections
             };
-            Box::new(Conn { state: Arc::clone(&state), conn, session: None, seq: 0, authenticating: false })
+            Box::new(Conn { state: Arc::clone(&state), conn, session: None, seq: 0, authenticating: false, ack })
         })
     }
 
@@ -102,6 +116,8 @@ struct Conn {
     seq: u64,
     /// Identify or Resume arrived on this connection.
     authenticating: bool,
+    /// Whether heartbeats are acknowledged here; `None`: as the state says.
+    ack: Option<bool>,
 }
 
 impl Conn {
@@ -142,7 +158,9 @@ impl Handler for Conn {
         let d = payload.get("d").cloned().unwrap_or(Value::Null);
         let token_ok = |s: &State| d.get("token").and_then(Value::as_str) == Some(s.token.as_str());
         match op {
-            Some(1) if lock(&self.state).ack => out.push(text(&json!({"op": 11, "d": null, "s": null, "t": null}))),
+            Some(1) if self.ack.unwrap_or_else(|| lock(&self.state).ack) => {
+                out.push(text(&json!({"op": 11, "d": null, "s": null, "t": null})))
+            }
             Some(2) => {
                 let id = {
                     let mut s = lock(&self.state);
@@ -248,6 +266,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(mock.unauthenticated(), [(2, json!({"op": 3, "d": {"status": "online"}}))]);
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_connection_without_acks_leaves_the_others_acknowledged() {
+        let mock = MockDiscord::new("TOKEN");
+        let server = MockServer::builder().connection(mock.behavior_without_acks()).otherwise(mock.behavior()).start();
+        let server = server.expect("mock starts");
+        let mut zombie = connect(&server.url("/"));
+        next(&mut zombie);
+        send(&mut zombie, json!({"op": 1, "d": null}));
+        send(&mut zombie, json!({"op": 2, "d": {"token": "TOKEN", "intents": 0, "properties": {}}}));
+        assert_eq!(next(&mut zombie)["t"], "READY", "the heartbeat got no ACK");
+        let mut ws = connect(&server.url("/"));
+        next(&mut ws);
+        send(&mut ws, json!({"op": 1, "d": null}));
+        assert_eq!(next(&mut ws)["op"], 11, "the next connection acknowledges");
         server.shutdown();
     }
 }
