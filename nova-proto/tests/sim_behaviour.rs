@@ -37,6 +37,9 @@ pub struct Brain {
     pub heartbeat_replies: bool,
     /// Calls to `slow_once` are answered from this connection on.
     pub answer_slow_from: u32,
+    /// Each new subscription's first notifications go before its
+    /// confirmation (as go-ethereum may send them).
+    pub notify_before_confirming: u64,
 }
 
 impl Brain {
@@ -48,6 +51,7 @@ impl Brain {
             subs: HashMap::new(),
             heartbeat_replies: true,
             answer_slow_from: u32::MAX,
+            notify_before_confirming: 0,
         }
     }
 
@@ -73,7 +77,11 @@ impl Brain {
                 self.next_sub += 1;
                 let sid = format!("0x{conn}{:03}", self.next_sub);
                 self.subs.insert(sid.clone(), v["params"][0].as_str().unwrap_or_default().to_owned());
-                ok(json!(sid))
+                let early = (1..=self.notify_before_confirming).map(|seq| {
+                    json!({"jsonrpc": "2.0", "method": "eth_subscription", "params": {"subscription": sid, "result": {"seq": seq}}})
+                        .to_string()
+                });
+                early.chain(ok(json!(sid))).collect()
             }
             "public/subscribe" => ok(v["params"]["channels"].clone()),
             "eth_unsubscribe" | "public/unsubscribe" => ok(json!(true)),
@@ -392,6 +400,55 @@ fn subscribe_many_on_a_ready_session_goes_in_batches_and_is_all_or_nothing() {
     assert!(matches!(err, Err(SubscribeError::Duplicate(_))), "{err:?}");
     assert_eq!(sim.client.subscriptions().len(), before, "nothing held from a refused call");
     assert!(sim.client.subscriptions().find(&"new.1".into()).is_none());
+}
+
+#[test]
+fn notifications_before_the_confirmation_are_delivered_after_it_in_order() {
+    let (mut sim, brain) = session(eth(), 11);
+    brain.borrow_mut().notify_before_confirming = 3;
+    sim.connect();
+    ready(&mut sim);
+    events(&mut sim);
+    let a = subscribe(&mut sim, "newHeads");
+    sim.run_for(ms(50));
+    let server_id = sim.client.subscriptions().get(a).unwrap().server_id.clone().unwrap();
+    notify(&mut sim, server_id.as_str(), 4);
+    sim.run_for(ms(50));
+    let seen: Vec<String> = events(&mut sim)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Subscribed { id, .. } if id == a => Some("subscribed".to_owned()),
+            Event::Data { subscription, message } if subscription == a => {
+                let v: Value = serde_json::from_slice(message.as_bytes()).unwrap();
+                Some(format!("seq {}", v["params"]["result"]["seq"]))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        ["subscribed", "seq 1", "seq 2", "seq 3", "seq 4"],
+        "nothing lost, nothing before the confirmation"
+    );
+    assert_eq!(sim.client.session_stats().data_unrouted, 0);
+}
+
+#[test]
+fn early_data_no_subscription_claims_is_dropped_as_unrouted_and_bounded() {
+    let (mut sim, brain) = session(eth(), 12);
+    sim.connect();
+    ready(&mut sim);
+    // A subscribe in flight, then data for an id that never gets confirmed.
+    brain.borrow_mut().notify_before_confirming = 0;
+    let _a = sim.client.subscribe(sim.now, "newHeads", SubscribeOptions::default()).unwrap();
+    for seq in 0..100 {
+        notify(&mut sim, "0xstranger", seq);
+    }
+    sim.drain();
+    sim.run_for(ms(50));
+    // 64 kept at most while the subscribe was in flight; all dropped once answered.
+    assert_eq!(sim.client.session_stats().data_unrouted, 100);
+    assert_eq!(sim.client.session_stats().data_delivered, 0);
 }
 
 #[test]

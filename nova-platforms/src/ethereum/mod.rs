@@ -21,8 +21,7 @@
 //! permessage-deflate (never required: the preset keeps the profile's
 //! setting); keyless public endpoints (none built in). Notifications for a
 //! new id that arrive before its subscribe answer (go-ethereum#2407) are
-//! counted as unrouted by the Session, not buffered: buffering needs a
-//! Session hook.
+//! kept by the Session and delivered right after the confirmation, in order.
 
 mod adapter;
 mod gap;

@@ -130,6 +130,7 @@ use crate::outbound::SendOptions;
 use auth::AuthState;
 use heartbeat::Heartbeat;
 use requests::{Flight, Pending, Purpose, Table};
+use subscriptions::Early;
 
 /// Where the session is on the way to being usable, on the current connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,6 +202,12 @@ pub struct Session {
     greeted: bool,
     restore: Restore,
     stats: SessionStats,
+    /// Data for a server id no subscription holds yet, while subscribes are
+    /// in flight: some servers (go-ethereum among them) send a new
+    /// subscription's first notifications before its confirmation. Handed
+    /// to the subscription once the confirmation names the id; bounded,
+    /// and dropped (as unrouted) with the connection.
+    early: Early,
     /// The rate queue, only when limits are configured: without limits the
     /// session sends exactly as it did before there was a limiter, with no
     /// cost asked and nothing queued. Boxed: it is the rare case.
@@ -267,6 +274,7 @@ impl Session {
             greeted: false,
             restore: Restore::default(),
             stats: SessionStats::default(),
+            early: Early::default(),
         }
     }
 
@@ -811,11 +819,24 @@ impl Session {
 
     fn on_data(&mut self, route: Route, seq: Option<u64>, message: Message) -> Option<Output> {
         let Some(id) = self.subs.route(&route) else {
+            if let Route::Server(server) = route {
+                if self.subs.iter().any(|(_, s)| s.state == SubState::Subscribing) {
+                    // Perhaps the subscription being confirmed: kept until its answer.
+                    let dropped = self.early.push(server, seq, message);
+                    self.stats.data_unrouted += dropped;
+                    return None;
+                }
+            }
             // Not a subscription held (unsubscribed, or a server id from an
             // earlier connection): never routed to a wrong handle.
             self.stats.data_unrouted += 1;
             return None;
         };
+        self.deliver(id, seq, message)
+    }
+
+    /// Data for subscription `id`, unless its sequence number shows a duplicate.
+    fn deliver(&mut self, id: SubscriptionId, seq: Option<u64>, message: Message) -> Option<Output> {
         if let (Some(seq), Some(sub)) = (seq, self.subs.get_mut(id)) {
             if sub.last_seq.is_some_and(|last| seq <= last) {
                 self.stats.data_duplicates += 1;
@@ -1150,10 +1171,37 @@ impl Session {
             }
             Err(error) => self.fail_subscriptions(subs, restore, &error),
         }
+        self.release_early();
         if restore {
             self.restore.batches = self.restore.batches.saturating_sub(1);
             if self.restore.batches == 0 && self.readiness == Readiness::Restoring {
                 self.become_ready();
+            }
+        }
+    }
+
+    /// Hands data that came before its subscription's confirmation to the
+    /// subscriptions confirmed since, in arrival order (after their
+    /// `Subscribed`); keeps what a subscribe still in flight may claim, and
+    /// drops the rest as unrouted.
+    fn release_early(&mut self) {
+        if self.early.is_empty() {
+            return;
+        }
+        let in_flight = self.subs.iter().any(|(_, s)| s.state == SubState::Subscribing);
+        for (server, seq, message) in self.early.take() {
+            let route = Route::Server(server);
+            match self.subs.route(&route) {
+                Some(id) => {
+                    if let Some(output) = self.deliver(id, seq, message) {
+                        self.outputs.push_back(output);
+                    }
+                }
+                None if in_flight => {
+                    let Route::Server(server) = route else { continue };
+                    self.stats.data_unrouted += self.early.push(server, seq, message);
+                }
+                None => self.stats.data_unrouted += 1,
             }
         }
     }
@@ -1234,6 +1282,7 @@ impl Session {
     /// when idempotent), subscriptions wait to be restored.
     fn on_connection_lost(&mut self, cause: &Disconnect) {
         self.adapter.on_disconnect(cause);
+        self.stats.data_unrouted += self.early.clear();
         self.drain_rate_queue(UnsentReason::Disconnected);
         self.readiness = Readiness::Offline;
         self.auth = AuthState::None;

@@ -302,3 +302,48 @@ mod tests {
         assert_eq!(r.add("c".into(), 1), Err(SubscribeError::TooMany { max: 1 }));
     }
 }
+
+/// Data for a server id that no subscription holds yet, kept while
+/// subscribes are in flight (some servers send a new subscription's first
+/// notifications before confirming it). Bounded in messages and bytes: past
+/// either, the oldest goes.
+#[derive(Debug, Default)]
+pub(crate) struct Early {
+    items: std::collections::VecDeque<(ServerSubId, Option<u64>, crate::Message)>,
+    bytes: usize,
+}
+
+impl Early {
+    /// Messages kept at most.
+    pub(crate) const MAX_MESSAGES: usize = 64;
+    /// Payload bytes kept at most.
+    pub(crate) const MAX_BYTES: usize = 1 << 20;
+
+    /// Keeps a message; returns how many were dropped to make room.
+    pub(crate) fn push(&mut self, server: ServerSubId, seq: Option<u64>, message: crate::Message) -> u64 {
+        self.bytes += message.len();
+        self.items.push_back((server, seq, message));
+        let mut dropped = 0;
+        while self.items.len() > Early::MAX_MESSAGES || self.bytes > Early::MAX_BYTES {
+            let Some((_, _, old)) = self.items.pop_front() else { break };
+            self.bytes -= old.len();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Everything kept, oldest first.
+    pub(crate) fn take(&mut self) -> std::collections::VecDeque<(ServerSubId, Option<u64>, crate::Message)> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Forgets everything; returns how many messages that was.
+    pub(crate) fn clear(&mut self) -> u64 {
+        self.take().len() as u64
+    }
+}
