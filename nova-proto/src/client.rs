@@ -569,6 +569,7 @@ impl Client {
             }
             Link::Connected(conn) => {
                 conn.receive(bytes);
+                self.stats.read_hint = conn.read_hint();
                 if self.state == State::Open && !bytes.is_empty() {
                     // Any byte from the server is proof of life.
                     self.keepalive.missed = 0;
@@ -608,7 +609,10 @@ impl Client {
             return Decoded::Nothing;
         };
         match conn.next() {
-            Ok(None) => return Decoded::Nothing,
+            Ok(None) => {
+                self.stats.read_hint = conn.read_hint();
+                return Decoded::Nothing;
+            }
             Ok(Some(Inbound::Message(message))) => {
                 self.stats.messages_in += 1;
                 return Decoded::Message(message);
@@ -626,6 +630,20 @@ impl Client {
     pub fn buffered_input(&self) -> usize {
         match &self.link {
             Link::Connected(conn) => conn.buffered(),
+            _ => 0,
+        }
+    }
+
+    /// Bytes the frame being received still needs before it can be decoded:
+    /// a driver that reads `max(its chunk, read_hint())` (bounded by a
+    /// maximum of its own) reads a large frame in one call instead of many.
+    /// 0 when no frame is partly received, when its header is incomplete, or
+    /// when the header breaks the limits (an announced length is trusted only
+    /// once it passed `max_frame_size` and `max_message_size`). Never more
+    /// than `max_frame_size` plus a header; computing it allocates nothing.
+    pub fn read_hint(&self) -> usize {
+        match &self.link {
+            Link::Connected(conn) => conn.read_hint(),
             _ => 0,
         }
     }
@@ -803,6 +821,7 @@ impl Client {
             }
         }
         self.link = Link::None;
+        self.stats.read_hint = 0;
         self.stats.left_open(self.now);
     }
 
@@ -1010,6 +1029,28 @@ mod tests {
             Some(Event::Disconnected { reconnect: Some(_), .. })
         ));
         assert_eq!(c.poll_queued_output(), None);
+    }
+
+    #[test]
+    fn the_read_hint_is_published_in_the_stats_and_cleared_with_the_connection() {
+        let now = Instant::now();
+        let mut c = open_client(now);
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
+        // A 64 KiB binary frame: its header and 100 payload bytes.
+        let mut start = vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0];
+        start.extend_from_slice(&[7; 100]);
+        c.handle_input(now, Input::Received(&start));
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (65_436, 65_436));
+        assert_eq!(c.poll_output(), None);
+        assert_eq!(c.stats().read_hint(), 65_436);
+        c.handle_input(now, Input::Received(&[7; 65_000]));
+        assert_eq!(c.stats().read_hint(), 436);
+        c.handle_input(now, Input::Received(&[7; 436]));
+        assert!(matches!(c.poll_output(), Some(Output::Message(m)) if m.len() == 65_536));
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
+        c.handle_input(now, Input::Received(&start));
+        c.handle_input(now, Input::TransportDown(TransportDown::Eof));
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
     }
 
     #[test]
