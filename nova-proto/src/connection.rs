@@ -24,13 +24,16 @@ use crate::rng::Rng;
 const MAX_PENDING_PONGS: usize = 16;
 /// Pings of our own waiting to be written.
 const MAX_PENDING_PINGS: usize = 8;
-/// Smallest growth step of the receive buffer, so a stream of small reads does
-/// not reallocate on every call.
+/// Smallest growth step of the receive buffer, so a stream of small reads
+/// that completes a frame bit by bit does not reallocate on every call.
+///
+/// Once every byte in it is decoded the buffer is let go (its block lives on
+/// in the messages sliced out of it, and is freed with them), so an idle
+/// connection keeps no receive buffer: measured in nova-bench, 12.9 → 9.0 KiB
+/// of resident memory per nova-tokio connection after one echo. The price is
+/// one allocation for the next read that follows an emptied buffer, about
+/// 400 instructions (callgrind, 1 × 16 B ping-pong, where that is every read).
 const RX_MIN_RESERVE: usize = 4096;
-/// Receive-buffer capacity kept once it is empty. A large frame grows the buffer
-/// to its size; without this, one 8 MiB frame would leave 16 MiB allocated for
-/// the rest of a connection that may live for days.
-const RX_KEPT: usize = 256 * 1024;
 /// Data frames at least this long that are still arriving when decoded get a
 /// payload buffer of their own ([`Arriving`]) instead of growing `rx`. Below
 /// it, frames stay in `rx` and are handed out as slices of it: many small
@@ -43,10 +46,9 @@ const OWN_BUFFER_MIN: usize = 4096;
 /// in full: up to this much is reserved at once (every frame up to 256 KiB
 /// gets exactly one allocation of its size, no regrowth), and beyond it the
 /// buffer grows with what actually arrives, doubling, never past the
-/// announced length. 256 KiB is [`RX_KEPT`], what one connection may already
-/// keep in its receive buffer after a large frame: an announced-but-unsent
-/// frame costs a connection no more than a received one.
-const PAYLOAD_RESERVE_MAX: usize = RX_KEPT;
+/// announced length. 256 KiB is also the most a driver reads at once on the
+/// word of [`Connection::read_hint`].
+const PAYLOAD_RESERVE_MAX: usize = 256 * 1024;
 
 /// What one complete frame meant to the client.
 #[derive(Debug)]
@@ -315,7 +317,10 @@ impl Connection {
                 self.rx.advance(header_len);
                 (header, self.rx.split_to(len).freeze())
             };
-            if self.rx.is_empty() && self.rx.capacity() > RX_KEPT {
+            if self.rx.is_empty() {
+                // Every byte received was decoded: let the block go with the
+                // messages sliced out of it, so an idle connection keeps no
+                // receive buffer (see `RX_MIN_RESERVE`).
                 self.rx = BytesMut::new();
             }
             let checked = std::mem::take(&mut self.checked);
@@ -830,18 +835,23 @@ mod tests {
     }
 
     #[test]
-    fn a_large_frame_does_not_leave_a_large_buffer_behind() {
+    fn no_receive_buffer_is_kept_once_everything_is_decoded() {
         let mut c = conn();
         c.receive(&server_frame(true, 0x2, &vec![1; 900 * 1024]));
         let Some(Inbound::Message(m)) = c.next().unwrap() else { panic!() };
         assert_eq!(m.len(), 900 * 1024);
-        assert!(c.rx.capacity() <= RX_KEPT, "{}", c.rx.capacity());
-        // Steady small reads keep their buffer.
+        assert_eq!(c.rx.capacity(), 0);
+        // Once everything received is decoded, no receive buffer is kept
+        // (the messages keep their block alive as long as they live); a
+        // frame still arriving keeps the buffer it is in.
         for _ in 0..10 {
             c.receive(&server_frame(true, 0x2, &[1; 1000]));
             while c.next().unwrap().is_some() {}
+            assert_eq!(c.rx.capacity(), 0);
         }
-        assert!(c.rx.capacity() > 0);
+        c.receive(&server_frame(true, 0x2, &[1; 1000])[..500]);
+        assert!(c.next().unwrap().is_none());
+        assert!(c.rx.capacity() >= 500);
     }
 
     #[test]
