@@ -67,6 +67,9 @@ pub struct Client {
     after_close: Option<AfterClose>,
     /// Consecutive reconnect attempts that failed to open (for `max_attempts`).
     failed_attempts: u32,
+    /// When the last connection attempt started: the next starts no sooner
+    /// than [`MIN_RECONNECT_DELAY`] after it.
+    attempt_started: Option<Instant>,
     /// The server's close frame on the current or last connection (code 1005
     /// when it carried none).
     close_received: Option<CloseFrame>,
@@ -136,6 +139,7 @@ impl Client {
             attempt: 0,
             after_close: None,
             failed_attempts: 0,
+            attempt_started: None,
             close_received: None,
             close_sent: false,
             keepalive: KeepaliveState::default(),
@@ -502,6 +506,7 @@ impl Client {
             proxy: c.proxy_arc(),
         };
         self.timers.set(Timer::Connect, self.now + c.timeouts().connect);
+        self.attempt_started = Some(self.now);
         self.stats.connects += 1;
         if self.attempt > 0 {
             self.stats.reconnects += 1;
@@ -862,9 +867,16 @@ impl Client {
         let plan = match self.decision_override.take() {
             _ if gave_up => None,
             Some(Decision::Stop) => None,
-            Some(Decision::ReconnectAfter(delay)) => Some(delay.max(MIN_RECONNECT_DELAY)),
-            Some(Decision::Reconnect) | None => policy.plan(&cause, next, unit),
+            Some(Decision::ReconnectAfter(delay)) => Some(delay),
+            Some(Decision::Reconnect) | None => policy.planned(&cause, next, unit),
         };
+        // No tight loop: attempts start at least `MIN_RECONNECT_DELAY` apart.
+        // After a connection that lived longer, the policy's delay is kept
+        // as it is (and stays within its backoff and jitter bounds).
+        let floor = self
+            .attempt_started
+            .map_or(MIN_RECONNECT_DELAY, |started| (started + MIN_RECONNECT_DELAY).saturating_duration_since(self.now));
+        let plan = plan.map(|delay| delay.max(floor));
         // The breaker counts attempts that never opened; open, it holds the
         // next attempt back for its cool-down.
         let cool_down = if opened { None } else { self.breaker.failed(self.now, policy.breaker.as_ref()) };
@@ -943,6 +955,7 @@ fn short_reason(text: &str) -> Text {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn new_client_is_idle_with_no_deadline_and_no_output() {
@@ -998,6 +1011,12 @@ mod tests {
         let mut c = Client::new(config, [0; 32], now);
         c.connect(now);
         assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+        upgrade(&mut c, now);
+        c
+    }
+
+    /// Brings the transport up and answers the upgrade.
+    fn upgrade(c: &mut Client, now: Instant) {
         c.handle_input(now, Input::TransportUp);
         let mut request = Vec::new();
         let _ = c.poll_transmit(&mut request, usize::MAX);
@@ -1009,7 +1028,58 @@ mod tests {
         );
         c.handle_input(now, Input::Received(response.as_bytes()));
         assert!(matches!(c.poll_output().and_then(Output::into_event), Some(Event::Opened(_))));
-        c
+    }
+
+    /// The delay of the reconnect the last disconnect scheduled; drains the outputs.
+    fn reconnect_delay(c: &mut Client) -> Duration {
+        let mut delay = None;
+        while let Some(output) = c.poll_output() {
+            if let Some(Event::Disconnected { reconnect: Some(r), .. }) = output.into_event() {
+                delay = Some(r.delay);
+            }
+        }
+        delay.expect("a reconnect was scheduled")
+    }
+
+    #[test]
+    fn attempts_start_the_floor_apart_and_a_long_lived_connection_reconnects_at_once() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let config = Config::builder("ws://h/")
+            .keepalive(None)
+            .backoff(crate::Backoff::constant(Duration::ZERO, 0.0))
+            .build()
+            .unwrap();
+        let mut c = Client::new(config, [0; 32], t0);
+        c.connect(t0);
+        assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+        // A connection open for a minute, then dropped: no floor, the
+        // policy's zero delay as it is.
+        upgrade(&mut c, t0 + ms(1));
+        let t1 = t0 + Duration::from_secs(60);
+        c.handle_input(t1, Input::TransportDown(TransportDown::Eof));
+        assert_eq!(reconnect_delay(&mut c), Duration::ZERO);
+        c.handle_timeout(t1);
+        assert!(matches!(c.poll_output().and_then(Output::into_event), Some(Event::Reconnecting { .. })));
+        assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+        // Dropped 3 ms after that attempt started: it waits out the rest of
+        // the floor, so attempts never start less than 10 ms apart.
+        upgrade(&mut c, t1 + ms(1));
+        c.handle_input(t1 + ms(3), Input::TransportDown(TransportDown::Eof));
+        assert_eq!(reconnect_delay(&mut c), ms(7));
+        // A loop of refused attempts: each a full floor after the last.
+        let mut now = t1 + ms(10);
+        for _ in 0..5 {
+            c.handle_timeout(now);
+            assert!(matches!(c.poll_output().and_then(Output::into_event), Some(Event::Reconnecting { .. })));
+            assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+            c.handle_input(
+                now,
+                Input::TransportDown(TransportDown::ConnectFailed(std::io::ErrorKind::ConnectionRefused)),
+            );
+            assert_eq!(reconnect_delay(&mut c), MIN_RECONNECT_DELAY);
+            now += MIN_RECONNECT_DELAY;
+        }
     }
 
     #[test]
