@@ -960,6 +960,28 @@ mod tests {
     }
 
     #[test]
+    fn the_read_hint_of_arbitrary_bytes_stays_within_the_frame_limit() {
+        // Random headers (a few bytes of 0x00..=0xff, then any length field):
+        // never more than one frame of `max_frame_size` plus its header.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut c = Connection::new(64 << 10, 1 << 20, None);
+            let len = (next() % 16) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            c.receive(&bytes);
+            assert!(c.read_hint() <= (64 << 10) + 14, "{bytes:?}: {}", c.read_hint());
+            while let Ok(Some(_)) = c.next() {}
+            assert!(c.read_hint() <= (64 << 10) + 14, "{bytes:?}: {}", c.read_hint());
+        }
+    }
+
+    #[test]
     fn a_hostile_length_gives_no_read_hint() {
         // 2^63 - 1 announced: past any limit, never trusted (and `next` fails it).
         let mut c = conn();
