@@ -982,7 +982,11 @@ impl Connection {
         let client = &mut self.client;
         // Bytes go to the core straight from this thread's read buffer
         // (after `TransportUp` when this read finished the TLS handshake).
-        let (result, handshake_done) = with_read_buf(self.settings.read_chunk, |buf| {
+        // A hinted read stays within what is left of the budget (a call
+        // reads at most its budget plus one `read_chunk`, as before).
+        let chunk =
+            read_len(self.settings.read_chunk, client.stats().read_hint()).min((*budget).max(self.settings.read_chunk));
+        let (result, handshake_done) = with_read_buf(chunk, |buf| {
             let result = transport.read(buf);
             let handshake_done = !*up && !transport.is_handshaking();
             if handshake_done {
@@ -1207,6 +1211,19 @@ impl Linger {
     }
 }
 
+/// Most bytes one read may ask for on the core's word
+/// ([`Stats::read_hint`](nova_proto::Stats::read_hint)): a frame still
+/// arriving is read in one call rather than `read_chunk` at a time, but a
+/// length its header announced never sizes the read past this (the buffer
+/// is this thread's, shared by its connections).
+const MAX_HINTED_READ: usize = 256 * 1024;
+
+/// How much to read: the configured chunk, or what the frame being received
+/// still needs plus a chunk for what follows it, up to [`MAX_HINTED_READ`].
+fn read_len(chunk: usize, hint: usize) -> usize {
+    chunk.max(hint.saturating_add(chunk).min(MAX_HINTED_READ))
+}
+
 thread_local! {
     /// The read buffer of every connection driven on this thread: bytes are
     /// handed to the core as soon as they are read, so one buffer serves
@@ -1236,5 +1253,23 @@ fn check(tcp: &TcpStream) -> Attempt {
         Ok(_) => Attempt::Connected,
         Err(e) if e.kind() == io::ErrorKind::NotConnected || e.kind() == io::ErrorKind::WouldBlock => Attempt::Pending,
         Err(e) => Attempt::Failed(e.kind()),
+    }
+}
+
+#[cfg(test)]
+mod read_len_tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_sized_by_the_hint_within_bounds() {
+        let chunk = 16 * 1024;
+        assert_eq!(read_len(chunk, 0), chunk);
+        assert_eq!(read_len(chunk, 100), 100 + chunk);
+        assert_eq!(read_len(chunk, 48 * 1024), 64 * 1024);
+        // A hostile or merely large announced length never sizes a read past the bound.
+        assert_eq!(read_len(chunk, 16 << 20), MAX_HINTED_READ);
+        assert_eq!(read_len(chunk, usize::MAX), MAX_HINTED_READ);
+        // A configured chunk above the bound is still honoured.
+        assert_eq!(read_len(1 << 20, usize::MAX), 1 << 20);
     }
 }

@@ -67,6 +67,9 @@ pub struct Client {
     after_close: Option<AfterClose>,
     /// Consecutive reconnect attempts that failed to open (for `max_attempts`).
     failed_attempts: u32,
+    /// When the last connection attempt started: the next starts no sooner
+    /// than [`MIN_RECONNECT_DELAY`] after it.
+    attempt_started: Option<Instant>,
     /// The server's close frame on the current or last connection (code 1005
     /// when it carried none).
     close_received: Option<CloseFrame>,
@@ -136,6 +139,7 @@ impl Client {
             attempt: 0,
             after_close: None,
             failed_attempts: 0,
+            attempt_started: None,
             close_received: None,
             close_sent: false,
             keepalive: KeepaliveState::default(),
@@ -522,6 +526,7 @@ impl Client {
             proxy: c.proxy_arc(),
         };
         self.timers.set(Timer::Connect, self.now + c.timeouts().connect);
+        self.attempt_started = Some(self.now);
         self.stats.connects += 1;
         if self.attempt > 0 {
             self.stats.reconnects += 1;
@@ -590,6 +595,7 @@ impl Client {
             }
             Link::Connected(conn) => {
                 conn.receive(bytes);
+                self.stats.read_hint = conn.read_hint();
                 if self.state == State::Open && !bytes.is_empty() {
                     // Any byte from the server is proof of life.
                     self.keepalive.missed = 0;
@@ -629,7 +635,10 @@ impl Client {
             return Decoded::Nothing;
         };
         match conn.next() {
-            Ok(None) => return Decoded::Nothing,
+            Ok(None) => {
+                self.stats.read_hint = conn.read_hint();
+                return Decoded::Nothing;
+            }
             Ok(Some(Inbound::Message(message))) => {
                 self.stats.messages_in += 1;
                 return Decoded::Message(message);
@@ -657,6 +666,20 @@ impl Client {
     pub fn buffered_input(&self) -> usize {
         match &self.link {
             Link::Connected(conn) => conn.buffered(),
+            _ => 0,
+        }
+    }
+
+    /// Bytes the frame being received still needs before it can be decoded:
+    /// a driver that reads `max(its chunk, read_hint())` (bounded by a
+    /// maximum of its own) reads a large frame in one call instead of many.
+    /// 0 when no frame is partly received, when its header is incomplete, or
+    /// when the header breaks the limits (an announced length is trusted only
+    /// once it passed `max_frame_size` and `max_message_size`). Never more
+    /// than `max_frame_size` plus a header; computing it allocates nothing.
+    pub fn read_hint(&self) -> usize {
+        match &self.link {
+            Link::Connected(conn) => conn.read_hint(),
             _ => 0,
         }
     }
@@ -843,6 +866,7 @@ impl Client {
             }
         }
         self.link = Link::None;
+        self.stats.read_hint = 0;
         self.stats.left_open(self.now);
     }
 
@@ -883,9 +907,16 @@ impl Client {
         let plan = match self.decision_override.take() {
             _ if gave_up => None,
             Some(Decision::Stop) => None,
-            Some(Decision::ReconnectAfter(delay)) => Some(delay.max(MIN_RECONNECT_DELAY)),
-            Some(Decision::Reconnect) | None => policy.plan(&cause, next, unit),
+            Some(Decision::ReconnectAfter(delay)) => Some(delay),
+            Some(Decision::Reconnect) | None => policy.planned(&cause, next, unit),
         };
+        // No tight loop: attempts start at least `MIN_RECONNECT_DELAY` apart.
+        // After a connection that lived longer, the policy's delay is kept
+        // as it is (and stays within its backoff and jitter bounds).
+        let floor = self
+            .attempt_started
+            .map_or(MIN_RECONNECT_DELAY, |started| (started + MIN_RECONNECT_DELAY).saturating_duration_since(self.now));
+        let plan = plan.map(|delay| delay.max(floor));
         // The breaker counts attempts that never opened; open, it holds the
         // next attempt back for its cool-down.
         let cool_down = if opened { None } else { self.breaker.failed(self.now, policy.breaker.as_ref()) };
@@ -966,6 +997,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn new_client_is_idle_with_no_deadline_and_no_output() {
@@ -1024,6 +1056,12 @@ mod tests {
         let mut c = Client::new(config, [0; 32], now);
         c.connect(now);
         assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+        upgrade(&mut c, now);
+        c
+    }
+
+    /// Brings the transport up and answers the upgrade.
+    fn upgrade(c: &mut Client, now: Instant) {
         c.handle_input(now, Input::TransportUp);
         let mut request = Vec::new();
         let _ = c.poll_transmit(&mut request, usize::MAX);
@@ -1035,7 +1073,58 @@ mod tests {
         );
         c.handle_input(now, Input::Received(response.as_bytes()));
         assert!(matches!(c.poll_output().and_then(Output::into_event), Some(Event::Opened(_))));
-        c
+    }
+
+    /// The delay of the reconnect the last disconnect scheduled; drains the outputs.
+    fn reconnect_delay(c: &mut Client) -> Duration {
+        let mut delay = None;
+        while let Some(output) = c.poll_output() {
+            if let Some(Event::Disconnected { reconnect: Some(r), .. }) = output.into_event() {
+                delay = Some(r.delay);
+            }
+        }
+        delay.expect("a reconnect was scheduled")
+    }
+
+    #[test]
+    fn attempts_start_the_floor_apart_and_a_long_lived_connection_reconnects_at_once() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let config = Config::builder("ws://h/")
+            .keepalive(None)
+            .backoff(crate::Backoff::constant(Duration::ZERO, 0.0))
+            .build()
+            .unwrap();
+        let mut c = Client::new(config, [0; 32], t0);
+        c.connect(t0);
+        assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+        // A connection open for a minute, then dropped: no floor, the
+        // policy's zero delay as it is.
+        upgrade(&mut c, t0 + ms(1));
+        let t1 = t0 + Duration::from_secs(60);
+        c.handle_input(t1, Input::TransportDown(TransportDown::Eof));
+        assert_eq!(reconnect_delay(&mut c), Duration::ZERO);
+        c.handle_timeout(t1);
+        assert!(matches!(c.poll_output().and_then(Output::into_event), Some(Event::Reconnecting { .. })));
+        assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+        // Dropped 3 ms after that attempt started: it waits out the rest of
+        // the floor, so attempts never start less than 10 ms apart.
+        upgrade(&mut c, t1 + ms(1));
+        c.handle_input(t1 + ms(3), Input::TransportDown(TransportDown::Eof));
+        assert_eq!(reconnect_delay(&mut c), ms(7));
+        // A loop of refused attempts: each a full floor after the last.
+        let mut now = t1 + ms(10);
+        for _ in 0..5 {
+            c.handle_timeout(now);
+            assert!(matches!(c.poll_output().and_then(Output::into_event), Some(Event::Reconnecting { .. })));
+            assert!(matches!(c.poll_output(), Some(Output::Connect(_))));
+            c.handle_input(
+                now,
+                Input::TransportDown(TransportDown::ConnectFailed(std::io::ErrorKind::ConnectionRefused)),
+            );
+            assert_eq!(reconnect_delay(&mut c), MIN_RECONNECT_DELAY);
+            now += MIN_RECONNECT_DELAY;
+        }
     }
 
     #[test]
@@ -1098,6 +1187,28 @@ mod tests {
         assert!(!c.holds_untaken_frames());
         run_timers(&mut c, t0, t0 + Duration::from_secs(4));
         assert_ne!(c.state(), State::Open);
+    }
+
+    #[test]
+    fn the_read_hint_is_published_in_the_stats_and_cleared_with_the_connection() {
+        let now = Instant::now();
+        let mut c = open_client(now);
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
+        // A 64 KiB binary frame: its header and 100 payload bytes.
+        let mut start = vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0];
+        start.extend_from_slice(&[7; 100]);
+        c.handle_input(now, Input::Received(&start));
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (65_436, 65_436));
+        assert_eq!(c.poll_output(), None);
+        assert_eq!(c.stats().read_hint(), 65_436);
+        c.handle_input(now, Input::Received(&[7; 65_000]));
+        assert_eq!(c.stats().read_hint(), 436);
+        c.handle_input(now, Input::Received(&[7; 436]));
+        assert!(matches!(c.poll_output(), Some(Output::Message(m)) if m.len() == 65_536));
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
+        c.handle_input(now, Input::Received(&start));
+        c.handle_input(now, Input::TransportDown(TransportDown::Eof));
+        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
     }
 
     #[test]
