@@ -212,7 +212,7 @@ impl<R: Runtime> Driver<R> {
         let has_room = inner.can_deliver(&bounds);
         self.reading =
             matches!(self.link, Link::Up(_)) && (has_room || inner.client.buffered_input() < bounds.max_buffered_input);
-        self.read_hint = inner.client.stats().read_hint();
+        self.read_hint = inner.client.read_hint();
         if inner.client.is_closed() && inner.closed.is_some() {
             // The last output (`Closed`) was handed out.
             self.done = true;

@@ -984,8 +984,7 @@ impl Connection {
         // (after `TransportUp` when this read finished the TLS handshake).
         // A hinted read stays within what is left of the budget (a call
         // reads at most its budget plus one `read_chunk`, as before).
-        let chunk =
-            read_len(self.settings.read_chunk, client.stats().read_hint()).min((*budget).max(self.settings.read_chunk));
+        let chunk = read_len(self.settings.read_chunk, client.read_hint()).min((*budget).max(self.settings.read_chunk));
         let (result, handshake_done) = with_read_buf(chunk, |buf| {
             let result = transport.read(buf);
             let handshake_done = !*up && !transport.is_handshaking();

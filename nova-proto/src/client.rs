@@ -595,7 +595,6 @@ impl Client {
             }
             Link::Connected(conn) => {
                 conn.receive(bytes);
-                self.stats.read_hint = conn.read_hint();
                 if self.state == State::Open && !bytes.is_empty() {
                     // Any byte from the server is proof of life.
                     self.keepalive.missed = 0;
@@ -636,7 +635,6 @@ impl Client {
         };
         match conn.next() {
             Ok(None) => {
-                self.stats.read_hint = conn.read_hint();
                 return Decoded::Nothing;
             }
             Ok(Some(Inbound::Message(message))) => {
@@ -866,7 +864,6 @@ impl Client {
             }
         }
         self.link = Link::None;
-        self.stats.read_hint = 0;
         self.stats.left_open(self.now);
     }
 
@@ -997,7 +994,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn new_client_is_idle_with_no_deadline_and_no_output() {
@@ -1190,25 +1186,25 @@ mod tests {
     }
 
     #[test]
-    fn the_read_hint_is_published_in_the_stats_and_cleared_with_the_connection() {
+    fn the_read_hint_follows_the_frame_being_received_and_ends_with_the_connection() {
         let now = Instant::now();
         let mut c = open_client(now);
-        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
+        assert_eq!(c.read_hint(), 0);
         // A 64 KiB binary frame: its header and 100 payload bytes.
         let mut start = vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0];
         start.extend_from_slice(&[7; 100]);
         c.handle_input(now, Input::Received(&start));
-        assert_eq!((c.read_hint(), c.stats().read_hint()), (65_436, 65_436));
+        assert_eq!(c.read_hint(), 65_436);
         assert_eq!(c.poll_output(), None);
-        assert_eq!(c.stats().read_hint(), 65_436);
+        assert_eq!(c.read_hint(), 65_436);
         c.handle_input(now, Input::Received(&[7; 65_000]));
-        assert_eq!(c.stats().read_hint(), 436);
+        assert_eq!(c.read_hint(), 436);
         c.handle_input(now, Input::Received(&[7; 436]));
         assert!(matches!(c.poll_output(), Some(Output::Message(m)) if m.len() == 65_536));
-        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
+        assert_eq!(c.read_hint(), 0);
         c.handle_input(now, Input::Received(&start));
         c.handle_input(now, Input::TransportDown(TransportDown::Eof));
-        assert_eq!((c.read_hint(), c.stats().read_hint()), (0, 0));
+        assert_eq!(c.read_hint(), 0);
     }
 
     #[test]

@@ -127,9 +127,6 @@ pub struct Stats {
     pub(crate) open_before: Duration,
     /// When the current connection opened, if it is open.
     pub(crate) open_since: Option<Instant>,
-    /// [`Client::read_hint`](crate::Client::read_hint) as of the last
-    /// input or decode; see [`read_hint`](Self::read_hint).
-    pub(crate) read_hint: usize,
 }
 
 impl Stats {
@@ -141,15 +138,6 @@ impl Stats {
     /// How long the current connection has been open (zero when not open).
     pub fn current_uptime(&self, now: Instant) -> Duration {
         self.open_since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
-    }
-
-    /// Bytes the frame being received still needs, as of the last input or
-    /// decode: [`Client::read_hint`](crate::Client::read_hint), published
-    /// here (not a counter) for drivers that hold the client inside a
-    /// [`Session`](crate::session::Session). Possibly stale while the driver
-    /// decodes nothing (a full event queue): a driver bounds its reads anyway.
-    pub fn read_hint(&self) -> usize {
-        self.read_hint
     }
 
     pub(crate) fn opened(&mut self, now: Instant) {

@@ -357,6 +357,11 @@ impl Session {
         self.client.buffered_amount()
     }
 
+    /// See [`Client::read_hint`].
+    pub fn read_hint(&self) -> usize {
+        self.client.read_hint()
+    }
+
     /// See [`Client::holds_untaken_frames`].
     pub fn holds_untaken_frames(&self) -> bool {
         self.client.holds_untaken_frames()
