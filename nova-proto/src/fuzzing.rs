@@ -1005,6 +1005,12 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                     "unsubscribe_and_close",
                     [&[0x54][..], &ready, &[12, 0], &ok(0), &note(1, 9), &[12, 1, 18, 9, 0xE8, 0x03]].concat(),
                 ),
+                (
+                    // Regression: unsubscribing after `Closed` (here: the auth refused
+                    // for good) emitted `Unsubscribed` after the last output.
+                    "unsubscribe_after_closed",
+                    [&[0x54][..], &[10, 0], &open, &[4, 0, 3, 4], &[2, 0, 12, 0]].concat(),
+                ),
                 ("offline_sends_and_cancel", [&[0x55][..], &[13, 0, 15, 1, 15, 0, 14, 0, 0, 1, 2, 0, 17, 17]].concat()),
             ]
         }

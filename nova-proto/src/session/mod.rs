@@ -633,9 +633,14 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`SubscribeError::Unknown`] for a handle the session does not hold.
+    /// [`SubscribeError::Unknown`] for a handle the session does not hold;
+    /// [`SubscribeError::Closed`] once the session is over (nothing follows
+    /// [`Event::Closed`]).
     pub fn unsubscribe(&mut self, now: Instant, id: SubscriptionId) -> Result<(), SubscribeError> {
         self.advance(now);
+        if self.client.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
         let Some(sub) = self.subs.get_mut(id) else {
             return Err(SubscribeError::Unknown(id));
         };
