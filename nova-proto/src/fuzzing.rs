@@ -1011,6 +1011,12 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                     "unsubscribe_after_closed",
                     [&[0x54][..], &[10, 0], &open, &[4, 0, 3, 4], &[2, 0, 12, 0]].concat(),
                 ),
+                (
+                    // Regression: an authentication renewal due during the restore
+                    // made `poll_timeout` return a time already past once ready.
+                    "renewal_due_before_ready",
+                    [&[0x54][..], &[10, 0], &open, &[4, 0, 1, 1], &[16, 200, 0], &[4, 0, 0, 1, 17, 17]].concat(),
+                ),
                 ("offline_sends_and_cancel", [&[0x55][..], &[13, 0, 15, 1, 15, 0, 14, 0, 0, 1, 2, 0, 17, 17]].concat()),
             ]
         }

@@ -719,8 +719,12 @@ impl Session {
     /// The next deadline, the connection's or the session's.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Renewals wait for readiness: one that fell due during the restore
+        // is due now, not at a time already past.
         let renew = match self.auth {
-            AuthState::Granted { renew_at } if self.readiness == Readiness::Ready => renew_at,
+            AuthState::Granted { renew_at } if self.readiness == Readiness::Ready => {
+                renew_at.map(|at| at.max(self.now))
+            }
             _ => None,
         };
         let heartbeat = self.heartbeat.next.filter(|_| self.readiness != Readiness::Offline);
