@@ -291,6 +291,402 @@ pub fn client_ops(data: &[u8]) {
     }
 }
 
+/// A [`Session`](crate::session::Session) with the JSON-RPC adapter
+/// (authentication, `eth_subscribe`-style subscriptions with server ids or
+/// channel lists, an application heartbeat, sequence numbers), small bounds
+/// and optionally rate limits, all chosen by the first byte, under arbitrary
+/// driver inputs, server messages (answers to the ids actually seen on the
+/// wire, notifications, garbage, close frames), timer ticks and application
+/// commands.
+///
+/// Layout: `[flags, ops...]`; `flags` bit 0: rate limits, bit 1: channel
+/// lists (two per request) instead of server ids, bits 2-3: max pending
+/// requests - 1, bits 4-5: max subscriptions - 1, bits 6-7: the request
+/// timeout in 300 ms steps.
+#[cfg(feature = "json")]
+pub fn session_ops(data: &[u8]) {
+    let mut u = Cursor(data);
+    let flags = u.byte();
+    let mut h = SessionHarness::new(flags);
+    while !u.is_empty() {
+        h.op(&mut u);
+        h.drain();
+    }
+    // Closing at the end must complete everything still pending.
+    let _ = h.session.close(h.now, CloseCode(1000), "end");
+    h.drain();
+    h.session.handle_input(h.now, Input::TransportDown(TransportDown::Eof));
+    h.drain();
+}
+
+#[cfg(feature = "json")]
+struct SessionHarness {
+    session: crate::session::Session,
+    now: Instant,
+    /// Client bytes since the upgrade was answered (or not yet answered).
+    wire: Vec<u8>,
+    /// Whether `wire` holds frames (the upgrade was answered).
+    framed: bool,
+    /// Request ids seen on the wire, newest last (bounded).
+    seen: Vec<u64>,
+    max_subscriptions: usize,
+    max_pending: usize,
+    max_queued: Option<usize>,
+    closed: bool,
+    /// The application's requests, and which of them got their `Response`.
+    requests: Vec<crate::session::RequestId>,
+    answered: std::collections::HashSet<crate::session::RequestId>,
+    /// Subscriptions handed to the application and not yet reported gone.
+    held: std::collections::HashSet<crate::session::SubscriptionId>,
+    handles: Vec<crate::session::SubscriptionId>,
+    /// Texts the application sent itself (each unique).
+    sent: std::collections::HashSet<String>,
+    counter: u64,
+}
+
+#[cfg(feature = "json")]
+impl SessionHarness {
+    fn new(flags: u8) -> SessionHarness {
+        use crate::limits::{Bucket, RateLimits};
+        use crate::session::{HeartbeatSpec, Session, SessionConfig, json::JsonRpc};
+        let limited = flags & 1 == 1;
+        let channels = flags & 2 != 0;
+        let max_pending = usize::from((flags >> 2) & 3) + 1;
+        let max_subscriptions = usize::from((flags >> 4) & 3) + 1;
+        let timeout = Duration::from_millis(300 * (u64::from(flags >> 6) + 1));
+        let mut adapter = JsonRpc::new()
+            .subscriptions("eth_subscribe", "eth_unsubscribe", "eth_subscription")
+            .auth("public/auth", serde_json::json!({ "client_id": "fuzz" }), None)
+            .heartbeat("public/test", HeartbeatSpec::new(Duration::from_millis(800), 2))
+            .sequence_field("seq");
+        if channels {
+            adapter = adapter.channels(2);
+        }
+        let mut settings = SessionConfig::default()
+            .request_timeout(timeout)
+            .auth_timeout(timeout)
+            .max_requests(max_pending, 2)
+            .max_subscriptions(max_subscriptions);
+        let mut max_queued = None;
+        if limited {
+            let bucket = Bucket::new(2, 1, Duration::from_millis(200)).unwrap_or_else(|e| panic!("bucket: {e}"));
+            settings = settings.rate_limits(RateLimits::none().connection(bucket).max_queued(4));
+            max_queued = Some(4);
+        }
+        let now = epoch();
+        let session = Session::with_settings(
+            small_config(Some(4), Overflow::Reject),
+            [flags; 32],
+            now,
+            Box::new(adapter),
+            settings,
+        );
+        SessionHarness {
+            session,
+            now,
+            wire: Vec::new(),
+            framed: false,
+            seen: Vec::new(),
+            max_subscriptions,
+            max_pending,
+            max_queued,
+            closed: false,
+            requests: Vec::new(),
+            answered: std::collections::HashSet::new(),
+            held: std::collections::HashSet::new(),
+            handles: Vec::new(),
+            sent: std::collections::HashSet::new(),
+            counter: 0,
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8]) {
+        self.session.handle_input(self.now, Input::Received(bytes));
+    }
+
+    fn server_text(&mut self, text: &str) {
+        let mut frame = Vec::new();
+        let payload = text.as_bytes();
+        Header { fin: true, rsv: 0, opcode: Opcode::Text, mask: None, payload_len: payload.len() as u64 }
+            .encode(&mut frame);
+        frame.extend_from_slice(payload);
+        self.receive(&frame);
+    }
+
+    /// A request id the client sent (or, rarely, one it never did).
+    fn seen_id(&self, pick: u8) -> u64 {
+        if self.seen.is_empty() || pick == 0xFF {
+            return u64::from(pick);
+        }
+        self.seen[self.seen.len() - 1 - usize::from(pick) % self.seen.len()]
+    }
+
+    fn op(&mut self, u: &mut Cursor<'_>) {
+        use crate::session::{RequestId, RequestOptions, RequestPayload, SubscribeOptions, SubscriptionId};
+        let now = self.now;
+        match u.byte() % 20 {
+            0 => self.session.connect(now),
+            1 => self.session.handle_input(now, Input::TransportUp),
+            2 => {
+                let why = match u.byte() % 3 {
+                    0 => TransportDown::Eof,
+                    1 => TransportDown::Reset(std::io::ErrorKind::ConnectionReset),
+                    _ => TransportDown::ConnectFailed(std::io::ErrorKind::ConnectionRefused),
+                };
+                self.framed = false;
+                self.wire.clear();
+                self.session.handle_input(now, Input::TransportDown(why));
+            }
+            3 => self.answer_handshake(),
+            4 | 5 => {
+                // A response for an id seen on the wire.
+                let id = self.seen_id(u.byte());
+                let kind = u.byte();
+                let v = u.byte();
+                let body = match kind % 6 {
+                    0 => format!(r#""result":"0x{}""#, v % 8),
+                    1 => format!(r#""result":{{"expires_in":{}}}"#, f64::from(v) / 8.0),
+                    2 => r#""result":true"#.to_owned(),
+                    3 => format!(r#""error":{{"code":{},"message":"no"}}"#, -32000 - i64::from(v)),
+                    4 => format!(
+                        r#""error":{{"code":10006,"message":"slow down","data":{{"retry_after":{}}}}}"#,
+                        f64::from(v) / 10.0
+                    ),
+                    _ => r#""result":null,"error":null"#.to_owned(),
+                };
+                let text = format!(r#"{{"jsonrpc":"2.0","id":{id},{body}}}"#);
+                self.server_text(&text);
+            }
+            6 | 7 => {
+                let which = u.byte();
+                let seq = u.byte();
+                let route = if which & 0x80 == 0 {
+                    format!(r#""subscription":"0x{}""#, which % 8)
+                } else {
+                    format!(r#""channel":"t{}""#, (which & 0x7F) % 6)
+                };
+                let text = format!(
+                    r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{{route},"result":{{"seq":{seq}}}}}}}"#
+                );
+                self.server_text(&text);
+            }
+            8 => {
+                let n = usize::from(u.byte() % 64);
+                let raw = String::from_utf8_lossy(u.take(n)).into_owned();
+                self.server_text(&raw);
+            }
+            9 => {
+                let code = u.u16();
+                let mut frame = vec![0x88, 2];
+                frame.extend_from_slice(&code.to_be_bytes());
+                self.receive(&frame);
+            }
+            10 => {
+                let topic = format!("t{}", u.byte() % 6);
+                if let Ok(id) = self.session.subscribe(now, topic, SubscribeOptions::default()) {
+                    self.held.insert(id);
+                    self.handles.push(id);
+                }
+            }
+            11 => {
+                let b = u.byte();
+                let topics: Vec<String> = (0..(b % 4) + 1).map(|i| format!("t{}", (b / 4 + i) % 6)).collect();
+                if let Ok(ids) = self.session.subscribe_many(now, topics, SubscribeOptions::default()) {
+                    self.held.extend(ids.iter().copied());
+                    self.handles.extend(ids);
+                }
+            }
+            12 => {
+                let b = u.byte();
+                let id = match self.handles.len() {
+                    0 => SubscriptionId(u64::from(b)),
+                    n => self.handles[usize::from(b) % n],
+                };
+                let _ = self.session.unsubscribe(now, id);
+            }
+            13 => {
+                let b = u.byte();
+                let mut options = RequestOptions::default().idempotent(b & 1 == 1).before_ready(b & 2 != 0);
+                if b & 4 != 0 {
+                    options = options.timeout(Duration::from_millis(u64::from(b >> 3) * 50));
+                }
+                let payload = RequestPayload::call("public/get_time", serde_json::json!([]));
+                if let Ok(id) = self.session.request(now, payload, options) {
+                    self.requests.push(id);
+                }
+            }
+            14 => {
+                let b = u.byte();
+                let id = match self.requests.len() {
+                    0 => RequestId(u64::from(b)),
+                    n => self.requests[usize::from(b) % n],
+                };
+                let _ = self.session.cancel(now, id);
+            }
+            15 => {
+                let b = u.byte();
+                self.counter += 1;
+                let text = format!("app:{}", self.counter);
+                self.sent.insert(text.clone());
+                let options =
+                    SendOptions { offline: b & 1 == 1, ttl: (b & 2 != 0).then_some(Duration::from_millis(500)) };
+                let _ = self.session.send_with(now, Message::text(text), options);
+            }
+            16 => {
+                self.now += Duration::from_millis(u64::from(u.u16()) % 4000);
+                self.session.handle_timeout(self.now);
+            }
+            17 => {
+                if let Some(at) = self.session.poll_timeout() {
+                    self.now = self.now.max(at);
+                    self.session.handle_timeout(self.now);
+                }
+            }
+            18 => {
+                let _ = self.session.close(now, CloseCode(1000), "fuzz");
+            }
+            _ => {
+                let n = usize::from(u.byte() % 16);
+                let bytes = u.take(n).to_vec();
+                self.receive(&bytes);
+            }
+        }
+    }
+
+    fn answer_handshake(&mut self) {
+        if self.framed {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.wire).into_owned();
+        let Some(key) = text.lines().rev().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")) else {
+            return;
+        };
+        let reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept_key(key.as_bytes())
+        );
+        self.wire.clear();
+        self.framed = true;
+        self.receive(reply.as_bytes());
+    }
+
+    /// Takes the session's bytes and reads the request ids off its frames.
+    fn transmit(&mut self) -> bool {
+        let before = self.wire.len();
+        let n = self.session.poll_transmit(&mut self.wire, usize::MAX);
+        assert_eq!(self.wire.len() - before, n);
+        if self.closed {
+            assert_eq!(n, 0, "bytes transmitted after Closed");
+        }
+        if self.framed {
+            self.read_frames();
+        } else if self.wire.len() > 1 << 16 {
+            self.wire.clear();
+        }
+        n > 0
+    }
+
+    /// Decodes the client's (masked) frames on the wire, keeping any partial one.
+    fn read_frames(&mut self) {
+        loop {
+            let (header, n) = match Header::decode(&self.wire) {
+                Ok(Some(found)) => found,
+                Ok(None) => return,
+                Err(e) => panic!("the client wrote a bad frame header: {e:?}"),
+            };
+            let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+            if self.wire.len() - n < len {
+                return;
+            }
+            let key = header.mask.unwrap_or_else(|| panic!("unmasked client frame"));
+            let payload: Vec<u8> = self.wire[n..n + len].iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+            self.wire.drain(..n + len);
+            if header.opcode != Opcode::Text {
+                continue;
+            }
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(&payload) else { continue };
+            if let Some(id) = value.get("id").and_then(serde_json::Value::as_u64) {
+                self.seen.push(id);
+                if self.seen.len() > 64 {
+                    self.seen.remove(0);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        use crate::session::Readiness;
+        loop {
+            self.transmit();
+            let Some(output) = self.session.poll_output() else {
+                if self.transmit() {
+                    continue;
+                }
+                break;
+            };
+            assert!(!self.closed, "output after Closed: {output:?}");
+            match output {
+                Output::CloseTransport => {
+                    self.transmit();
+                    self.framed = false;
+                    self.wire.clear();
+                }
+                Output::Connect(_) => {
+                    self.framed = false;
+                    self.wire.clear();
+                }
+                Output::Event(e) => self.event(*e),
+                _ => {}
+            }
+        }
+        let s = &self.session;
+        if let Some(at) = s.poll_timeout() {
+            assert!(at >= self.now, "deadline in the past");
+        }
+        assert!(s.subscriptions().len() <= self.max_subscriptions, "{} subscriptions", s.subscriptions().len());
+        assert!(s.pending_requests() <= self.max_pending, "{} pending requests", s.pending_requests());
+        // Requests, one subscribe or unsubscribe per subscription, the
+        // authentication and the heartbeat.
+        let entries = s.deadlines().count();
+        assert!(entries <= self.max_pending + self.max_subscriptions + 2, "{entries} pending entries");
+        match self.max_queued {
+            Some(max) => assert!(s.rate_queued() <= max, "{} rate-queued", s.rate_queued()),
+            None => assert_eq!(s.rate_queued(), 0),
+        }
+        // Readiness belongs to an open connection (a closing one keeps it
+        // until it is gone); never to one being set up, or to none.
+        if s.readiness() != Readiness::Offline {
+            assert!(matches!(s.state(), State::Open | State::Closing), "{:?} while {:?}", s.readiness(), s.state());
+        }
+        assert_eq!(self.closed, s.state() == State::Closed);
+        if self.closed {
+            assert_eq!(s.poll_timeout(), None);
+            assert_eq!(s.pending_requests(), 0);
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Closed(_) => self.closed = true,
+            Event::Response { id, .. } => {
+                assert!(self.requests.contains(&id), "response for {id}, which the application never asked");
+                assert!(self.answered.insert(id), "second response for {id}");
+            }
+            Event::Data { subscription, .. } => {
+                assert!(self.held.contains(&subscription), "data for {subscription}, which is gone");
+            }
+            Event::SubscriptionFailed { id, .. } | Event::Unsubscribed { id } => {
+                assert!(self.held.remove(&id), "{id} reported gone twice or never held");
+            }
+            Event::Unsent { message, .. } => {
+                let text = message.as_text().unwrap_or_default();
+                assert!(self.sent.remove(text), "unsent message the application did not send: {text:?}");
+            }
+            _ => {}
+        }
+    }
+}
+
 fn small_config(max_attempts: Option<u32>, overflow: Overflow) -> Config {
     Config::builder("ws://fuzz.test/")
         .max_frame_size(4096)
@@ -543,6 +939,87 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                 ),
             ]
         }
+        "session_ops" => {
+            // [flags, ops...]; op numbers as in `SessionHarness::op`.
+            // flags 0x54: no limits, eth_subscribe ids, 2 pending, 2 subscriptions, 600 ms timeout.
+            let open = [0, 1, 3];
+            let ok = |pick: u8| [4, pick, 2, 0];
+            let sub_id = |pick: u8, server: u8| [4, pick, 0, server];
+            let note = |server: u8, seq: u8| [6, server, seq];
+            let ready = [&[10, 0, 10, 1][..], &open, &ok(0), &sub_id(0, 1), &sub_id(1, 2)].concat();
+            vec![
+                (
+                    "auth_restore_ready",
+                    [&[0x54][..], &ready, &note(1, 1), &note(2, 1), &note(1, 1), &[13, 0], &ok(0), &[15, 0]].concat(),
+                ),
+                (
+                    "drop_restore_new_ids",
+                    [
+                        &[0x54][..],
+                        &ready,
+                        &[2, 1, 17, 1, 3],
+                        &ok(0),
+                        &sub_id(0, 3),
+                        &sub_id(0, 4),
+                        &note(3, 1),
+                        &note(1, 2),
+                    ]
+                    .concat(),
+                ),
+                (
+                    "early_notifications",
+                    [
+                        &[0x54][..],
+                        &[10, 0],
+                        &open,
+                        &ok(0),
+                        &note(5, 1),
+                        &note(5, 2),
+                        &note(6, 1),
+                        &sub_id(0, 5),
+                        &note(5, 3),
+                    ]
+                    .concat(),
+                ),
+                (
+                    // Channel lists, two per request: the first batch taken, the second refused.
+                    "partial_batch",
+                    [&[0x76][..], &open, &ok(0), &[11, 0x0E], &ok(1), &[4, 0, 3, 7], &[6, 0x83, 1, 6, 0x85, 1]]
+                        .concat(),
+                ),
+                ("heartbeat_miss", [&[0x00][..], &open, &ok(0), &[13, 0, 17, 17, 17, 17, 17, 17, 17, 1, 3]].concat()),
+                (
+                    // Rate limits: a retry-after answer pauses the queue that long.
+                    "retry_after_pause",
+                    [
+                        &[0x55][..],
+                        &open,
+                        &ok(0),
+                        &[13, 0, 13, 1, 15, 0, 15, 1],
+                        &[4, 0, 4, 15],
+                        &[15, 0, 17, 17, 17, 16, 0xFF, 0x0F],
+                    ]
+                    .concat(),
+                ),
+                (
+                    "unsubscribe_and_close",
+                    [&[0x54][..], &ready, &[12, 0], &ok(0), &note(1, 9), &[12, 1, 18, 9, 0xE8, 0x03]].concat(),
+                ),
+                (
+                    // Regression: unsubscribing after `Closed` (here: the auth refused
+                    // for good) emitted `Unsubscribed` after the last output.
+                    "unsubscribe_after_closed",
+                    [&[0x54][..], &[10, 0], &open, &[4, 0, 3, 4], &[2, 0, 12, 0]].concat(),
+                ),
+                (
+                    // Regression: an authentication renewal due during the restore
+                    // made `poll_timeout` return a time already past once ready.
+                    "renewal_due_before_ready",
+                    [&[0x54][..], &[10, 0], &open, &[4, 0, 1, 1], &[16, 200, 0], &[4, 0, 0, 1, 17, 17]].concat(),
+                ),
+                ("offline_sends_and_cancel", [&[0x55][..], &[13, 0, 15, 1, 15, 0, 14, 0, 0, 1, 2, 0, 17, 17]].concat()),
+            ]
+        }
         _ => Vec::new(),
     }
 }
@@ -553,18 +1030,20 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     type Body = fn(&[u8]);
-    const TARGETS: [(&str, Body); 5] = [
+    const TARGETS: &[(&str, Body)] = &[
         ("frame_decoder", frame_decoder),
         ("handshake_response", handshake_response),
         ("client_stream", client_stream),
         ("client_ops", client_ops),
         ("inflate", inflate),
+        #[cfg(feature = "json")]
+        ("session_ops", session_ops),
     ];
 
     #[test]
     fn seeds_run_clean_and_are_written_on_request() {
         let write = std::env::var_os("NOVA_WRITE_CORPUS").is_some();
-        for (target, body) in TARGETS {
+        for &(target, body) in TARGETS {
             let seeds = seeds(target);
             assert!(!seeds.is_empty(), "{target} has no seeds");
             for (name, data) in seeds {
@@ -625,9 +1104,15 @@ mod tests {
         replay("inflate", inflate);
     }
 
+    #[cfg(feature = "json")]
+    #[test]
+    fn replay_session_ops_corpus() {
+        replay("session_ops", session_ops);
+    }
+
     #[test]
     fn bodies_survive_edge_inputs() {
-        for body in [frame_decoder, handshake_response, client_stream, client_ops, inflate] {
+        for &(_, body) in TARGETS {
             body(&[]);
             body(&[0]);
             body(&[0xFF; 300]);

@@ -638,9 +638,14 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`SubscribeError::Unknown`] for a handle the session does not hold.
+    /// [`SubscribeError::Unknown`] for a handle the session does not hold;
+    /// [`SubscribeError::Closed`] once the session is over (nothing follows
+    /// [`Event::Closed`]).
     pub fn unsubscribe(&mut self, now: Instant, id: SubscriptionId) -> Result<(), SubscribeError> {
         self.advance(now);
+        if self.client.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
         let Some(sub) = self.subs.get_mut(id) else {
             return Err(SubscribeError::Unknown(id));
         };
@@ -719,8 +724,12 @@ impl Session {
     /// The next deadline, the connection's or the session's.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Renewals wait for readiness: one that fell due during the restore
+        // is due now, not at a time already past.
         let renew = match self.auth {
-            AuthState::Granted { renew_at } if self.readiness == Readiness::Ready => renew_at,
+            AuthState::Granted { renew_at } if self.readiness == Readiness::Ready => {
+                renew_at.map(|at| at.max(self.now))
+            }
             _ => None,
         };
         let heartbeat = self.heartbeat.next.filter(|_| self.readiness != Readiness::Offline);
