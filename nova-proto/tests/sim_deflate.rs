@@ -34,13 +34,33 @@ impl Server {
 
     /// One compressed server frame (or several, `fragments` long each) for `message`.
     fn frames(&mut self, message: &Message, fragments: usize) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(message.len() + 64);
-        self.deflate.compress_vec(message.as_bytes(), &mut payload, FlushCompress::Sync).unwrap();
-        while !payload.ends_with(&TAIL) {
-            payload.reserve(payload.len() + 64);
-            self.deflate.compress_vec(&[], &mut payload, FlushCompress::Sync).unwrap();
+        // Incompressible input can outgrow any first guess: keep feeding what
+        // was not taken yet until the sync flush completes (all input taken,
+        // output not filled to the brim). The old loop waited for the tail
+        // and spun forever on an empty message after a flush (zlib writes
+        // nothing then).
+        let input = message.as_bytes();
+        let start = self.deflate.total_in();
+        let mut payload = Vec::with_capacity(input.len() / 2 + 64);
+        loop {
+            if payload.capacity() - payload.len() < 64 {
+                payload.reserve(payload.len().max(64));
+            }
+            let taken = (self.deflate.total_in() - start) as usize;
+            self.deflate.compress_vec(&input[taken..], &mut payload, FlushCompress::Sync).unwrap();
+            let taken = (self.deflate.total_in() - start) as usize;
+            if taken == input.len() && payload.len() < payload.capacity() {
+                break;
+            }
         }
-        payload.truncate(payload.len() - TAIL.len());
+        if payload.is_empty() {
+            // An empty message right after a flush: zlib has nothing to
+            // write. RFC 7692 §7.2.3.6's compressed empty message is `00`.
+            payload.push(0x00);
+        } else {
+            assert!(payload.ends_with(&TAIL), "a sync flush ends with 00 00 ff ff");
+            payload.truncate(payload.len() - TAIL.len());
+        }
         if !self.takeover {
             self.deflate.reset();
         }
