@@ -336,23 +336,41 @@ fn run_tokio(spec: &Spec) -> Result<Outcome, BoxError> {
     })
 }
 
+thread_local! {
+    /// The one executor of a smol client process: the load generator's tasks
+    /// and nova-async-std's sessions both run on it, on the thread that
+    /// blocks on it, as every tokio client runs on one current-thread
+    /// runtime. (With the default spawner the sessions went to
+    /// async-global-executor's own threads, and every message crossed
+    /// threads twice on the one core the client is pinned to.)
+    static SMOL: smol::LocalExecutor<'static> = const { smol::LocalExecutor::new() };
+}
+
+/// nova-async-std's spawner for the bench: the session goes on this thread's
+/// [`SMOL`] executor. Only this thread spawns sessions (every connect, and the
+/// driver's reconnects run inside the session's own task).
+pub(crate) fn smol_runtime() -> nova_async_std::AsyncIo {
+    nova_async_std::AsyncIo::with_spawner(|session| SMOL.with(|ex| ex.spawn(session).detach()))
+}
+
 fn run_smol(spec: &Spec) -> Result<Outcome, BoxError> {
-    let ex = Rc::new(smol::LocalExecutor::new());
-    let ex2 = Rc::clone(&ex);
-    smol::block_on(ex.run(async move {
-        let meter = Rc::new(Meter::default());
-        let spawn = |f: Pin<Box<dyn Future<Output = ()>>>| ex2.spawn(f).detach();
-        let mut conns = Vec::new();
-        for _ in 0..spec.conns {
-            let (handle, events) = nova_async_std::Connector::new(nova_config(spec.port)).connect().await?;
-            conns.push(Nova { handle, events });
-        }
-        start_load(conns, spec, &meter, &spawn);
-        measure(&meter, spec, |d| async move {
-            smol::Timer::after(d).await;
-        })
-        .await
-    }))
+    SMOL.with(|ex| {
+        smol::block_on(ex.run(async move {
+            let meter = Rc::new(Meter::default());
+            let spawn = |f: Pin<Box<dyn Future<Output = ()>>>| SMOL.with(|ex| ex.spawn(f).detach());
+            let mut conns = Vec::new();
+            for _ in 0..spec.conns {
+                let (handle, events) =
+                    nova_async_std::Connector::new(nova_config(spec.port)).runtime(smol_runtime()).connect().await?;
+                conns.push(Nova { handle, events });
+            }
+            start_load(conns, spec, &meter, &spawn);
+            measure(&meter, spec, |d| async move {
+                smol::Timer::after(d).await;
+            })
+            .await
+        }))
+    })
 }
 
 /// Nova's configuration for every run: defaults, with limits above the
