@@ -21,28 +21,13 @@ use nova_proto::{Input, Output, Target, TransportDown};
 use tracing::Instrument;
 
 use crate::Event;
-use crate::runtime::{BoxFuture, Runtime, Timer, Transport, transport_down};
+use crate::runtime::{BoxFuture, Runtime, Timer, Transport, read_len, transport_down};
 use crate::state::{Inner, Shared};
 use crate::telemetry::Telemetry;
 
 /// Most bytes taken from the core per write: one buffer, one syscall when
 /// the socket has room (a vectored write would gain nothing over it).
 const WRITE_BATCH: usize = 256 * 1024;
-
-/// Most bytes one read may ask for on the core's word
-/// ([`Stats::read_hint`](nova_proto::Stats::read_hint)): a frame still
-/// arriving is read in one call rather than `read_chunk` at a time, but a
-/// length its header announced never sizes the read past this (the buffer is
-/// this thread's, shared by its sessions).
-const MAX_HINTED_READ: usize = 256 * 1024;
-
-/// How much to read: the configured chunk, or what the frame being received
-/// still needs plus a chunk for what follows it, up to [`MAX_HINTED_READ`].
-/// Measured in nova-bench 64 × 64 KiB pipelined: about 5 `recvfrom` a
-/// message at 16 KiB, 1 with the hint.
-fn read_len(chunk: usize, hint: usize) -> usize {
-    chunk.max(hint.saturating_add(chunk).min(MAX_HINTED_READ))
-}
 
 thread_local! {
     /// The read buffer of every session polled on this thread: bytes read
@@ -549,22 +534,4 @@ async fn linger<T: Transport, D: Timer>(mut transport: T, rest: Vec<u8>, mut tim
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod read_len_tests {
-    use super::*;
-
-    #[test]
-    fn reads_are_sized_by_the_hint_within_bounds() {
-        let chunk = 16 * 1024;
-        assert_eq!(read_len(chunk, 0), chunk);
-        assert_eq!(read_len(chunk, 100), 100 + chunk);
-        assert_eq!(read_len(chunk, 48 * 1024), 64 * 1024);
-        // A hostile or merely large announced length never sizes a read past the bound.
-        assert_eq!(read_len(chunk, 16 << 20), MAX_HINTED_READ);
-        assert_eq!(read_len(chunk, usize::MAX), MAX_HINTED_READ);
-        // A configured chunk above the bound is still honoured.
-        assert_eq!(read_len(1 << 20, usize::MAX), 1 << 20);
-    }
 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use nova_driver::proxy;
-use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, transport_down};
+use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, read_len, transport_down};
 use nova_driver::shared::{Telemetry, event_from_core, event_weight};
 use nova_proto::proxy::{Progress, ProxyError, ProxyHandshake};
 use nova_proto::session::{
@@ -1210,19 +1210,6 @@ impl Linger {
     }
 }
 
-/// Most bytes one read may ask for on the core's word
-/// ([`Stats::read_hint`](nova_proto::Stats::read_hint)): a frame still
-/// arriving is read in one call rather than `read_chunk` at a time, but a
-/// length its header announced never sizes the read past this (the buffer
-/// is this thread's, shared by its connections).
-const MAX_HINTED_READ: usize = 256 * 1024;
-
-/// How much to read: the configured chunk, or what the frame being received
-/// still needs plus a chunk for what follows it, up to [`MAX_HINTED_READ`].
-fn read_len(chunk: usize, hint: usize) -> usize {
-    chunk.max(hint.saturating_add(chunk).min(MAX_HINTED_READ))
-}
-
 thread_local! {
     /// The read buffer of every connection driven on this thread: bytes are
     /// handed to the core as soon as they are read, so one buffer serves
@@ -1252,23 +1239,5 @@ fn check(tcp: &TcpStream) -> Attempt {
         Ok(_) => Attempt::Connected,
         Err(e) if e.kind() == io::ErrorKind::NotConnected || e.kind() == io::ErrorKind::WouldBlock => Attempt::Pending,
         Err(e) => Attempt::Failed(e.kind()),
-    }
-}
-
-#[cfg(test)]
-mod read_len_tests {
-    use super::*;
-
-    #[test]
-    fn reads_are_sized_by_the_hint_within_bounds() {
-        let chunk = 16 * 1024;
-        assert_eq!(read_len(chunk, 0), chunk);
-        assert_eq!(read_len(chunk, 100), 100 + chunk);
-        assert_eq!(read_len(chunk, 48 * 1024), 64 * 1024);
-        // A hostile or merely large announced length never sizes a read past the bound.
-        assert_eq!(read_len(chunk, 16 << 20), MAX_HINTED_READ);
-        assert_eq!(read_len(chunk, usize::MAX), MAX_HINTED_READ);
-        // A configured chunk above the bound is still honoured.
-        assert_eq!(read_len(1 << 20, usize::MAX), 1 << 20);
     }
 }
