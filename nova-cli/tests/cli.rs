@@ -3,165 +3,17 @@
 //! Every wait is bounded, and every child is killed when its handle drops,
 //! so a failing test fails (with the child's output) instead of hanging.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nova_proto::Message;
 use nova_testkit::{Behavior, ConnectionLog, Handshake, MockServer, TestCa};
 
-const NOVA: &str = env!("CARGO_BIN_EXE_nova");
+mod support;
 
-/// What a child wrote so far.
-#[derive(Default)]
-struct Captured {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-/// A running `nova`, killed on drop.
-struct Nova {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    captured: Arc<(Mutex<Captured>, Condvar)>,
-}
-
-impl Nova {
-    fn start(args: &[&str]) -> Nova {
-        Nova::start_with(args, Stdio::piped())
-    }
-
-    fn start_with(args: &[&str], stdin: Stdio) -> Nova {
-        let (nova, stdout) = Nova::start_reading_stdout(args, stdin);
-        capture(stdout, Arc::clone(&nova.captured), |c| &mut c.stdout);
-        nova
-    }
-
-    /// Starts `nova` with stderr captured and stdout handed to the caller.
-    fn start_reading_stdout(args: &[&str], stdin: Stdio) -> (Nova, ChildStdout) {
-        let mut child = Command::new(NOVA)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the nova binary starts");
-        let captured = Arc::new((Mutex::new(Captured::default()), Condvar::new()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        capture(stderr, Arc::clone(&captured), |c| &mut c.stderr);
-        let stdin = child.stdin.take();
-        (Nova { child, stdin, captured }, stdout)
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to nova's stdin");
-        stdin.flush().expect("flush nova's stdin");
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    fn stdout(&self) -> Vec<u8> {
-        self.captured.0.lock().unwrap().stdout.clone()
-    }
-
-    fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout()).into_owned()
-    }
-
-    fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.captured.0.lock().unwrap().stderr).into_owned()
-    }
-
-    /// Waits until `done` holds for (stdout, stderr); panics with both after
-    /// `timeout`. `done` must not call back into `self` (the capture is locked).
-    fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&str, &str) -> bool) {
-        self.wait_for_bytes(what, timeout, |out, err| {
-            done(&String::from_utf8_lossy(out), &String::from_utf8_lossy(err))
-        });
-    }
-
-    /// [`wait_for`](Self::wait_for) on the raw bytes.
-    fn wait_for_bytes(&self, what: &str, timeout: Duration, done: impl Fn(&[u8], &[u8]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        let (lock, changed) = &*self.captured;
-        let mut captured = lock.lock().unwrap();
-        loop {
-            if done(&captured.stdout, &captured.stderr) {
-                return;
-            }
-            let (out, err) = (String::from_utf8_lossy(&captured.stdout), String::from_utf8_lossy(&captured.stderr));
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out after {timeout:?} waiting for {what}\nstdout:\n{out}\nstderr:\n{err}");
-            captured = changed.wait_timeout(captured, left.min(Duration::from_millis(50))).unwrap().0;
-        }
-    }
-
-    fn wait_stderr(&self, needle: &str, timeout: Duration) {
-        self.wait_for(&format!("{needle:?} on stderr"), timeout, |_, err| err.contains(needle));
-    }
-
-    fn wait_stdout(&self, needle: &str, timeout: Duration) {
-        self.wait_for(&format!("{needle:?} on stdout"), timeout, |out, _| out.contains(needle));
-    }
-
-    /// Waits for the process to end; panics with its output after `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads take the last bytes.
-                std::thread::sleep(Duration::from_millis(50));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nova did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                self.stdout_text(),
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    #[cfg(unix)]
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([name, &self.child.id().to_string()]).status().expect("run kill");
-        assert!(status.success(), "kill {name} failed");
-    }
-}
-
-impl Drop for Nova {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn capture(
-    mut from: impl Read + Send + 'static,
-    into: Arc<(Mutex<Captured>, Condvar)>,
-    field: fn(&mut Captured) -> &mut Vec<u8>,
-) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let (lock, changed) = &*into;
-                    field(&mut lock.lock().unwrap()).extend_from_slice(&buf[..n]);
-                    changed.notify_all();
-                }
-            }
-        }
-    });
-}
+use support::{NOVA, Nova};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)

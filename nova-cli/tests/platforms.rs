@@ -4,10 +4,7 @@
 //!
 //! Every wait is bounded and every child is killed when its handle drops.
 
-use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nova_platforms::WallClock;
 use nova_platforms::bybit::{Stream, testing::MockBybit};
@@ -19,134 +16,13 @@ use nova_proto::Secret;
 use nova_testkit::MockServer;
 use serde_json::Value;
 
-const NOVA: &str = env!("CARGO_BIN_EXE_nova");
+mod support;
 
-/// Every variable a platform reads: removed from the child's environment
-/// unless a test sets it.
-const CREDENTIAL_VARS: [&str; 5] =
-    ["DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET", "BYBIT_API_KEY", "BYBIT_API_SECRET", "DISCORD_TOKEN"];
+use support::Nova;
 
-#[derive(Default)]
-struct Captured {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-/// A running `nova`, killed on drop.
-struct Nova {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    captured: Arc<(Mutex<Captured>, Condvar)>,
-}
-
-impl Nova {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Nova {
-        let mut command = Command::new(NOVA);
-        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        for var in CREDENTIAL_VARS {
-            command.env_remove(var);
-        }
-        command.envs(env.iter().copied());
-        let mut child = command.spawn().expect("the nova binary starts");
-        let captured = Arc::new((Mutex::new(Captured::default()), Condvar::new()));
-        capture(child.stdout.take().expect("piped stdout"), Arc::clone(&captured), |c| &mut c.stdout);
-        capture(child.stderr.take().expect("piped stderr"), Arc::clone(&captured), |c| &mut c.stderr);
-        let stdin = child.stdin.take();
-        Nova { child, stdin, captured }
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to nova's stdin");
-        stdin.flush().expect("flush nova's stdin");
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.captured.0.lock().unwrap().stdout).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.captured.0.lock().unwrap().stderr).into_owned()
-    }
-
-    /// Waits until `done(stdout, stderr)`; panics with both after `timeout`.
-    fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&str, &str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        let (lock, changed) = &*self.captured;
-        let mut captured = lock.lock().unwrap();
-        loop {
-            let (out, err) = (String::from_utf8_lossy(&captured.stdout), String::from_utf8_lossy(&captured.stderr));
-            if done(&out, &err) {
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out after {timeout:?} waiting for {what}\nstdout:\n{out}\nstderr:\n{err}");
-            captured = changed.wait_timeout(captured, left.min(Duration::from_millis(50))).unwrap().0;
-        }
-    }
-
-    fn wait_stderr(&self, needle: &str, timeout: Duration) {
-        self.wait_for(&format!("{needle:?} on stderr"), timeout, |_, err| err.contains(needle));
-    }
-
-    fn wait_stdout(&self, needle: &str, timeout: Duration) {
-        self.wait_for(&format!("{needle:?} on stdout"), timeout, |out, _| out.contains(needle));
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                std::thread::sleep(Duration::from_millis(50));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nova did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Closes stdin and expects a graceful exit 0.
-    fn finish(&mut self) {
-        self.close_stdin();
-        let status = self.wait_exit(secs(10));
-        assert_eq!(status.code(), Some(0), "stderr:\n{}", self.stderr());
-    }
-}
-
-impl Drop for Nova {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn capture(
-    mut from: impl Read + Send + 'static,
-    into: Arc<(Mutex<Captured>, Condvar)>,
-    field: fn(&mut Captured) -> &mut Vec<u8>,
-) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let (lock, changed) = &*into;
-                    field(&mut lock.lock().unwrap()).extend_from_slice(&buf[..n]);
-                    changed.notify_all();
-                }
-            }
-        }
-    });
+/// `nova` with `env` set (and no other platform credentials).
+fn start(args: &[&str], env: &[(&str, &str)]) -> Nova {
+    Nova::start_env(args, std::process::Stdio::piped(), env)
 }
 
 fn secs(n: u64) -> Duration {
@@ -178,7 +54,7 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
         .otherwise(mock.behavior())
         .start()
         .unwrap();
-    let mut nova = Nova::start(
+    let mut nova = start(
         &["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL, "--send", GET_TIME],
         &[("DERIBIT_CLIENT_ID", "CLI-KEY"), ("DERIBIT_CLIENT_SECRET", DERIBIT_SECRET)],
     );
@@ -186,7 +62,7 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
     nova.wait_stdout(CHANNEL, secs(10));
     nova.wait_stderr("disconnected", secs(10));
     nova.wait_stderr("ready (authenticated), restored 1 subscription", secs(10));
-    let before = nova.stdout().lines().count();
+    let before = nova.stdout_text().lines().count();
     nova.wait_for("ticker data after the restore", secs(10), |out, _| out.lines().count() >= before + 3);
 
     let calls =
@@ -200,15 +76,15 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
             "connection {conn}"
         );
     }
-    let lines = json_lines(&nova.stdout());
+    let lines = json_lines(&nova.stdout_text());
     let data: Vec<&Value> = lines.iter().filter(|v| v["method"] == "subscription").collect();
     assert!(data.iter().all(|v| v["params"]["channel"] == CHANNEL), "only ticker data: {data:?}");
     let answers = lines.iter().filter(|v| v["id"] == "cli-time").count();
     assert_eq!(answers, 2, "the answer to the --send request is printed, once per connection");
     nova.finish();
-    let err = nova.stderr();
+    let err = nova.stderr_text();
     assert!(err.contains("subscribed ticker.BTC-PERPETUAL.100ms"), "{err}");
-    assert!(!err.contains(DERIBIT_SECRET) && !nova.stdout().contains(DERIBIT_SECRET), "the secret leaked");
+    assert!(!err.contains(DERIBIT_SECRET) && !nova.stdout_text().contains(DERIBIT_SECRET), "the secret leaked");
     server.shutdown();
 }
 
@@ -216,16 +92,14 @@ fn deribit_authenticates_from_the_environment_and_the_ticker_flows_again_after_a
 fn deribit_without_credentials_is_public_only() {
     let mock = MockDeribit::new("CLI-KEY", &Secret::new(DERIBIT_SECRET)).tick(ms(20));
     let server = MockServer::builder().lifetime(secs(30)).otherwise(mock.behavior()).start().unwrap();
-    let mut nova = Nova::start(
-        &["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL, "--json"],
-        &[],
-    );
+    let mut nova =
+        start(&["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL, "--json"], &[]);
     nova.wait_stdout("\"channel\": \"ticker.BTC-PERPETUAL.100ms\"", secs(10));
     nova.finish();
     assert!(!mock.calls().iter().any(|(_, m)| m == "public/auth"), "{:?}", mock.calls());
     // Without authentication the session may be ready before the subscribe
     // goes out: "ready" then "subscribed", or "ready, subscribed to 1 topic".
-    let err = nova.stderr();
+    let err = nova.stderr_text();
     assert!(err.contains("nova: ready") && !err.contains("authenticated"), "{err}");
     assert!(err.contains("subscribed ticker.BTC-PERPETUAL.100ms"), "{err}");
     server.shutdown();
@@ -235,16 +109,16 @@ fn deribit_without_credentials_is_public_only() {
 fn deribit_credentials_refused_for_good_end_with_exit_1_naming_the_variables() {
     let mock = MockDeribit::new("CLI-KEY", &Secret::new(DERIBIT_SECRET)).tick(ms(20));
     let server = MockServer::builder().lifetime(secs(30)).otherwise(mock.behavior()).start().unwrap();
-    let mut nova = Nova::start(
+    let mut nova = start(
         &["connect", &server.url("/ws/api/v2"), "--platform", "deribit", "--subscribe", CHANNEL],
         &[("DERIBIT_CLIENT_ID", "CLI-KEY"), ("DERIBIT_CLIENT_SECRET", "a-wrong-secret-never-shown")],
     );
     let status = nova.wait_exit(secs(15));
-    let err = nova.stderr();
+    let err = nova.stderr_text();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("authentication refused for good"), "{err}");
     assert!(err.contains("check DERIBIT_CLIENT_ID and DERIBIT_CLIENT_SECRET"), "{err}");
-    assert!(!err.contains("a-wrong-secret-never-shown") && !nova.stdout().contains("a-wrong-secret"), "{err}");
+    assert!(!err.contains("a-wrong-secret-never-shown") && !nova.stdout_text().contains("a-wrong-secret"), "{err}");
     assert_eq!(server.connections().len(), 1, "not retried");
     server.shutdown();
 }
@@ -257,7 +131,7 @@ fn bybit_public_and_private_topics_are_subscribed_and_printed() {
     let private_server = MockServer::builder().lifetime(secs(30)).otherwise(private.behavior()).start().unwrap();
 
     let spot_url = spot_server.url("/v5/public/spot");
-    let mut public = Nova::start(
+    let mut public = start(
         &[
             "connect",
             &spot_url,
@@ -273,7 +147,7 @@ fn bybit_public_and_private_topics_are_subscribed_and_printed() {
         &[],
     );
     let private_url = private_server.url("/v5/private");
-    let mut account = Nova::start(
+    let mut account = start(
         &["connect", &private_url, "--platform", "bybit", "--bybit-stream", "private", "--subscribe", "order"],
         &[("BYBIT_API_KEY", "K"), ("BYBIT_API_SECRET", "bybit-secret")],
     );
@@ -299,8 +173,8 @@ fn bybit_public_and_private_topics_are_subscribed_and_printed() {
         .filter(|op| op != "ping")
         .collect();
     assert_eq!(ops[..2], ["auth", "subscribe"], "auth before the private subscription");
-    assert!(account.stderr().contains("ready (authenticated)"), "{}", account.stderr());
-    assert!(!account.stderr().contains("bybit-secret"));
+    assert!(account.stderr_text().contains("ready (authenticated)"), "{}", account.stderr_text());
+    assert!(!account.stderr_text().contains("bybit-secret"));
     spot_server.shutdown();
     private_server.shutdown();
 }
@@ -317,7 +191,7 @@ fn ethereum_new_heads_flow_again_after_a_reconnect_under_a_new_id_and_the_gap_is
         .unwrap();
     // A hosted provider's URL carries its key in the path: never shown.
     let url = server.url("/v3/eth-key-never-shown");
-    let mut nova = Nova::start(&["connect", &url, "--platform", "ethereum", "--subscribe", "newHeads"], &[]);
+    let mut nova = start(&["connect", &url, "--platform", "ethereum", "--subscribe", "newHeads"], &[]);
     nova.wait_stderr("subscribed newHeads", secs(10));
     // A raw JSON-RPC call typed on stdin goes out as it is, once ready.
     nova.send_line(r#"{"jsonrpc":"2.0","id":"cli-1","method":"eth_chainId","params":[]}"#);
@@ -331,7 +205,7 @@ fn ethereum_new_heads_flow_again_after_a_reconnect_under_a_new_id_and_the_gap_is
     };
     nova.wait_for("heads under a second subscription id", secs(10), |out, _| ids(out).len() >= 2);
     nova.finish();
-    let err = nova.stderr();
+    let err = nova.stderr_text();
     assert!(err.contains("last block before the drop") && err.contains("first after"), "{err}");
     assert!(err.contains("/...") && !err.contains("eth-key-never-shown"), "{err}");
     assert!(
@@ -350,11 +224,10 @@ const DISCORD_TOKEN: &str = "discord-token-never-shown";
 fn discord_dispatches_are_printed_and_4004_ends_with_exit_1() {
     let mock = MockDiscord::new(DISCORD_TOKEN).tick(ms(20));
     let server = MockServer::builder().lifetime(secs(30)).otherwise(mock.behavior()).start().unwrap();
-    let mut bot =
-        Nova::start(&["connect", &server.url("/"), "--platform", "discord"], &[("DISCORD_TOKEN", DISCORD_TOKEN)]);
+    let mut bot = start(&["connect", &server.url("/"), "--platform", "discord"], &[("DISCORD_TOKEN", DISCORD_TOKEN)]);
     bot.wait_stdout("\"t\":\"MESSAGE_CREATE\"", secs(10));
     bot.finish();
-    assert!(bot.stderr().contains("ready (authenticated)"), "{}", bot.stderr());
+    assert!(bot.stderr_text().contains("ready (authenticated)"), "{}", bot.stderr_text());
     let identify = mock.received().into_iter().find(|(_, v)| v["op"] == 2).expect("an Identify");
     assert_eq!(identify.1["d"]["intents"], 513);
 
@@ -365,13 +238,13 @@ fn discord_dispatches_are_printed_and_4004_ends_with_exit_1() {
         .start()
         .unwrap();
     let mut nova =
-        Nova::start(&["connect", &refusing.url("/"), "--platform", "discord"], &[("DISCORD_TOKEN", DISCORD_TOKEN)]);
+        start(&["connect", &refusing.url("/"), "--platform", "discord"], &[("DISCORD_TOKEN", DISCORD_TOKEN)]);
     let status = nova.wait_exit(secs(15));
-    let err = nova.stderr();
+    let err = nova.stderr_text();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("4004") && err.contains("check DISCORD_TOKEN"), "{err}");
     assert_eq!(refusing.connections().len(), 1, "no reconnect after 4004");
-    for output in [err, nova.stdout(), bot.stderr(), bot.stdout()] {
+    for output in [err, nova.stdout_text(), bot.stderr_text(), bot.stdout_text()] {
         assert!(!output.contains(DISCORD_TOKEN), "the token leaked: {output}");
     }
     server.shutdown();
@@ -382,13 +255,13 @@ fn discord_dispatches_are_printed_and_4004_ends_with_exit_1() {
 fn slack_envelopes_are_acknowledged_and_printed_and_link_disabled_ends_with_exit_1() {
     let mock = MockSlack::new(2).tick(ms(20)).disconnect_with(slack::LINK_DISABLED);
     let server = MockServer::builder().lifetime(secs(30)).otherwise(mock.behavior()).start().unwrap();
-    let mut nova = Nova::start(&["connect", &server.url("/link/?ticket=T"), "--platform", "slack"], &[]);
+    let mut nova = start(&["connect", &server.url("/link/?ticket=T"), "--platform", "slack"], &[]);
     let status = nova.wait_exit(secs(15));
-    let err = nova.stderr();
+    let err = nova.stderr_text();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("link_disabled"), "{err}");
     let printed: Vec<String> =
-        json_lines(&nova.stdout()).iter().filter_map(|v| v["envelope_id"].as_str().map(str::to_owned)).collect();
+        json_lines(&nova.stdout_text()).iter().filter_map(|v| v["envelope_id"].as_str().map(str::to_owned)).collect();
     assert_eq!(printed.len(), 3, "two events and a slash command: {printed:?}");
     let acked: Vec<String> = mock.acks().iter().filter_map(|a| a["envelope_id"].as_str().map(str::to_owned)).collect();
     assert_eq!(acked, printed, "each envelope acknowledged by nova");
@@ -434,12 +307,12 @@ fn platform_usage_errors_exit_2_and_never_show_a_secret() {
         (&["connect"], &[], "<URL>"),
     ];
     for (args, env, expected) in cases {
-        let mut nova = Nova::start(args, env);
+        let mut nova = start(args, env);
         let status = nova.wait_exit(secs(10));
-        let err = nova.stderr();
+        let err = nova.stderr_text();
         assert_eq!(status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: expected {expected:?} in:\n{err}");
-        assert_eq!(nova.stdout(), "", "{args:?}");
+        assert_eq!(nova.stdout_text(), "", "{args:?}");
         for (_, value) in *env {
             assert!(value.len() < 2 || !err.contains(value), "{args:?}: a credential leaked:\n{err}");
         }
@@ -448,9 +321,9 @@ fn platform_usage_errors_exit_2_and_never_show_a_secret() {
 
 #[test]
 fn help_describes_the_platforms_without_showing_the_environment() {
-    let mut nova = Nova::start(&["connect", "--help"], &[("DISCORD_TOKEN", DISCORD_TOKEN)]);
+    let mut nova = start(&["connect", "--help"], &[("DISCORD_TOKEN", DISCORD_TOKEN)]);
     assert_eq!(nova.wait_exit(secs(10)).code(), Some(0));
-    let help = nova.stdout();
+    let help = nova.stdout_text();
     for needle in [
         "--platform",
         "--subscribe",
