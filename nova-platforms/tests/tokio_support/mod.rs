@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nova_proto::{Disconnect, Error, Timeout};
 use nova_tokio::{Event, Events, Message, Subscription};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -55,6 +56,19 @@ impl Watch {
                 Err(_) => panic!("no {what} within {WAIT:?}; seen: {:#?}", self.seen),
             }
         }
+    }
+
+    /// Waits for the next `Disconnected` and checks that `timeout` ended the
+    /// connection (it was found dead) and that a reconnect follows.
+    pub async fn dead_by(&mut self, timeout: Timeout) {
+        let dead = self.expect("the dead connection", |e| matches!(e, Event::Disconnected { .. })).await;
+        assert!(
+            matches!(
+                &dead,
+                Event::Disconnected { cause: Disconnect::Failed(Error::Timeout(t)), reconnect: Some(_) } if *t == timeout
+            ),
+            "found dead by {timeout:?}, and reconnecting: {dead:?}"
+        );
     }
 
     /// Waits for `Ready`, returning (restored, failed).
