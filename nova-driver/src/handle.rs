@@ -258,19 +258,9 @@ impl Handle {
         topic: impl Into<Topic>,
         options: SubscribeOptions,
     ) -> Result<Subscription, SubscribeError> {
-        let mut inner = self.shared.lock();
-        if inner.finished {
-            return Err(SubscribeError::Closed);
-        }
-        let max = inner.client.settings().max_subscriptions;
-        if inner.feeds.len() >= max {
-            return Err(SubscribeError::TooMany { max });
-        }
-        let id = inner.client.subscribe(Instant::now(), topic, options)?;
-        inner.feeds.insert(id);
-        drop(inner);
-        self.shared.driver.notify();
-        Ok(Subscription::new(Arc::clone(&self.shared), id))
+        let mut subscriptions = self.subscribe_many([topic], options)?;
+        // One topic in, one subscription out.
+        Ok(subscriptions.remove(0))
     }
 
     /// Subscribes to several topics at once, in as few requests as the

@@ -564,20 +564,8 @@ impl Session {
         topic: impl Into<Topic>,
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
-        let _ = options;
-        self.advance(now);
-        if self.client.is_closed() {
-            return Err(SubscribeError::Closed);
-        }
-        let id = self.subs.add(topic.into(), self.settings.max_subscriptions)?;
-        if self.readiness == Readiness::Ready {
-            if let Err(e) = self.send_subscribe(vec![id], false) {
-                self.subs.remove(id);
-                return Err(SubscribeError::Failed(e));
-            }
-        }
-        self.pump();
-        Ok(id)
+        let ids = self.subscribe_many(now, [topic], options)?;
+        Ok(ids[0])
     }
 
     /// Subscribes to several topics at once: on a ready session they go in
