@@ -6,6 +6,7 @@
 //! A few connections are opened first and kept, so one-time allocations
 //! (runtime, TLS provider tables, thread-locals) are in the baseline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,8 +33,10 @@ pub(crate) fn run(kind: Kind, n: usize, port: u16) -> Result<(f64, f64), BoxErro
         Kind::NovaMio => run_mio(n, port),
         Kind::NovaAsyncStd => smol::block_on(async {
             let mut conns = Vec::new();
-            let connect = || async {
-                Ok::<_, BoxError>(nova_async_std::Connector::new(crate::load::nova_config(port)).connect().await?)
+            let config = shared_config(port);
+            let connect = || {
+                let config = Arc::clone(&config);
+                async { Ok::<_, BoxError>(nova_async_std::Connector::new(config).connect().await?) }
             };
             for _ in 0..WARM {
                 conns.push(connect().await?);
@@ -55,6 +58,13 @@ pub(crate) fn run(kind: Kind, n: usize, port: u16) -> Result<(f64, f64), BoxErro
             rt.block_on(run_tokio(kind, n, port))
         }
     }
+}
+
+/// The configuration every Nova connection of a run shares: one `Arc`, as
+/// an application opening many sessions to one service would pass it (a
+/// `Config` is built once, not per connection).
+fn shared_config(port: u16) -> Arc<nova_proto::Config> {
+    Arc::new(crate::load::nova_config(port))
 }
 
 fn per_conn(base: u64, open: u64, echoed: u64, n: usize) -> (f64, f64) {
@@ -87,31 +97,10 @@ enum Peer {
 async fn run_tokio(kind: Kind, n: usize, port: u16) -> Result<(f64, f64), BoxError> {
     use futures_util::{SinkExt, StreamExt};
 
-    let connect = || async move {
-        Ok::<Peer, BoxError>(match kind {
-            Kind::NovaTokio => {
-                let (h, e) = nova_tokio::Connector::new(crate::load::nova_config(port)).connect().await?;
-                Peer::Nova(h, e)
-            }
-            Kind::TokioTungstenite => {
-                let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-                tcp.set_nodelay(true)?;
-                Peer::Tung(tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp).await?.0)
-            }
-            Kind::Fastwebsockets => {
-                let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-                tcp.set_nodelay(true)?;
-                crate::load::upgrade_by_hand(&mut tcp, port).await?;
-                Peer::Fws(fastwebsockets::WebSocket::after_handshake(tcp, fastwebsockets::Role::Client))
-            }
-            Kind::TokioWebsockets => {
-                let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-                tcp.set_nodelay(true)?;
-                let builder = tokio_websockets::ClientBuilder::new().uri(&format!("ws://127.0.0.1:{port}/"))?;
-                Peer::Tws(builder.connect_on(tcp).await?.0)
-            }
-            other => return Err(format!("{} has no memory run", other.name()).into()),
-        })
+    let config = shared_config(port);
+    let connect = || {
+        let config = Arc::clone(&config);
+        async move { connect_one(kind, port, config).await }
     };
     let mut conns = Vec::new();
     for _ in 0..WARM {
@@ -144,6 +133,34 @@ async fn run_tokio(kind: Kind, n: usize, port: u16) -> Result<(f64, f64), BoxErr
     Ok(per_conn(base, open, echoed, n))
 }
 
+/// One connection of `kind`; Nova's from the configuration all share.
+async fn connect_one(kind: Kind, port: u16, config: Arc<nova_proto::Config>) -> Result<Peer, BoxError> {
+    Ok(match kind {
+        Kind::NovaTokio => {
+            let (h, e) = nova_tokio::Connector::new(config).connect().await?;
+            Peer::Nova(h, e)
+        }
+        Kind::TokioTungstenite => {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+            tcp.set_nodelay(true)?;
+            Peer::Tung(tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp).await?.0)
+        }
+        Kind::Fastwebsockets => {
+            let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+            tcp.set_nodelay(true)?;
+            crate::load::upgrade_by_hand(&mut tcp, port).await?;
+            Peer::Fws(fastwebsockets::WebSocket::after_handshake(tcp, fastwebsockets::Role::Client))
+        }
+        Kind::TokioWebsockets => {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+            tcp.set_nodelay(true)?;
+            let builder = tokio_websockets::ClientBuilder::new().uri(&format!("ws://127.0.0.1:{port}/"))?;
+            Peer::Tws(builder.connect_on(tcp).await?.0)
+        }
+        other => return Err(format!("{} has no memory run", other.name()).into()),
+    })
+}
+
 /// nova-mio connections in one `Poll`, each with its stage:
 /// 0 connecting, 1 open, 2 echo sent, 3 echoed.
 struct MioSet {
@@ -151,7 +168,7 @@ struct MioSet {
     readiness: mio::Events,
     conns: Vec<nova_mio::Connection>,
     stage: Vec<u8>,
-    port: u16,
+    config: Arc<nova_proto::Config>,
     limit: Instant,
 }
 
@@ -160,7 +177,7 @@ impl MioSet {
         let now = Instant::now();
         for _ in 0..count {
             let token = mio::Token(self.conns.len());
-            let config = crate::load::nova_config(self.port);
+            let config = Arc::clone(&self.config);
             self.conns.push(nova_mio::Connector::new(config).start(self.poll.registry(), token, now)?);
             self.stage.push(0);
         }
@@ -208,7 +225,7 @@ fn run_mio(n: usize, port: u16) -> Result<(f64, f64), BoxError> {
         readiness: mio::Events::with_capacity(1024),
         conns: Vec::new(),
         stage: Vec::new(),
-        port,
+        config: shared_config(port),
         limit: Instant::now() + Duration::from_secs(60),
     };
     set.open(WARM)?;

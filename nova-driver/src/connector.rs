@@ -394,7 +394,7 @@ impl<R: Runtime> Connector<R> {
         let runtime = self.runtime.or_else(R::current).ok_or(ConnectError::NoRuntime)?;
         let now = Instant::now();
         let span = settings.span(&config);
-        let telemetry = settings.telemetry(&config);
+        let telemetry = settings.telemetry(&config, self.behaviour.has_adapter());
         let mut client = self.behaviour.session(config, settings.seed(), now);
         client.connect(now);
         let bounds = Bounds {

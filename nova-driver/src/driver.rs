@@ -100,6 +100,9 @@ struct Driver<R: Runtime> {
     deadline: Option<Instant>,
     /// The session is over and everything was handed out.
     done: bool,
+    /// Marks the session finished when the driver is dropped, after the
+    /// fields above (the transport among them).
+    _finish: Finish,
 }
 
 /// The session, until it ends. Marks it finished however it stops,
@@ -112,7 +115,8 @@ pub(crate) fn run<R: Runtime>(
     runtime: R,
 ) -> impl Future<Output = ()> + Send {
     let finish = Finish(Arc::clone(&shared));
-    let driver = Driver {
+    let mut driver = Driver {
+        _finish: finish,
         shared,
         settings,
         telemetry,
@@ -129,9 +133,10 @@ pub(crate) fn run<R: Runtime>(
         deadline: None,
         done: false,
     };
+    // `driver` is used in place, never rebound inside the block: a
+    // rebinding would store it twice in the task's future (the captured
+    // value and the local), a kilobyte per session.
     async move {
-        let _finish = finish;
-        let mut driver = driver;
         loop {
             driver.service();
             if driver.done {
@@ -277,7 +282,7 @@ impl<R: Runtime> Driver<R> {
                     // Answers and subscription data go to their futures and
                     // streams, never to the event queue.
                     nova_proto::Event::Response { .. } | nova_proto::Event::Data { .. } => {
-                        route(inner, event, &self.telemetry);
+                        route(inner, event, &mut self.telemetry);
                         return false;
                     }
                     nova_proto::Event::Unsubscribed { id } => {
@@ -491,7 +496,7 @@ impl<R: Runtime> Driver<R> {
 /// stream. What nobody waits for any more is discarded: the answer to a
 /// cancelled request (the session counted it), data for a dropped stream
 /// (counted here).
-fn route(inner: &mut Inner, event: nova_proto::Event, telemetry: &Telemetry) {
+fn route(inner: &mut Inner, event: nova_proto::Event, telemetry: &mut Telemetry) {
     match event {
         nova_proto::Event::Response { id, result, .. } => {
             inner.calls.complete(id, result);

@@ -198,9 +198,10 @@ impl Settings {
         tracing::info_span!("nova", client = %self.name, host = %endpoint.host, port = endpoint.port)
     }
 
-    /// The session's telemetry, registered now at the level `config` asks for.
-    pub fn telemetry(&self, config: &Config) -> Telemetry {
-        Telemetry::new(*config.telemetry(), Arc::clone(&self.name))
+    /// The session's telemetry, registered now at the level `config` asks
+    /// for; the behaviour layer's metrics with `adapter` (the session has one).
+    pub fn telemetry(&self, config: &Config, adapter: bool) -> Telemetry {
+        Telemetry::new(*config.telemetry(), Arc::clone(&self.name), adapter)
     }
 }
 
@@ -249,6 +250,11 @@ impl fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
+    /// Whether an adapter was given (else the session passes messages as they are).
+    pub fn has_adapter(&self) -> bool {
+        self.adapter.is_some()
+    }
+
     /// The service's adapter (requests, subscriptions, authentication,
     /// heartbeats). Replaces any given before.
     pub fn set_adapter(&mut self, adapter: Box<dyn Adapter + Send>) {

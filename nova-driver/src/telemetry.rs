@@ -3,9 +3,10 @@
 //!
 //! Counters are taken from the core's [`Stats`] and the session's
 //! [`SessionStats`] as deltas once per driver turn, not per message, so
-//! counting costs nothing on the hot path. The
-//! metric handles are registered when the session starts: install your
-//! `metrics` recorder before connecting.
+//! counting costs nothing on the hot path. The metric handles are
+//! registered when the session starts: install your `metrics` recorder
+//! before connecting. A session without an adapter (plain messages) has no
+//! behaviour layer to count, and registers none of its metrics.
 //!
 //! Every driver reports through [`Telemetry`], so the events and the counter
 //! names are the same whichever driver an application picks: the async
@@ -21,7 +22,9 @@ use nova_proto::{Disconnect, Error, Event, History, Message, Session, Stats, Tel
 pub mod names {
     //! Metric names, after the telemetry catalogue of the design notes: the
     //! same in every driver, so dashboards see them all alike. Every metric is
-    //! labelled `client` (the connector's `name`).
+    //! labelled `client` (the connector's `name`). The behaviour layer's
+    //! metrics (requests, subscriptions, authentication, heartbeats, service
+    //! errors) are registered by sessions with an adapter only.
     //!
     //! # The design notes' telemetry events
     //!
@@ -61,9 +64,12 @@ pub mod names {
     pub const CONNECTIONS_OPENED: &str = "nova_connections_opened_total";
     /// Reconnect attempts.
     pub const RECONNECTS: &str = "nova_reconnects_total";
-    /// Connections or attempts that ended, by `reason`.
+    /// Connections or attempts that ended, by `reason`: `server_close`,
+    /// `handshake`, `protocol`, `timeout`, `certificate`, `tls`, `dns`,
+    /// `connect`, `transport` or `other`.
     pub const DISCONNECTS: &str = "nova_disconnects_total";
-    /// Errors that ended a connection, by `kind`.
+    /// Errors that ended a connection, by `kind` (the values of
+    /// [`DISCONNECTS`]' `reason` but `server_close`).
     pub const ERRORS: &str = "nova_errors_total";
     /// Messages delivered to the application.
     pub const MESSAGES_RECEIVED: &str = "nova_messages_received_total";
@@ -118,11 +124,6 @@ pub mod names {
     pub const SERVICE_ERRORS: &str = "nova_service_errors_total";
 }
 
-/// Every value of the `reason` label of [`names::DISCONNECTS`] (and the
-/// `kind` label of [`names::ERRORS`], minus `server_close`).
-const REASONS: [&str; 10] =
-    ["server_close", "handshake", "protocol", "timeout", "certificate", "tls", "dns", "connect", "transport", "other"];
-
 /// A session's `tracing` events and `metrics` counters.
 ///
 /// The driver feeds it what the core reports: [`count`](Self::count) and
@@ -134,13 +135,15 @@ const REASONS: [&str; 10] =
 /// them (a task instrumented once, or a span entered in each call).
 pub struct Telemetry {
     settings: nova_proto::Telemetry,
+    /// The `client` label's value.
+    client: Arc<str>,
     last: Stats,
-    /// [`History::total`] when the transitions were last logged.
-    transitions_seen: u64,
     /// By reason, in the order of [`REASONS`]: registered up front, so no
     /// lookup happens when a connection drops.
-    disconnects: Vec<Counter>,
-    errors: Vec<Counter>,
+    disconnects: Box<[Counter]>,
+    errors: Box<[Counter]>,
+    /// [`History::total`] when the transitions were last logged.
+    transitions_seen: u64,
     connections_started: Counter,
     connections_opened: Counter,
     reconnects: Counter,
@@ -149,7 +152,10 @@ pub struct Telemetry {
     bytes_received: Counter,
     bytes_sent: Counter,
     pong_rtt: Option<Histogram>,
-    session: SessionMetrics,
+    /// Only with an adapter: a plain session has no behaviour layer to count,
+    /// and every handle is memory (a session may live for days beside
+    /// thousands of others).
+    session: Option<Box<SessionMetrics>>,
 }
 
 /// The behaviour layer's metrics.
@@ -179,7 +185,7 @@ struct SessionMetrics {
 }
 
 impl SessionMetrics {
-    fn new(client: &Arc<str>, standard: bool) -> SessionMetrics {
+    fn new(client: &str, standard: bool) -> SessionMetrics {
         let label = || [("client", client.to_string())];
         SessionMetrics {
             last: SessionStats::default(),
@@ -208,13 +214,14 @@ impl SessionMetrics {
 
 impl Telemetry {
     /// Registers the counters, labelled `client` = `client`, at the level
-    /// `settings` asks for (the RTT histogram only at the detailed level).
-    pub fn new(settings: nova_proto::Telemetry, client: Arc<str>) -> Telemetry {
+    /// `settings` asks for (the RTT histogram only at the detailed level);
+    /// the behaviour layer's with `adapter` (the session has one).
+    pub fn new(settings: nova_proto::Telemetry, client: Arc<str>, adapter: bool) -> Telemetry {
         let label = || [("client", client.to_string())];
         let detailed = settings.level >= TelemetryLevel::Detailed;
         let standard = settings.level >= TelemetryLevel::Standard;
         Telemetry {
-            session: SessionMetrics::new(&client, standard),
+            session: adapter.then(|| Box::new(SessionMetrics::new(&client, standard))),
             connections_started: metrics::counter!(names::CONNECTIONS_STARTED, &label()),
             connections_opened: metrics::counter!(names::CONNECTIONS_OPENED, &label()),
             reconnects: metrics::counter!(names::RECONNECTS, &label()),
@@ -233,6 +240,7 @@ impl Telemetry {
                 .iter()
                 .map(|kind| metrics::counter!(names::ERRORS, "client" => client.to_string(), "kind" => *kind))
                 .collect(),
+            client,
             settings,
             last: Stats::default(),
             transitions_seen: 0,
@@ -262,8 +270,13 @@ impl Telemetry {
     /// counters, and updates the subscriptions gauge. Once per turn, after
     /// draining the session, like [`count`](Self::count).
     pub fn session(&mut self, session: &Session) {
-        let m = &mut self.session;
         let stats = session.session_stats();
+        // Without an adapter nothing here moves; should it (a newer core),
+        // the handles are registered then.
+        if self.session.is_none() && *stats == SessionStats::default() && session.subscriptions().is_empty() {
+            return;
+        }
+        let m = self.session_metrics();
         if *stats != m.last {
             let last = &m.last;
             for (counter, now, before) in [
@@ -300,8 +313,16 @@ impl Telemetry {
     }
 
     /// Counts subscription data discarded because its stream was gone.
-    pub fn discarded(&self) {
-        self.session.data_discarded.increment(1);
+    pub fn discarded(&mut self) {
+        self.session_metrics().data_discarded.increment(1);
+    }
+
+    /// The behaviour layer's handles, registered now if they were not at
+    /// the start.
+    fn session_metrics(&mut self) -> &mut SessionMetrics {
+        let standard = self.settings.level >= TelemetryLevel::Standard;
+        let client = &self.client;
+        self.session.get_or_insert_with(|| Box::new(SessionMetrics::new(client, standard)))
     }
 
     /// Logs every state change since the last call, at debug level (the
@@ -328,7 +349,7 @@ impl Telemetry {
 
     /// Reports a core event: counts a disconnect by its reason, logs the
     /// change, records a keepalive RTT.
-    pub fn event(&self, event: &Event, stats: &Stats) {
+    pub fn event(&mut self, event: &Event, stats: &Stats) {
         let connection = self.settings.connection_events;
         match event {
             Event::Opened(opened) if connection => {
@@ -336,13 +357,13 @@ impl Telemetry {
             }
             Event::Disconnected { cause, reconnect } => {
                 let reason = disconnect_reason(cause);
+                let failed = matches!(cause, Disconnect::Failed(_));
                 if let Some(index) = REASONS.iter().position(|r| *r == reason) {
                     self.disconnects[index].increment(1);
-                    if matches!(cause, Disconnect::Failed(_)) {
+                    if failed {
                         self.errors[index].increment(1);
                     }
                 }
-                let failed = matches!(cause, Disconnect::Failed(_));
                 let delay = reconnect.map(|r| r.delay);
                 if failed && self.settings.error_events {
                     tracing::warn!(%cause, reason, reconnect_in = ?delay, "disconnected");
@@ -369,7 +390,7 @@ impl Telemetry {
                 tracing::warn!(%reason, retry, "authentication failed");
             }
             Event::Subscribed { id, latency } => {
-                if let Some(histogram) = &self.session.subscription_latency {
+                if let Some(histogram) = &self.session_metrics().subscription_latency {
                     histogram.record(latency.as_secs_f64());
                 }
                 if connection && self.settings.level >= TelemetryLevel::Detailed {
@@ -394,7 +415,7 @@ impl Telemetry {
                 tracing::warn!(missed, limit, "heartbeat missed");
             }
             Event::Response { id, result, latency } => {
-                if let Some(histogram) = &self.session.request_latency {
+                if let Some(histogram) = &self.session_metrics().request_latency {
                     histogram.record(latency.as_secs_f64());
                 }
                 if self.settings.message_events {
@@ -419,6 +440,11 @@ impl Telemetry {
 fn message_kind(message: &Message) -> &'static str {
     if message.as_text().is_some() { "text" } else { "binary" }
 }
+
+/// Every value of the `reason` label of [`names::DISCONNECTS`] (and the
+/// `kind` label of [`names::ERRORS`], minus `server_close`).
+const REASONS: [&str; 10] =
+    ["server_close", "handshake", "protocol", "timeout", "certificate", "tls", "dns", "connect", "transport", "other"];
 
 /// A short, stable label for why a connection ended.
 fn disconnect_reason(cause: &Disconnect) -> &'static str {

@@ -244,7 +244,7 @@ impl Connector {
         let shared = self.settings;
         let tls = shared.tls_config().map_err(StartError::Tls)?;
         let span = shared.span(&config);
-        let telemetry = shared.telemetry(&config);
+        let telemetry = shared.telemetry(&config, self.behaviour.has_adapter());
         let client = self.behaviour.session(config, shared.seed(), now);
         let settings = Settings {
             tls,

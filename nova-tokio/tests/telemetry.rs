@@ -120,6 +120,13 @@ fn counters_follow_the_traffic_and_the_disconnects() {
     assert_eq!(counters.get(names::DISCONNECTS, "client=t,reason=transport"), 1);
     assert_eq!(counters.get(names::ERRORS, "client=t,kind=transport"), 1);
     assert_eq!(counters.get(names::DISCONNECTS, "client=t,reason=server_close"), 0);
+    // No adapter, no behaviour layer: none of its metrics is registered
+    // (each handle is memory in every session).
+    let registered = counters.0.lock().unwrap();
+    for name in [names::REQUESTS_SENT, names::SUBSCRIBE_REQUESTS, names::AUTH_ATTEMPTS, names::MALFORMED] {
+        assert!(!registered.keys().any(|k| k.starts_with(name)), "{name} registered without an adapter");
+    }
+    assert!(counters.1.lock().unwrap().is_empty(), "no gauge without an adapter");
 }
 
 // ---- the behaviour layer's counters ----
