@@ -127,6 +127,10 @@ impl nova_driver::Timer for Timer {
         self.timer.set_at(deadline);
     }
 
+    fn cancel(&mut self) {
+        self.timer = async_io::Timer::never();
+    }
+
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Ready once per arming; the loop re-arms it after each expiry.
         Pin::new(&mut self.timer).poll(cx).map(|_| ())

@@ -218,8 +218,9 @@ impl<R: Runtime> Driver<R> {
         drop(inner);
         if deadline != self.deadline {
             self.deadline = deadline;
-            if let Some(deadline) = deadline {
-                self.timer.reset(deadline);
+            match deadline {
+                Some(deadline) => self.timer.reset(deadline),
+                None => self.timer.cancel(),
             }
         }
     }

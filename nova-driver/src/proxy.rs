@@ -187,6 +187,7 @@ mod tests {
 
     impl Timer for Never {
         fn reset(&mut self, _: Instant) {}
+        fn cancel(&mut self) {}
         fn poll_expired(&mut self, _: &mut Context<'_>) -> Poll<()> {
             Poll::Pending
         }

@@ -102,6 +102,12 @@ pub trait Timer: Send + Unpin + 'static {
     /// Arms the timer for `deadline`, replacing any earlier one.
     fn reset(&mut self, deadline: Instant);
 
+    /// Disarms the timer: it is not ready until the next
+    /// [`reset`](Self::reset). An idle session with nothing scheduled holds
+    /// no timer entry in its runtime (and no memory for one, where the
+    /// runtime allows).
+    fn cancel(&mut self);
+
     /// Ready once the armed deadline has passed. After it was ready, it may
     /// be ready again or not until the next [`reset`](Self::reset): the loop
     /// re-arms it after each expiry.

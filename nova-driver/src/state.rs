@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     /// A copy of the shared bounds, for the overflow policy.
     bounds: Bounds,
     events: VecDeque<Event>,
+    /// The most events queued at once since the queue was last empty.
+    events_peak: usize,
     /// Payload bytes held in `events`.
     event_bytes: usize,
     /// Messages dropped since the last `Event::Overflow` was handed out.
@@ -109,6 +111,7 @@ impl Shared {
                 feeds,
                 bounds,
                 events: VecDeque::new(),
+                events_peak: 0,
                 event_bytes: 0,
                 dropped: 0,
                 dropped_total: 0,
@@ -193,6 +196,7 @@ impl Inner {
         }
         self.event_bytes += event.weight();
         self.events.push_back(event);
+        self.events_peak = self.events_peak.max(self.events.len());
         self.check_backlog();
         if let Some(waker) = self.events_waker.take() {
             waker.wake();
@@ -239,8 +243,24 @@ impl Inner {
         let was_full = !self.has_room(bounds);
         let event = self.events.pop_front()?;
         self.event_bytes -= event.weight();
+        if self.events.is_empty() {
+            self.release_events();
+        }
         self.check_backlog();
         Some((event, was_full))
+    }
+
+    /// The queue just emptied: keep its buffer for bursts like the last one,
+    /// free it after a quiet stretch. A connection that takes one or two
+    /// events at a time (an idle one, a ping-pong) regrows it in one
+    /// allocation, cheap next to a read; one of thousands of idle
+    /// connections should not hold half a kilobyte for nothing.
+    fn release_events(&mut self) {
+        let keep = if self.events_peak <= 2 { 0 } else { self.events_peak };
+        if self.events.capacity() > 2 * keep {
+            self.events.shrink_to(keep);
+        }
+        self.events_peak = 0;
     }
 
     pub(crate) fn set_events_waker(&mut self, waker: &Waker) {
@@ -505,6 +525,28 @@ mod queue_tests {
 
     fn session_event() -> Event {
         Event::Reconnecting { attempt: 1 }
+    }
+
+    #[test]
+    fn a_drained_event_queue_keeps_a_burst_buffer_and_frees_a_trickles() {
+        let shared = shared(Overflow::Block, 1000, None);
+        let mut inner = shared.lock();
+        // An event or two at a time (an idle session, a ping-pong): nothing
+        // stays allocated once the application took them.
+        inner.push_event(session_event());
+        inner.push_event(message(0));
+        assert_eq!(drain(&mut inner, &shared.bounds).len(), 2);
+        assert_eq!(inner.events.capacity(), 0);
+        // A burst keeps its buffer for the next one...
+        for n in 0..100 {
+            inner.push_event(message(n));
+        }
+        assert_eq!(drain(&mut inner, &shared.bounds).len(), 100);
+        assert!(inner.events.capacity() >= 100);
+        // ...until a quiet stretch.
+        inner.push_event(message(0));
+        assert_eq!(drain(&mut inner, &shared.bounds).len(), 1);
+        assert_eq!(inner.events.capacity(), 0);
     }
 
     #[test]

@@ -137,20 +137,16 @@ pub struct Telemetry {
     settings: nova_proto::Telemetry,
     /// The `client` label's value.
     client: Arc<str>,
-    last: Stats,
+    /// [`traffic_counts`] as last counted.
+    last: [u64; 7],
     /// By reason, in the order of [`REASONS`]: registered up front, so no
     /// lookup happens when a connection drops.
     disconnects: Box<[Counter]>,
     errors: Box<[Counter]>,
     /// [`History::total`] when the transitions were last logged.
     transitions_seen: u64,
-    connections_started: Counter,
-    connections_opened: Counter,
-    reconnects: Counter,
-    messages_received: Counter,
-    messages_sent: Counter,
-    bytes_received: Counter,
-    bytes_sent: Counter,
+    /// In the order of [`TRAFFIC_COUNTERS`].
+    traffic: [Counter; 7],
     pong_rtt: Option<Histogram>,
     /// Only with an adapter: a plain session has no behaviour layer to count,
     /// and every handle is memory (a session may live for days beside
@@ -158,27 +154,69 @@ pub struct Telemetry {
     session: Option<Box<SessionMetrics>>,
 }
 
+/// The connection's counters, in the order of [`traffic_counts`].
+const TRAFFIC_COUNTERS: [&str; 7] = [
+    names::CONNECTIONS_STARTED,
+    names::CONNECTIONS_OPENED,
+    names::RECONNECTS,
+    names::MESSAGES_RECEIVED,
+    names::MESSAGES_SENT,
+    names::BYTES_RECEIVED,
+    names::BYTES_SENT,
+];
+
+/// What [`TRAFFIC_COUNTERS`] count, from the core's statistics.
+fn traffic_counts(s: &Stats) -> [u64; 7] {
+    [s.connects, s.opens, s.reconnects, s.messages_in, s.messages_out, s.bytes_in, s.bytes_out]
+}
+
+/// The behaviour layer's counters, in the order of [`session_counts`].
+const SESSION_COUNTERS: [&str; 14] = [
+    names::REQUESTS_SENT,
+    names::REQUESTS_COMPLETED,
+    names::REQUESTS_FAILED,
+    names::REQUESTS_TIMED_OUT,
+    names::REQUESTS_CANCELLED,
+    names::REQUESTS_LOST,
+    names::SUBSCRIBE_REQUESTS,
+    names::SUBSCRIPTIONS_RESTORED,
+    names::SUBSCRIPTIONS_FAILED,
+    names::AUTH_ATTEMPTS,
+    names::AUTH_FAILURES,
+    names::HEARTBEATS_MISSED,
+    names::MALFORMED,
+    names::SERVICE_ERRORS,
+];
+
+/// What [`SESSION_COUNTERS`] count, from the session's statistics.
+fn session_counts(s: &SessionStats) -> [u64; 14] {
+    [
+        s.requests_sent,
+        s.requests_completed,
+        s.requests_failed,
+        s.requests_timed_out,
+        s.requests_cancelled,
+        s.requests_lost,
+        s.subscribe_requests,
+        s.subscriptions_restored,
+        s.subscriptions_failed,
+        s.auth_attempts,
+        s.auth_failures,
+        s.heartbeats_missed,
+        s.malformed,
+        s.service_errors,
+    ]
+}
+
 /// The behaviour layer's metrics.
 struct SessionMetrics {
-    last: SessionStats,
+    /// [`session_counts`] as last counted.
+    last: [u64; 14],
+    counters: [Counter; 14],
     /// What the gauge was computed from: subscriptions held, confirmations,
     /// readiness (a drop makes every subscription inactive at once).
     gauge_basis: (usize, u64, Readiness),
-    requests_sent: Counter,
-    requests_completed: Counter,
-    requests_failed: Counter,
-    requests_timed_out: Counter,
-    requests_cancelled: Counter,
-    requests_lost: Counter,
-    subscribe_requests: Counter,
-    subscriptions_restored: Counter,
-    subscriptions_failed: Counter,
     data_discarded: Counter,
-    auth_attempts: Counter,
-    auth_failures: Counter,
-    heartbeats_missed: Counter,
-    malformed: Counter,
-    service_errors: Counter,
     subscriptions_active: Gauge,
     request_latency: Option<Histogram>,
     subscription_latency: Option<Histogram>,
@@ -188,23 +226,10 @@ impl SessionMetrics {
     fn new(client: &str, standard: bool) -> SessionMetrics {
         let label = || [("client", client.to_string())];
         SessionMetrics {
-            last: SessionStats::default(),
+            last: [0; 14],
+            counters: SESSION_COUNTERS.map(|name| metrics::counter!(name, &label())),
             gauge_basis: (0, 0, Readiness::Offline),
-            requests_sent: metrics::counter!(names::REQUESTS_SENT, &label()),
-            requests_completed: metrics::counter!(names::REQUESTS_COMPLETED, &label()),
-            requests_failed: metrics::counter!(names::REQUESTS_FAILED, &label()),
-            requests_timed_out: metrics::counter!(names::REQUESTS_TIMED_OUT, &label()),
-            requests_cancelled: metrics::counter!(names::REQUESTS_CANCELLED, &label()),
-            requests_lost: metrics::counter!(names::REQUESTS_LOST, &label()),
-            subscribe_requests: metrics::counter!(names::SUBSCRIBE_REQUESTS, &label()),
-            subscriptions_restored: metrics::counter!(names::SUBSCRIPTIONS_RESTORED, &label()),
-            subscriptions_failed: metrics::counter!(names::SUBSCRIPTIONS_FAILED, &label()),
             data_discarded: metrics::counter!(names::SUBSCRIPTION_DATA_DISCARDED, &label()),
-            auth_attempts: metrics::counter!(names::AUTH_ATTEMPTS, &label()),
-            auth_failures: metrics::counter!(names::AUTH_FAILURES, &label()),
-            heartbeats_missed: metrics::counter!(names::HEARTBEATS_MISSED, &label()),
-            malformed: metrics::counter!(names::MALFORMED, &label()),
-            service_errors: metrics::counter!(names::SERVICE_ERRORS, &label()),
             subscriptions_active: metrics::gauge!(names::SUBSCRIPTIONS_ACTIVE, &label()),
             request_latency: standard.then(|| metrics::histogram!(names::REQUEST_LATENCY, &label())),
             subscription_latency: standard.then(|| metrics::histogram!(names::SUBSCRIPTION_LATENCY, &label())),
@@ -222,13 +247,7 @@ impl Telemetry {
         let standard = settings.level >= TelemetryLevel::Standard;
         Telemetry {
             session: adapter.then(|| Box::new(SessionMetrics::new(&client, standard))),
-            connections_started: metrics::counter!(names::CONNECTIONS_STARTED, &label()),
-            connections_opened: metrics::counter!(names::CONNECTIONS_OPENED, &label()),
-            reconnects: metrics::counter!(names::RECONNECTS, &label()),
-            messages_received: metrics::counter!(names::MESSAGES_RECEIVED, &label()),
-            messages_sent: metrics::counter!(names::MESSAGES_SENT, &label()),
-            bytes_received: metrics::counter!(names::BYTES_RECEIVED, &label()),
-            bytes_sent: metrics::counter!(names::BYTES_SENT, &label()),
+            traffic: TRAFFIC_COUNTERS.map(|name| metrics::counter!(name, &label())),
             pong_rtt: detailed.then(|| metrics::histogram!(names::PONG_RTT, &label())),
             disconnects: REASONS
                 .iter()
@@ -242,28 +261,22 @@ impl Telemetry {
                 .collect(),
             client,
             settings,
-            last: Stats::default(),
+            last: [0; 7],
             transitions_seen: 0,
         }
     }
 
     /// Adds what happened since the last call to the counters.
     pub fn count(&mut self, stats: &Stats) {
-        let last = &self.last;
-        for (counter, now, before) in [
-            (&self.connections_started, stats.connects, last.connects),
-            (&self.connections_opened, stats.opens, last.opens),
-            (&self.reconnects, stats.reconnects, last.reconnects),
-            (&self.messages_received, stats.messages_in, last.messages_in),
-            (&self.messages_sent, stats.messages_out, last.messages_out),
-            (&self.bytes_received, stats.bytes_in, last.bytes_in),
-            (&self.bytes_sent, stats.bytes_out, last.bytes_out),
-        ] {
-            if now > before {
-                counter.increment(now - before);
+        let counts = traffic_counts(stats);
+        if counts != self.last {
+            for ((counter, now), before) in self.traffic.iter().zip(counts).zip(self.last) {
+                if now > before {
+                    counter.increment(now - before);
+                }
             }
+            self.last = counts;
         }
-        self.last = *stats;
     }
 
     /// Adds what the behaviour layer did since the last call to its
@@ -271,35 +284,21 @@ impl Telemetry {
     /// draining the session, like [`count`](Self::count).
     pub fn session(&mut self, session: &Session) {
         let stats = session.session_stats();
-        // Without an adapter nothing here moves; should it (a newer core),
-        // the handles are registered then.
-        if self.session.is_none() && *stats == SessionStats::default() && session.subscriptions().is_empty() {
+        let counts = session_counts(stats);
+        // Without an adapter these hardly move (a request or a subscription
+        // fails at once, nothing encodes it): the handles are registered
+        // when one does.
+        if self.session.is_none() && counts == [0; 14] && session.subscriptions().is_empty() {
             return;
         }
         let m = self.session_metrics();
-        if *stats != m.last {
-            let last = &m.last;
-            for (counter, now, before) in [
-                (&m.requests_sent, stats.requests_sent, last.requests_sent),
-                (&m.requests_completed, stats.requests_completed, last.requests_completed),
-                (&m.requests_failed, stats.requests_failed, last.requests_failed),
-                (&m.requests_timed_out, stats.requests_timed_out, last.requests_timed_out),
-                (&m.requests_cancelled, stats.requests_cancelled, last.requests_cancelled),
-                (&m.requests_lost, stats.requests_lost, last.requests_lost),
-                (&m.subscribe_requests, stats.subscribe_requests, last.subscribe_requests),
-                (&m.subscriptions_restored, stats.subscriptions_restored, last.subscriptions_restored),
-                (&m.subscriptions_failed, stats.subscriptions_failed, last.subscriptions_failed),
-                (&m.auth_attempts, stats.auth_attempts, last.auth_attempts),
-                (&m.auth_failures, stats.auth_failures, last.auth_failures),
-                (&m.heartbeats_missed, stats.heartbeats_missed, last.heartbeats_missed),
-                (&m.malformed, stats.malformed, last.malformed),
-                (&m.service_errors, stats.service_errors, last.service_errors),
-            ] {
+        if counts != m.last {
+            for ((counter, now), before) in m.counters.iter().zip(counts).zip(m.last) {
                 if now > before {
                     counter.increment(now - before);
                 }
             }
-            m.last = *stats;
+            m.last = counts;
         }
         // Counting the active subscriptions walks them all: only when what
         // it depends on changed, not on every turn with data.

@@ -408,7 +408,9 @@ impl Client {
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
         let start = out.len();
         if !self.raw_out.is_empty() {
-            out.append(&mut self.raw_out);
+            // Taken, not drained: it holds a handshake or a last close frame,
+            // and its buffer should not stay for the connection's life.
+            out.append(&mut std::mem::take(&mut self.raw_out));
         }
         let appended = out.len() - start;
         if let Link::Connected(conn) = &mut self.link {
@@ -475,12 +477,16 @@ impl Client {
             self.replay_pending = true;
         }
         if output.is_none() {
-            // Release memory only when the last batch used a small part of it:
+            // Release memory when the last batch used a small part of it:
             // steady traffic keeps its buffer (no regrowth per read), a past
             // burst does not pin memory on a connection that went quiet.
-            let want = (self.outputs_peak * 2).max(OUTPUTS_KEPT);
-            if self.outputs.capacity() > want * 2 {
-                self.outputs.shrink_to(want);
+            // Messages bypass the queue on the hot path, so what it carries
+            // is occasional (events, a connect, a close): after a batch of
+            // one or two, it is freed (regrown in one allocation when needed),
+            // and an idle connection, most of thousands, holds nothing.
+            let keep = if self.outputs_peak <= 2 { 0 } else { self.outputs_peak * 2 };
+            if self.outputs.capacity() > keep * 2 {
+                self.outputs.shrink_to(keep);
             }
             self.outputs_peak = 0;
         }
@@ -973,9 +979,6 @@ enum Decoded {
     Nothing,
 }
 
-/// Output-queue capacity kept after it drains.
-const OUTPUTS_KEPT: usize = 64;
-
 fn unsent(message: Message, reason: UnsentReason) -> Output {
     Event::Unsent { message, reason }.into()
 }
@@ -1022,10 +1025,11 @@ mod tests {
         while c.poll_output().is_some() {}
         // The batch that just drained used all of it: kept for the next one.
         assert!(c.outputs.capacity() >= 10_000);
-        // A quiet batch after the burst releases it.
+        // A quiet batch after the burst releases it: an idle connection
+        // holds no buffer for its outputs.
         c.outputs.push_back(Output::Message(Message::text("x")));
         while c.poll_output().is_some() {}
-        assert!(c.outputs.capacity() <= 2 * OUTPUTS_KEPT, "{}", c.outputs.capacity());
+        assert_eq!(c.outputs.capacity(), 0);
     }
 
     #[test]

@@ -166,8 +166,9 @@ pub(crate) struct Connection {
     sending: Option<Sending>,
     max_outgoing_frame_size: usize,
     /// permessage-deflate, when negotiated. Owned by this connection and
-    /// dropped with it: no window outlives a transport.
-    deflate: Option<Codec>,
+    /// dropped with it: no window outlives a transport. Boxed: a connection
+    /// without it (most) should not carry its 300 bytes.
+    deflate: Option<Box<Codec>>,
 }
 
 impl Connection {
@@ -197,7 +198,7 @@ impl Connection {
 
     /// Turns on permessage-deflate with the codec of the agreed parameters.
     pub(crate) fn with_deflate(mut self, codec: Option<Codec>) -> Connection {
-        self.deflate = codec;
+        self.deflate = codec.map(Box::new);
         self
     }
 

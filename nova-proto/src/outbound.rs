@@ -70,6 +70,8 @@ impl Pending {
 #[derive(Debug)]
 pub(crate) struct Queue {
     items: VecDeque<Pending>,
+    /// The most messages in `items` at once since it was last empty.
+    peak: usize,
     /// Messages queued before the connection opened, held back until the
     /// application has had its chance to send first (see `hold`).
     held: VecDeque<Pending>,
@@ -82,7 +84,7 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub(crate) fn new(limits: Outbound) -> Queue {
-        Queue { items: VecDeque::new(), held: VecDeque::new(), bytes: 0, earliest_expiry: None, limits }
+        Queue { items: VecDeque::new(), peak: 0, held: VecDeque::new(), bytes: 0, earliest_expiry: None, limits }
     }
 
     /// Messages waiting, held ones included.
@@ -113,7 +115,13 @@ impl Queue {
 
     /// Queues the held messages behind those sent since `hold`.
     pub(crate) fn release(&mut self) {
-        self.items.append(&mut self.held);
+        if !self.held.is_empty() {
+            self.items.append(&mut self.held);
+            self.peak = self.peak.max(self.items.len());
+            // Held messages wait only between a connect and the first
+            // sends after it: no buffer kept for them in between.
+            self.held = VecDeque::new();
+        }
     }
 
     /// Puts held messages back in front, in their original order.
@@ -164,6 +172,7 @@ impl Queue {
         }
         self.bytes += len;
         self.items.push_back(pending);
+        self.peak = self.peak.max(self.items.len());
         Ok(())
     }
 
@@ -171,6 +180,9 @@ impl Queue {
     pub(crate) fn pop(&mut self, now: Instant, unsent: &mut dyn FnMut(Message, UnsentReason)) -> Option<Pending> {
         while let Some(next) = self.items.pop_front() {
             self.bytes -= next.message.len();
+            if self.items.is_empty() {
+                self.shrink_drained();
+            }
             if self.len() == 0 {
                 self.earliest_expiry = None;
             }
@@ -181,6 +193,18 @@ impl Queue {
             return Some(next);
         }
         None
+    }
+
+    /// `items` just emptied: keep its buffer for bursts like the last one,
+    /// free it after a quiet stretch. Sending one or two messages at a time
+    /// regrows it in one allocation, cheap next to a write; an idle
+    /// connection (one of thousands) should hold no buffer for it.
+    fn shrink_drained(&mut self) {
+        let keep = if self.peak <= 2 { 0 } else { self.peak };
+        if self.items.capacity() > 2 * keep {
+            self.items.shrink_to(keep);
+        }
+        self.peak = 0;
     }
 
     /// Gives back every message whose time to live has passed.
@@ -243,6 +267,28 @@ mod tests {
 
     fn collect() -> (Vec<(Message, UnsentReason)>, impl FnMut(Message, UnsentReason)) {
         (Vec::new(), |_, _| {})
+    }
+
+    #[test]
+    fn a_drained_queue_keeps_a_burst_buffer_and_frees_a_trickles() {
+        let now = Instant::now();
+        let mut q = Queue::new(limits(10_000, 1 << 20, Overflow::Reject));
+        let (_, mut sink) = collect();
+        // One message at a time (an idle connection, a ping-pong): nothing
+        // stays allocated once it is written.
+        q.push(msg("a"), &mut sink).unwrap();
+        assert!(q.pop(now, &mut sink).is_some());
+        assert_eq!(q.items.capacity(), 0);
+        // A burst keeps its buffer for the next one...
+        for _ in 0..100 {
+            q.push(msg("b"), &mut sink).unwrap();
+        }
+        while q.pop(now, &mut sink).is_some() {}
+        assert!(q.items.capacity() >= 100);
+        // ...until a quiet stretch.
+        q.push(msg("c"), &mut sink).unwrap();
+        assert!(q.pop(now, &mut sink).is_some());
+        assert_eq!(q.items.capacity(), 0);
     }
 
     #[test]

@@ -74,6 +74,12 @@ impl nova_driver::Timer for Sleep {
         }
     }
 
+    fn cancel(&mut self) {
+        // Dropped, not parked far away: tokio's `Sleep` is ~100 bytes, and
+        // an idle session (one of thousands) has nothing to wait for.
+        self.sleep = None;
+    }
+
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.sleep {
             Some(sleep) => sleep.as_mut().poll(cx),

@@ -742,7 +742,15 @@ impl Session {
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
             }
-            let output = if decode { self.client.poll_output() } else { self.client.poll_queued_output() }?;
+            let output = if decode { self.client.poll_output() } else { self.client.poll_queued_output() };
+            let Some(output) = output else {
+                // Drained. What goes through this queue is occasional (events,
+                // answers): an idle session keeps no buffer for it.
+                if self.outputs.capacity() != 0 {
+                    self.outputs = VecDeque::new();
+                }
+                return None;
+            };
             match output {
                 Output::Message(message) => {
                     if let Some(output) = self.on_message(message) {
