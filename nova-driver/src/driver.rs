@@ -250,6 +250,13 @@ impl<R: Runtime> Driver<R> {
         let pulled = inner.client.poll_transmit(&mut self.out, room);
         // Less than asked for: the core had no more to write.
         self.more = pulled >= room;
+        if self.out.is_empty() && self.out.capacity() != 0 {
+            // Everything was written and nothing waits: an idle session (one
+            // of thousands) keeps no write buffer. Busy ones refill it within
+            // the turn; one that sends now and then pays an allocation per
+            // write, nothing next to the syscall.
+            self.out = Vec::new();
+        }
         if pulled > 0 {
             self.flush = false;
         }

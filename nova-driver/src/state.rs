@@ -421,7 +421,9 @@ fn register(list: &mut Vec<Waker>, waker: &Waker) {
 }
 
 fn wake(list: &mut Vec<Waker>) {
-    for waker in list.drain(..) {
+    // Taken, not drained: waiting is occasional (a full send buffer, a
+    // connect), and the list's buffer should not outlive it.
+    for waker in std::mem::take(list) {
         waker.wake();
     }
 }

@@ -49,9 +49,6 @@ const LINGER: Duration = Duration::from_secs(2);
 /// after a write failed looking for what the peer sent before it went.
 const DRAIN_LIMIT: usize = 1 << 20;
 
-/// Event-queue capacity kept once it drains after a burst.
-const EVENTS_KEPT: usize = 16;
-
 /// Bounds of the driver's buffers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds {
@@ -302,11 +299,13 @@ impl Connection {
     /// time already passed so the loop drives the connection again at once.
     pub fn poll_event(&mut self) -> Option<Event> {
         let Some(event) = self.events.pop_front() else {
-            // Release memory only when the last batch used a small part of
-            // it: steady traffic keeps its buffer, a past burst is let go.
-            let want = (self.events_peak * 2).max(EVENTS_KEPT);
-            if self.events.capacity() > want * 2 {
-                self.events.shrink_to(want);
+            // Release memory when the last batch used a small part of it:
+            // steady traffic keeps its buffer, a past burst is let go, and
+            // after a batch of one or two events (an idle connection, one
+            // of thousands) nothing is kept: regrowing it is one allocation.
+            let keep = if self.events_peak <= 2 { 0 } else { self.events_peak };
+            if self.events.capacity() > keep * 2 {
+                self.events.shrink_to(keep);
             }
             self.events_peak = 0;
             return None;
@@ -673,7 +672,14 @@ impl Connection {
         if room == 0 {
             return false;
         }
-        self.client.poll_transmit(&mut self.out, room) > 0
+        let pulled = self.client.poll_transmit(&mut self.out, room);
+        if self.out.is_empty() && self.out.capacity() != 0 {
+            // Everything was written and nothing waits: an idle connection
+            // keeps no write buffer (one allocation per write when sending
+            // now and then, nothing next to the syscall).
+            self.out = Vec::new();
+        }
+        pulled > 0
     }
 
     fn perform(&mut self, registry: &Registry, now: Instant, output: Output) {
