@@ -117,6 +117,9 @@ pub struct Connection {
     /// cleared when a read would block. Readiness is edge-triggered, so this
     /// is the only memory of it.
     readable: bool,
+    /// The last event said the peer ended its side (or the socket failed):
+    /// read until the end shows, short reads notwithstanding.
+    read_closed: bool,
     events: VecDeque<Event>,
     /// Payload bytes held in `events`.
     event_bytes: usize,
@@ -239,6 +242,7 @@ impl Connection {
             out: Vec::new(),
             written: 0,
             readable: false,
+            read_closed: false,
             events: VecDeque::new(),
             event_bytes: 0,
             events_peak: 0,
@@ -270,6 +274,9 @@ impl Connection {
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.readable = true;
+        }
+        if event.is_read_closed() || event.is_error() {
+            self.read_closed = true;
         }
         self.drive(registry, now);
     }
@@ -1019,6 +1026,16 @@ impl Connection {
             }
             Ok(n) => {
                 *budget = budget.saturating_sub(n);
+                // A plain socket that filled less than the buffer was
+                // drained: with edge-triggered readiness (epoll, kqueue) the
+                // next bytes bring a new event, so the read that would only
+                // say `WouldBlock` is saved, one syscall a message in a
+                // ping-pong (tokio's rule too). Not for TLS (what the socket
+                // held is not what the plaintext read returned), nor after
+                // the peer's end was reported (no new event would come).
+                if n < chunk && !self.read_closed && !cfg!(windows) && transport.is_plain() {
+                    self.readable = false;
+                }
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1077,6 +1094,7 @@ impl Connection {
         self.out.clear();
         self.written = 0;
         self.readable = false;
+        self.read_closed = false;
     }
 
     /// Hands the live transport and its unwritten bytes to a [`Linger`] that

@@ -83,6 +83,11 @@ impl Transport {
         }
     }
 
+    /// Plain TCP, no TLS in between.
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain(_))
+    }
+
     /// Hands `bytes` to the stream and writes as much as the socket takes,
     /// in one syscall when it has room (rustls writes its records with one
     /// vectored write). Returns how many of `bytes` were taken; what TLS

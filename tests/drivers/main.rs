@@ -46,6 +46,10 @@ macro_rules! driver_suite {
                 suite::half_closed_connection_is_replaced::<$driver>();
             }
             #[test]
+            fn last_message_and_end_in_one_segment() {
+                suite::last_message_and_end_in_one_segment::<$driver>();
+            }
+            #[test]
             fn one_way_cut_is_dead() {
                 suite::one_way_cut_is_dead::<$driver>();
             }

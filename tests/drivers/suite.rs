@@ -284,6 +284,38 @@ pub(crate) fn half_closed_connection_is_replaced<D: Driver>() {
     assert_eq!(next_message(&mut session).as_text(), Some("whole again"));
 }
 
+/// The server's last message and the end of its stream (FIN) come in one
+/// segment: the message is delivered, then the end is seen. A driver that
+/// stops reading after a short read (the socket was drained) must still
+/// notice an end that came with the data.
+pub(crate) fn last_message_and_end_in_one_segment<D: Driver>() {
+    use std::io::Write;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        nova_testkit::raw::accept_upgrade(&mut tcp).unwrap();
+        // Let the client settle into waiting, then both at once.
+        std::thread::sleep(ms(100));
+        let _ = tcp.set_nodelay(true);
+        tcp.write_all(&nova_testkit::raw::server_frame(0x1, b"last words")).unwrap();
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        // Keep the socket (its read side) until the client saw the end.
+        std::thread::sleep(ms(500));
+    });
+    let runtime = D::runtime();
+    let config = config(&format!("ws://{addr}/")).backoff(Backoff::constant(Duration::from_secs(60), 0.0));
+    let mut session = D::start(&runtime, build(config), Trust::Default);
+    expect_opened(&mut session, 0);
+    assert_eq!(next_message(&mut session).as_text(), Some("last words"));
+    match next_change(&mut session) {
+        Event::Disconnected { cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)), .. } => {}
+        other => panic!("expected the end of the stream, got {other:?}"),
+    }
+    server.join().unwrap();
+}
+
 /// A path cut toward the server only: the client's pings go nowhere,
 /// nothing comes back, and the connection is declared dead.
 pub(crate) fn one_way_cut_is_dead<D: Driver>() {
