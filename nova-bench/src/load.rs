@@ -16,11 +16,11 @@
 //! `RESULT` line: messages, seconds, p50 and p99 round trip (ns), CPU seconds
 //! of the client process in the window.
 
-use std::cell::{Cell, RefCell};
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -142,29 +142,46 @@ pub(crate) fn cpu_secs() -> f64 {
     ticks as f64 / 100.0
 }
 
-/// Counts echoes and keeps round trips, shared by one run's tasks (one thread).
+/// Counts echoes and keeps round trips, shared by one run's tasks. They
+/// all run on one thread, so the atomics and locks are never contended;
+/// they are there because the tasks are ordinary (`Send`) tasks, spawned
+/// as an application spawns them.
 #[derive(Default)]
 struct Meter {
-    count: Cell<u64>,
-    start: Cell<Option<Instant>>,
-    end: Cell<Option<Instant>>,
-    rtts: RefCell<Vec<u64>>,
-    failed: RefCell<Option<String>>,
+    count: AtomicU64,
+    window: Mutex<Window>,
+    failed: Mutex<Option<String>>,
+}
+
+/// The measured window and the round trips sent inside it.
+#[derive(Default)]
+struct Window {
+    start: Option<Instant>,
+    end: Option<Instant>,
+    rtts: Vec<u64>,
 }
 
 impl Meter {
     fn echoed(&self, sent: Option<Instant>) {
-        self.count.set(self.count.get() + 1);
-        if let (Some(sent), Some(start), None) = (sent, self.start.get(), self.end.get())
-            && sent >= start
-        {
-            self.rtts.borrow_mut().push(sent.elapsed().as_nanos() as u64);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(sent) = sent {
+            let mut window = lock(&self.window);
+            if let (Some(start), None) = (window.start, window.end)
+                && sent >= start
+            {
+                window.rtts.push(sent.elapsed().as_nanos() as u64);
+            }
         }
     }
 
     fn fail(&self, error: &BoxError) {
-        self.failed.borrow_mut().get_or_insert_with(|| error.to_string());
+        lock(&self.failed).get_or_insert_with(|| error.to_string());
     }
+}
+
+/// A lock nothing panics under (the load tasks only count).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the warm-up and the window, then reads the meter.
@@ -174,15 +191,15 @@ async fn measure<F: Future<Output = ()>>(
     sleep: impl Fn(Duration) -> F,
 ) -> Result<Outcome, BoxError> {
     sleep(spec.warmup).await;
-    let (c0, cpu0, t0) = (meter.count.get(), cpu_secs(), Instant::now());
-    meter.start.set(Some(t0));
+    let (c0, cpu0, t0) = (meter.count.load(Ordering::Relaxed), cpu_secs(), Instant::now());
+    lock(&meter.window).start = Some(t0);
     sleep(spec.window).await;
-    let (c1, cpu1, t1) = (meter.count.get(), cpu_secs(), Instant::now());
-    meter.end.set(Some(t1));
-    if let Some(error) = meter.failed.borrow().clone() {
+    let (c1, cpu1, t1) = (meter.count.load(Ordering::Relaxed), cpu_secs(), Instant::now());
+    lock(&meter.window).end = Some(t1);
+    if let Some(error) = lock(&meter.failed).clone() {
         return Err(error.into());
     }
-    let mut rtts = meter.rtts.take();
+    let mut rtts = std::mem::take(&mut lock(&meter.window).rtts);
     rtts.sort_unstable();
     Ok(Outcome {
         messages: c1 - c0,
@@ -196,34 +213,40 @@ async fn measure<F: Future<Output = ()>>(
 // ---------------------------------------------------------------------------
 // The shape every async client is driven through
 
+// The futures are `Send`: the load runs as ordinary tasks (`tokio::spawn`),
+// as an application's do, beside Nova's session tasks. (On a `LocalSet`,
+// every wake from a session task to the application's crossed from the
+// runtime's queue to the set's, one more scheduler pass and `epoll_wait` a
+// message; the peers, one task per connection, never cross.)
+
 trait Tx {
     /// Sends one message; `more` says another follows at once (a batching hint).
-    async fn send(&mut self, msg: &Bytes, more: bool) -> Result<(), BoxError>;
+    fn send(&mut self, msg: &Bytes, more: bool) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 trait Rx {
     /// The next echoed message's length.
-    async fn recv(&mut self) -> Result<usize, BoxError>;
+    fn recv(&mut self) -> impl Future<Output = Result<usize, BoxError>> + Send;
 }
 
-trait Conn: Tx + Rx + Sized + 'static {
-    type T: Tx + 'static;
-    type R: Rx + 'static;
+trait Conn: Tx + Rx + Send + Sized + 'static {
+    type T: Tx + Send + 'static;
+    type R: Rx + Send + 'static;
     fn split(self) -> (Self::T, Self::R);
 }
 
-type Spawn<'a> = &'a dyn Fn(Pin<Box<dyn Future<Output = ()>>>);
+type Spawn<'a> = &'a dyn Fn(Pin<Box<dyn Future<Output = ()> + Send>>);
 
 /// Starts the load on every connection.
-fn start_load<C: Conn>(conns: Vec<C>, spec: &Spec, meter: &Rc<Meter>, spawn: Spawn<'_>) {
+fn start_load<C: Conn>(conns: Vec<C>, spec: &Spec, meter: &Arc<Meter>, spawn: Spawn<'_>) {
     let msg = payload(spec.size);
     for conn in conns {
-        let (msg, meter) = (msg.clone(), Rc::clone(meter));
+        let (msg, meter) = (msg.clone(), Arc::clone(meter));
         let size = spec.size;
         if spec.pipelined {
-            let window = Rc::new(Semaphore::new(WINDOW));
+            let window = Arc::new(Semaphore::new(WINDOW));
             let (mut tx, mut rx) = conn.split();
-            let (w, m) = (Rc::clone(&window), Rc::clone(&meter));
+            let (w, m) = (Arc::clone(&window), Arc::clone(&meter));
             spawn(Box::pin(async move {
                 let result: Result<(), BoxError> = async {
                     loop {
@@ -287,10 +310,9 @@ pub(crate) fn run(spec: &Spec) -> Result<Outcome, BoxError> {
 
 fn run_tokio(spec: &Spec) -> Result<Outcome, BoxError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async {
-        let meter = Rc::new(Meter::default());
-        let spawn = |f: Pin<Box<dyn Future<Output = ()>>>| drop(tokio::task::spawn_local(f));
+    rt.block_on(async {
+        let meter = Arc::new(Meter::default());
+        let spawn = |f: Pin<Box<dyn Future<Output = ()> + Send>>| drop(tokio::spawn(f));
         match spec.kind {
             Kind::NovaTokio => {
                 let mut conns = Vec::new();
@@ -356,8 +378,8 @@ pub(crate) fn smol_runtime() -> nova_async_std::AsyncIo {
 fn run_smol(spec: &Spec) -> Result<Outcome, BoxError> {
     SMOL.with(|ex| {
         smol::block_on(ex.run(async move {
-            let meter = Rc::new(Meter::default());
-            let spawn = |f: Pin<Box<dyn Future<Output = ()>>>| SMOL.with(|ex| ex.spawn(f).detach());
+            let meter = Arc::new(Meter::default());
+            let spawn = |f: Pin<Box<dyn Future<Output = ()> + Send>>| SMOL.with(|ex| ex.spawn(f).detach());
             let mut conns = Vec::new();
             for _ in 0..spec.conns {
                 let (handle, events) =
