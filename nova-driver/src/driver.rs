@@ -64,8 +64,10 @@ enum Link<T> {
 /// What woke the driver.
 enum Wake<T> {
     Connected(Result<T, TransportDown>),
-    /// Bytes read, already handed to the core; 0 is the end of the stream.
-    Read(usize),
+    /// Bytes read, already handed to the core at the instant given (the
+    /// turn goes on with it: a clock read costs more than the rest of a
+    /// small message's turn in a VM); 0 is the end of the stream.
+    Read(usize, Instant),
     ReadFailed(io::Error),
     Wrote,
     /// A write failed; what the peer sent before may still be readable.
@@ -137,13 +139,14 @@ pub(crate) fn run<R: Runtime>(
     // rebinding would store it twice in the task's future (the captured
     // value and the local), a kilobyte per session.
     async move {
+        let mut now = None;
         loop {
-            driver.service();
+            driver.service(now);
             if driver.done {
                 break;
             }
             let wake = poll_fn(|cx| driver.poll_wake(cx)).await;
-            driver.handle(wake);
+            now = driver.handle(wake);
         }
         driver.shut();
     }
@@ -162,11 +165,12 @@ impl Drop for Finish {
 
 impl<R: Runtime> Driver<R> {
     /// Under the lock: fires the timer, drains the core, re-arms the timer.
-    fn service(&mut self) {
+    /// `now` if the turn already read the clock.
+    fn service(&mut self, now: Option<Instant>) {
         let shared = Arc::clone(&self.shared);
         let bounds = shared.bounds;
         let mut inner = shared.lock();
-        let now = Instant::now();
+        let now = now.unwrap_or_else(Instant::now);
         if inner.client.poll_timeout().is_some_and(|deadline| deadline <= now) {
             inner.client.handle_timeout(now);
         }
@@ -401,6 +405,7 @@ impl<R: Runtime> Driver<R> {
                     // read buffer of its own while idle.
                     let chunk = read_len(self.settings.read_chunk, self.read_hint);
                     let shared = &self.shared;
+                    let mut now = None;
                     let polled = READ_BUF.with_borrow_mut(|buf| {
                         if buf.len() < chunk {
                             buf.resize(chunk, 0);
@@ -409,12 +414,13 @@ impl<R: Runtime> Driver<R> {
                         if let Poll::Ready(Ok(n)) = polled
                             && n > 0
                         {
-                            shared.lock().client.handle_input(Instant::now(), Input::Received(&buf[..n]));
+                            let at = *now.insert(Instant::now());
+                            shared.lock().client.handle_input(at, Input::Received(&buf[..n]));
                         }
                         polled
                     });
                     match polled {
-                        Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Read(n)),
+                        Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Read(n, now.unwrap_or_else(Instant::now))),
                         Poll::Ready(Err(e)) => return Poll::Ready(Wake::ReadFailed(e)),
                         Poll::Pending => {}
                     }
@@ -449,8 +455,24 @@ impl<R: Runtime> Driver<R> {
         Poll::Pending
     }
 
-    fn handle(&mut self, wake: Wake<R::Transport>) {
-        let now = Instant::now();
+    /// Acts on what woke the driver; returns the instant it read the clock
+    /// at, if it did (the turn's `service` goes on with it).
+    fn handle(&mut self, wake: Wake<R::Transport>) -> Option<Instant> {
+        if let Wake::Read(n, at) = wake
+            && n > 0
+        {
+            // The bytes went to the core as they were read.
+            return Some(at);
+        }
+        // Nothing to do here, and no clock read: `service` takes more to
+        // write and drains whatever the wake was for.
+        if matches!(wake, Wake::Wrote | Wake::Notified) {
+            return None;
+        }
+        let now = match wake {
+            Wake::Read(_, at) => at,
+            _ => Instant::now(),
+        };
         match wake {
             Wake::Connected(Ok(transport)) => {
                 self.link = Link::Up(transport);
@@ -460,12 +482,10 @@ impl<R: Runtime> Driver<R> {
                 self.link = Link::None;
                 self.shared.lock().client.handle_input(now, Input::TransportDown(down));
             }
-            Wake::Read(0) => {
+            Wake::Read(..) => {
                 self.lose_transport();
                 self.shared.lock().client.handle_input(now, Input::TransportDown(TransportDown::Eof));
             }
-            // The bytes went to the core as they were read.
-            Wake::Read(_) => {}
             Wake::ReadFailed(e) => {
                 self.lose_transport();
                 self.shared.lock().client.handle_input(now, Input::TransportDown(transport_down(&e)));
@@ -489,9 +509,9 @@ impl<R: Runtime> Driver<R> {
                 }
                 // Otherwise `service` fires the core's timer.
             }
-            // `service` takes more to write and drains whatever the wake was for.
             Wake::Wrote | Wake::Notified => {}
         }
+        Some(now)
     }
 
     /// The session is over: anything still open is shut in the background.
