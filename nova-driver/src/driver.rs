@@ -21,13 +21,10 @@ use nova_proto::{Input, Output, Target, TransportDown};
 use tracing::Instrument;
 
 use crate::Event;
+use crate::outgoing::Outgoing;
 use crate::runtime::{BoxFuture, Runtime, Timer, Transport, read_len, transport_down};
 use crate::state::{Inner, Shared};
 use crate::telemetry::Telemetry;
-
-/// Most bytes taken from the core per write: one buffer, one syscall when
-/// the socket has room (a vectored write would gain nothing over it).
-const WRITE_BATCH: usize = 256 * 1024;
 
 thread_local! {
     /// The read buffer of every session polled on this thread: bytes read
@@ -83,9 +80,8 @@ struct Driver<R: Runtime> {
     runtime: R,
     timer: R::Timer,
     link: Link<R::Transport>,
-    /// Bytes taken from the core, written from `written` on.
-    out: Vec<u8>,
-    written: usize,
+    /// Bytes taken from the core, not yet written.
+    out: Outgoing,
     /// Everything in `out` was written; TLS may still hold records.
     flush: bool,
     /// Read from the socket this turn (the core holds little unread input).
@@ -125,8 +121,7 @@ pub(crate) fn run<R: Runtime>(
         timer: runtime.timer(),
         runtime,
         link: Link::None,
-        out: Vec::new(),
-        written: 0,
+        out: Outgoing::default(),
         flush: false,
         reading: false,
         read_hint: 0,
@@ -196,7 +191,7 @@ impl<R: Runtime> Driver<R> {
         self.telemetry.count(inner.client.stats());
         self.telemetry.session(&inner.client);
         self.telemetry.transitions(inner.client.history());
-        inner.unwritten = self.out.len() - self.written + usize::from(self.flush);
+        inner.unwritten = self.out.unwritten().len() + usize::from(self.flush);
         inner.wake_writers(&bounds);
         // With room in the event queue (and in every subscription's), the
         // core decoded every complete frame it holds: what it buffers is the
@@ -232,39 +227,12 @@ impl<R: Runtime> Driver<R> {
     /// Appends what the core has to write, up to the batch size. Returns
     /// whether anything was appended.
     fn pull_transmit(&mut self, inner: &mut Inner) -> bool {
-        if self.written == self.out.len() {
-            self.out.clear();
-            self.written = 0;
-            // A large message leaves a large buffer behind: give it back
-            // rather than keep it for the life of an idle connection.
-            if self.out.capacity() > 2 * WRITE_BATCH {
-                self.out = Vec::new();
-            }
-        } else if self.written >= WRITE_BATCH && self.written * 2 >= self.out.len() {
-            // Keep the buffer from creeping forward while the socket lags;
-            // moving at most as much as was written keeps this linear.
-            self.out.drain(..self.written);
-            self.written = 0;
-        }
-        let room = WRITE_BATCH.saturating_sub(self.out.len() - self.written);
-        if room == 0 {
-            self.more = true;
-            return false;
-        }
-        let pulled = inner.client.poll_transmit(&mut self.out, room);
-        // Less than asked for: the core had no more to write.
-        self.more = pulled >= room;
-        if self.out.is_empty() && self.out.capacity() != 0 {
-            // Everything was written and nothing waits: an idle session (one
-            // of thousands) keeps no write buffer. Busy ones refill it within
-            // the turn; one that sends now and then pays an allocation per
-            // write, nothing next to the syscall.
-            self.out = Vec::new();
-        }
-        if pulled > 0 {
+        let pulled = self.out.pull(&mut inner.client);
+        self.more = pulled.more;
+        if pulled.appended {
             self.flush = false;
         }
-        pulled > 0
+        pulled.appended
     }
 
     /// Acts on one output. Returns whether the session's status changed
@@ -283,7 +251,7 @@ impl<R: Runtime> Driver<R> {
             Output::CloseTransport => {
                 // The bytes the core handed out before this go out first,
                 // whatever the batch size: a close frame is among them.
-                let _ = inner.client.poll_transmit(&mut self.out, usize::MAX);
+                self.out.pull_all(&mut inner.client);
                 self.close_transport();
                 false
             }
@@ -342,9 +310,7 @@ impl<R: Runtime> Driver<R> {
     fn close_transport(&mut self) {
         self.write_failed = None;
         let link = std::mem::replace(&mut self.link, Link::None);
-        let rest = self.out.split_off(self.written);
-        self.out.clear();
-        self.written = 0;
+        let rest = self.out.take_unwritten();
         self.flush = false;
         if let Link::Up(transport) = link {
             let lingering = linger(transport, rest, self.runtime.timer());
@@ -357,7 +323,6 @@ impl<R: Runtime> Driver<R> {
         self.write_failed = None;
         self.link = Link::None;
         self.out.clear();
-        self.written = 0;
         self.flush = false;
     }
 
@@ -375,14 +340,14 @@ impl<R: Runtime> Driver<R> {
                 // busy must not keep the server's frames (a pong, a close)
                 // from being read, nor the other way round.
                 let writable = self.write_failed.is_none();
-                if writable && self.written < self.out.len() {
-                    match transport.poll_write(cx, &self.out[self.written..]) {
+                if writable && !self.out.unwritten().is_empty() {
+                    match transport.poll_write(cx, self.out.unwritten()) {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Wake::WriteFailed(io::ErrorKind::WriteZero.into())),
                         Poll::Ready(Ok(n)) => {
-                            self.written += n;
+                            self.out.advance(n);
                             wrote = true;
                             // TLS may hold the last records until flushed.
-                            self.flush = self.written == self.out.len();
+                            self.flush = self.out.unwritten().is_empty();
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Wake::WriteFailed(e)),
                         Poll::Pending => {}
@@ -427,7 +392,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
         }
-        if wrote && self.written == self.out.len() && !self.flush && !self.more {
+        if wrote && self.out.unwritten().is_empty() && !self.flush && !self.more {
             // Everything `service` took from the core is out and the core
             // had no more: the one thing left to do is to tell the senders
             // waiting for room or for the flush, done here rather than in a
@@ -496,7 +461,6 @@ impl<R: Runtime> Driver<R> {
                 // connection ended: read on until the transport ends (that
                 // end is reported, as for any read) or the drain time passes.
                 self.out.clear();
-                self.written = 0;
                 self.flush = false;
                 self.write_failed = Some((error, now + DRAIN_AFTER_WRITE_ERROR));
             }

@@ -61,6 +61,7 @@ mod connector;
 mod driver;
 mod event;
 mod handle;
+mod outgoing;
 pub mod proxy;
 mod request;
 pub mod runtime;

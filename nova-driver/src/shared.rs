@@ -21,6 +21,8 @@
 //!   byte bound;
 //! - [`never_opened`]: the error value for a session that ended before it
 //!   opened;
+//! - [`Outgoing`]: the bytes taken from the core and not yet written,
+//!   pulled in batches of at most [`WRITE_BATCH`], given back once empty;
 //! - [`Behaviour`]: the adapter and session settings a connector was given,
 //!   and the [`Session`] they make.
 //!
@@ -41,6 +43,7 @@ use nova_proto::{Closed, Config, Disconnect, Session};
 use crate::connector::{DEFAULT_EVENT_BYTES, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_BUFFERED_INPUT, DEFAULT_READ_CHUNK};
 use crate::{Event, NeverOpened, Tls};
 
+pub use crate::outgoing::{Outgoing, Pulled, WRITE_BATCH};
 pub use crate::telemetry::Telemetry;
 
 /// The smallest read size: below it, a read per few frames costs more than

@@ -22,7 +22,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use nova_driver::proxy;
 use nova_driver::runtime::{ATTEMPT_DELAY, handshake_down, read_len, transport_down};
-use nova_driver::shared::{Telemetry, event_from_core, event_weight};
+use nova_driver::shared::{Outgoing, Telemetry, event_from_core, event_weight};
 use nova_proto::proxy::{Progress, ProxyError, ProxyHandshake};
 use nova_proto::session::{
     Readiness, RequestError, RequestId, RequestOptions, RequestPayload, SessionStats, SubscribeError, SubscribeOptions,
@@ -36,10 +36,6 @@ use nova_proto::{
 use crate::Event;
 use crate::connector::Resolve;
 use crate::transport::{self, Transport};
-
-/// Most bytes taken from the core per write: one buffer, one syscall when
-/// the socket has room.
-const WRITE_BATCH: usize = 256 * 1024;
 
 /// How long a transport being shut may take to write its last bytes and see
 /// the peer's end, before it is dropped anyway.
@@ -110,9 +106,8 @@ pub struct Connection {
     link: Link,
     /// A transport being shut: its last bytes written, its end awaited.
     linger: Option<Linger>,
-    /// Bytes taken from the core, written from `written` on.
-    out: Vec<u8>,
-    written: usize,
+    /// Bytes taken from the core, not yet written.
+    out: Outgoing,
     /// The live socket may have bytes to read: set by a readable event,
     /// cleared when a read would block. Readiness is edge-triggered, so this
     /// is the only memory of it.
@@ -239,8 +234,7 @@ impl Connection {
             span,
             link: Link::None,
             linger: None,
-            out: Vec::new(),
-            written: 0,
+            out: Outgoing::default(),
             readable: false,
             read_closed: false,
             events: VecDeque::new(),
@@ -530,7 +524,7 @@ impl Connection {
     /// queue plus the driver's write buffer. A producer that must not run
     /// ahead of the network waits while this is large.
     pub fn buffered_amount(&self) -> usize {
-        self.client.buffered_amount() + (self.out.len() - self.written)
+        self.client.buffered_amount() + self.out.unwritten().len()
     }
 
     /// Events waiting in [`poll_event`](Self::poll_event).
@@ -661,32 +655,7 @@ impl Connection {
     /// Appends what the core has to write, up to the batch size. Returns
     /// whether anything was appended.
     fn pull_transmit(&mut self) -> bool {
-        if self.written == self.out.len() {
-            self.out.clear();
-            self.written = 0;
-            // A large message leaves a large buffer behind: give it back
-            // rather than keep it for the life of an idle connection.
-            if self.out.capacity() > 2 * WRITE_BATCH {
-                self.out = Vec::new();
-            }
-        } else if self.written >= WRITE_BATCH && self.written * 2 >= self.out.len() {
-            // Keep the buffer from creeping forward while the socket lags;
-            // moving at most as much as was written keeps this linear.
-            self.out.drain(..self.written);
-            self.written = 0;
-        }
-        let room = WRITE_BATCH.saturating_sub(self.out.len() - self.written);
-        if room == 0 {
-            return false;
-        }
-        let pulled = self.client.poll_transmit(&mut self.out, room);
-        if self.out.is_empty() && self.out.capacity() != 0 {
-            // Everything was written and nothing waits: an idle connection
-            // keeps no write buffer (one allocation per write when sending
-            // now and then, nothing next to the syscall).
-            self.out = Vec::new();
-        }
-        pulled > 0
+        self.out.pull(&mut self.client).appended
     }
 
     fn perform(&mut self, registry: &Registry, now: Instant, output: Output) {
@@ -703,7 +672,7 @@ impl Connection {
             Output::CloseTransport => {
                 // The bytes the core handed out before this go out first,
                 // whatever the batch size: a close frame is among them.
-                let _ = self.client.poll_transmit(&mut self.out, usize::MAX);
+                self.out.pull_all(&mut self.client);
                 self.close_transport(registry, now);
             }
             Output::Event(event) => {
@@ -924,13 +893,13 @@ impl Connection {
             return Wrote::Blocked;
         };
         loop {
-            if self.written == self.out.len() && !transport.has_pending() {
+            if self.out.unwritten().is_empty() && !transport.has_pending() {
                 return Wrote::All;
             }
-            match transport.write(&self.out[self.written..]) {
+            match transport.write(self.out.unwritten()) {
                 Ok(n) => {
-                    self.written += n;
-                    if self.written < self.out.len() || transport.has_pending() {
+                    self.out.advance(n);
+                    if !self.out.unwritten().is_empty() || transport.has_pending() {
                         return Wrote::Blocked;
                     }
                     return Wrote::All;
@@ -1055,7 +1024,7 @@ impl Connection {
     /// Registers the live socket for what it needs: always readable, and
     /// writable only while bytes wait for room.
     fn settle_interest(&mut self, registry: &Registry) {
-        let pending = self.written < self.out.len();
+        let pending = !self.out.unwritten().is_empty();
         let Link::Up { transport, interest, .. } = &mut self.link else {
             return;
         };
@@ -1092,7 +1061,6 @@ impl Connection {
             }
         }
         self.out.clear();
-        self.written = 0;
         self.readable = false;
         self.read_closed = false;
     }
@@ -1102,7 +1070,7 @@ impl Connection {
     /// so the close is a FIN and not a reset. At most one transport lingers:
     /// an older one is dropped.
     fn close_transport(&mut self, registry: &Registry, now: Instant) {
-        let rest = self.out.split_off(self.written);
+        let rest = self.out.take_unwritten();
         let link = std::mem::replace(&mut self.link, Link::None);
         self.drop_link(registry);
         match link {

@@ -1,0 +1,169 @@
+//! The bytes a session has taken from its core and not yet written: one
+//! buffer per session, filled in batches, written from an offset, given back
+//! when it empties. The async loop and `nova-mio` share it, so both batch,
+//! compact and release the same way.
+
+use nova_proto::Session;
+
+/// Most bytes taken from the core per pull: one buffer, one syscall when
+/// the socket has room (a vectored write would gain nothing over it).
+pub const WRITE_BATCH: usize = 256 * 1024;
+
+/// Bytes taken from the core, written from `written` on.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    buf: Vec<u8>,
+    written: usize,
+}
+
+/// What a [`pull`](Outgoing::pull) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pulled {
+    /// Bytes were appended.
+    pub appended: bool,
+    /// The batch is full, or the core filled all the room it was given: it
+    /// may hold more to write.
+    pub more: bool,
+}
+
+impl Outgoing {
+    /// Appends what the core has to write, up to [`WRITE_BATCH`] unwritten.
+    pub fn pull(&mut self, core: &mut Session) -> Pulled {
+        if self.written == self.buf.len() {
+            self.buf.clear();
+            self.written = 0;
+        } else if self.written >= WRITE_BATCH && self.written * 2 >= self.buf.len() {
+            // Keep the buffer from creeping forward while the socket lags;
+            // moving at most as much as was written keeps this linear.
+            self.buf.drain(..self.written);
+            self.written = 0;
+        }
+        let room = WRITE_BATCH.saturating_sub(self.buf.len() - self.written);
+        if room == 0 {
+            return Pulled { appended: false, more: true };
+        }
+        let pulled = core.poll_transmit(&mut self.buf, room);
+        if self.buf.is_empty() {
+            // Everything was written and nothing waits: an idle session (one
+            // of thousands) keeps no write buffer, nor a large message's.
+            // Busy ones refill it within the turn; one that sends now and
+            // then pays an allocation per write, nothing next to the syscall.
+            self.buf = Vec::new();
+        }
+        // Less than asked for: the core had no more to write.
+        Pulled { appended: pulled > 0, more: pulled >= room }
+    }
+
+    /// Appends everything the core has to write, whatever the batch size
+    /// (before a close: the close frame is among it).
+    pub fn pull_all(&mut self, core: &mut Session) {
+        let _ = core.poll_transmit(&mut self.buf, usize::MAX);
+    }
+
+    /// What waits to be written.
+    pub fn unwritten(&self) -> &[u8] {
+        &self.buf[self.written..]
+    }
+
+    /// `n` more bytes were written.
+    pub fn advance(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.buf.len());
+    }
+
+    /// Forgets what waits (the transport is gone).
+    pub fn clear(&mut self) {
+        self.buf = Vec::new();
+        self.written = 0;
+    }
+
+    /// Takes what waits (for a transport that lingers to write it).
+    pub fn take_unwritten(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.written);
+        self.clear();
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use nova_proto::{Config, Message, Session};
+
+    use super::*;
+
+    /// A raw session with its connection open (keepalive off).
+    fn open_session() -> Session {
+        let now = Instant::now();
+        #[allow(clippy::disallowed_methods)]
+        let mut s = Session::raw(Config::builder("ws://h/").keepalive(None).build().unwrap(), [0; 32], now);
+        s.connect(now);
+        while s.poll_output().is_some() {}
+        s.handle_input(now, nova_proto::Input::TransportUp);
+        let mut request = Vec::new();
+        let _ = s.poll_transmit(&mut request, usize::MAX);
+        let response = upgrade_response(&request);
+        s.handle_input(now, nova_proto::Input::Received(&response));
+        while s.poll_output().is_some() {}
+        s
+    }
+
+    /// The server's 101 for the request in `request` (its key accepted).
+    fn upgrade_response(request: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(request);
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key in the request")
+            .trim()
+            .to_owned();
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            nova_proto::accept_key(key.as_bytes())
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn batches_are_bounded_and_an_emptied_buffer_is_given_back() {
+        let mut s = open_session();
+        let now = Instant::now();
+        let mut out = Outgoing::default();
+        // Nothing to write: nothing held.
+        assert_eq!(out.pull(&mut s), Pulled { appended: false, more: false });
+        assert_eq!(out.buf.capacity(), 0);
+        // Five 100 KiB messages: the first pull stops past one batch.
+        for _ in 0..5 {
+            s.send(now, Message::binary(vec![7u8; 100 << 10])).unwrap();
+        }
+        let first = out.pull(&mut s);
+        assert!(first.appended && first.more);
+        assert!(out.unwritten().len() >= WRITE_BATCH && out.unwritten().len() < WRITE_BATCH + (101 << 10));
+        // A full batch waits: nothing more is taken until some is written.
+        assert_eq!(out.pull(&mut s), Pulled { appended: false, more: true });
+        // Write it all, pull the rest, write that: the buffer goes.
+        let mut total = 0;
+        loop {
+            let n = out.unwritten().len();
+            total += n;
+            out.advance(n);
+            if !out.pull(&mut s).appended {
+                break;
+            }
+        }
+        assert!(total > 5 * (100 << 10));
+        assert_eq!(out.buf.capacity(), 0);
+    }
+
+    #[test]
+    fn what_waits_is_handed_to_a_lingering_transport_whole() {
+        let mut s = open_session();
+        let mut out = Outgoing::default();
+        s.send(Instant::now(), Message::text("last")).unwrap();
+        out.pull(&mut s);
+        let all = out.unwritten().to_vec();
+        out.advance(2);
+        assert_eq!(out.take_unwritten(), all[2..]);
+        assert!(out.unwritten().is_empty());
+    }
+}
