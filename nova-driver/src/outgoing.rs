@@ -1,7 +1,7 @@
 //! The bytes a session has taken from its core and not yet written: one
 //! buffer per session, filled in batches, written from an offset, given back
-//! when it empties. The async loop and `nova-mio` share it, so both batch,
-//! compact and release the same way.
+//! when it empties after a small batch. The async loop and `nova-mio` share
+//! it, so both batch, compact and release the same way.
 
 use nova_proto::Session;
 
@@ -9,11 +9,18 @@ use nova_proto::Session;
 /// the socket has room (a vectored write would gain nothing over it).
 pub const WRITE_BATCH: usize = 256 * 1024;
 
+/// Batches up to this many bytes leave no buffer behind once written: an
+/// allocation this small comes from the allocator's free lists, cheap next
+/// to the write.
+const SMALL_BATCH: usize = 4096;
+
 /// Bytes taken from the core, written from `written` on.
 #[derive(Debug, Default)]
 pub struct Outgoing {
     buf: Vec<u8>,
     written: usize,
+    /// How many bytes the batch that last drained held.
+    last_batch: usize,
 }
 
 /// What a [`pull`](Outgoing::pull) did.
@@ -30,6 +37,9 @@ impl Outgoing {
     /// Appends what the core has to write, up to [`WRITE_BATCH`] unwritten.
     pub fn pull(&mut self, core: &mut Session) -> Pulled {
         if self.written == self.buf.len() {
+            if !self.buf.is_empty() {
+                self.last_batch = self.buf.len();
+            }
             self.buf.clear();
             self.written = 0;
         } else if self.written >= WRITE_BATCH && self.written * 2 >= self.buf.len() {
@@ -43,11 +53,16 @@ impl Outgoing {
             return Pulled { appended: false, more: true };
         }
         let pulled = core.poll_transmit(&mut self.buf, room);
-        if self.buf.is_empty() {
-            // Everything was written and nothing waits: an idle session (one
-            // of thousands) keeps no write buffer, nor a large message's.
-            // Busy ones refill it within the turn; one that sends now and
-            // then pays an allocation per write, nothing next to the syscall.
+        if self.buf.is_empty() && (self.last_batch <= SMALL_BATCH || self.buf.capacity() > 2 * WRITE_BATCH) {
+            // Everything was written and nothing waits. After small batches
+            // nothing is kept: an idle session (one of thousands) holds no
+            // write buffer, and one that sends small messages now and then
+            // pays an allocation from the free lists per write. A large
+            // batch's buffer is kept for the next (freed and allocated again
+            // per message, 64 KiB blocks made glibc trim and regrow its heap:
+            // measured in nova-bench 64 × 64 KiB ping-pong, ten page faults a
+            // message), until a small batch shows the large ones stopped,
+            // or beyond two batches' size.
             self.buf = Vec::new();
         }
         // Less than asked for: the core had no more to write.
@@ -70,10 +85,11 @@ impl Outgoing {
         self.written = (self.written + n).min(self.buf.len());
     }
 
-    /// Forgets what waits (the transport is gone).
+    /// Forgets what waits (the transport is gone), and the buffer.
     pub fn clear(&mut self) {
         self.buf = Vec::new();
         self.written = 0;
+        self.last_batch = 0;
     }
 
     /// Takes what waits (for a transport that lingers to write it).
@@ -152,6 +168,13 @@ mod tests {
             }
         }
         assert!(total > 5 * (100 << 10));
+        // The last batch was large: its buffer stays for the next one...
+        assert!(out.buf.capacity() >= 100 << 10);
+        // ...until a small batch shows the large ones stopped.
+        s.send(now, Message::text("small")).unwrap();
+        assert!(out.pull(&mut s).appended);
+        out.advance(out.unwritten().len());
+        assert!(!out.pull(&mut s).appended);
         assert_eq!(out.buf.capacity(), 0);
     }
 

@@ -166,7 +166,8 @@ const RECYCLE_MAX: usize = 1 << 20;
 /// decoded and no large frame started since the last such moment (small
 /// frames only, a pong, ...), the buffers are freed
 /// ([`Connection::next`]), so an idle connection keeps none after the
-/// next small frame; all of them go with the connection.
+/// next small frame (with the default keepalive, a pong within 15 s); all
+/// of them go with the connection.
 #[derive(Debug, Default)]
 struct Recycler {
     /// The buffers (cleared) and the sum of their capacities.
