@@ -146,9 +146,15 @@ impl Arriving {
 }
 
 /// Most bytes of emptied payload buffers a connection keeps for reuse
-/// ([`Recycler`]): sixteen 64 KiB frames, a quarter of the drivers' default
-/// event queue bound (`DEFAULT_EVENT_BYTES`, 4 MiB).
-const RECYCLE_MAX: usize = 1 << 20;
+/// ([`Recycler`]): the drivers' default event queue bound
+/// (`DEFAULT_EVENT_BYTES`, 4 MiB), so a session decoding a full queue ahead
+/// of its application finds every buffer it needs already mapped. Measured
+/// in nova-bench, nova-tokio, against 1 MiB: 1 × 64 KiB pipelined 17–31 k →
+/// 1.5 k page faults in 0.4 s and 52–62 → 42–45 µs of CPU a message;
+/// 64 × 64 KiB pipelined 42 → 46 µs (64 pools hold more than one would).
+/// Kept memory was live a moment before (the queue's bound allows it), and
+/// goes at the next small frame.
+const RECYCLE_MAX: usize = 4 << 20;
 
 /// The payload buffers of large frames ([`Arriving`]) whose messages the
 /// application has dropped, kept for the large frames that follow, up to
