@@ -63,8 +63,10 @@ enum Wake<T> {
     Connected(Result<T, TransportDown>),
     /// Bytes read, already handed to the core at the instant given (the
     /// turn goes on with it: a clock read costs more than the rest of a
-    /// small message's turn in a VM); 0 is the end of the stream.
-    Read(usize, Instant),
+    /// small message's turn in a VM).
+    Read(Instant),
+    /// The end of the stream.
+    Eof,
     ReadFailed(io::Error),
     Wrote,
     /// A write failed; what the peer sent before may still be readable.
@@ -370,24 +372,23 @@ impl<R: Runtime> Driver<R> {
                     // read buffer of its own while idle.
                     let chunk = read_len(self.settings.read_chunk, self.read_hint);
                     let shared = &self.shared;
-                    let mut now = None;
-                    let polled = READ_BUF.with_borrow_mut(|buf| {
+                    let read = READ_BUF.with_borrow_mut(|buf| {
                         if buf.len() < chunk {
                             buf.resize(chunk, 0);
                         }
-                        let polled = transport.poll_read(cx, &mut buf[..chunk]);
-                        if let Poll::Ready(Ok(n)) = polled
-                            && n > 0
-                        {
-                            let at = *now.insert(Instant::now());
-                            shared.lock().client.handle_input(at, Input::Received(&buf[..n]));
+                        match transport.poll_read(cx, &mut buf[..chunk]) {
+                            Poll::Ready(Ok(0)) => Some(Wake::Eof),
+                            Poll::Ready(Ok(n)) => {
+                                let now = Instant::now();
+                                shared.lock().client.handle_input(now, Input::Received(&buf[..n]));
+                                Some(Wake::Read(now))
+                            }
+                            Poll::Ready(Err(e)) => Some(Wake::ReadFailed(e)),
+                            Poll::Pending => None,
                         }
-                        polled
                     });
-                    match polled {
-                        Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Read(n, now.unwrap_or_else(Instant::now))),
-                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::ReadFailed(e)),
-                        Poll::Pending => {}
+                    if let Some(wake) = read {
+                        return Poll::Ready(wake);
                     }
                 }
             }
@@ -423,19 +424,12 @@ impl<R: Runtime> Driver<R> {
     /// Acts on what woke the driver; returns the instant it read the clock
     /// at, if it did (the turn's `service` goes on with it).
     fn handle(&mut self, wake: Wake<R::Transport>) -> Option<Instant> {
-        if let Wake::Read(n, at) = wake
-            && n > 0
-        {
-            // The bytes went to the core as they were read.
-            return Some(at);
-        }
-        // Nothing to do here, and no clock read: `service` takes more to
-        // write and drains whatever the wake was for.
-        if matches!(wake, Wake::Wrote | Wake::Notified) {
-            return None;
-        }
         let now = match wake {
-            Wake::Read(_, at) => at,
+            // The bytes went to the core as they were read.
+            Wake::Read(at) => return Some(at),
+            // Nothing to do here, and no clock read: `service` takes more
+            // to write and drains whatever the wake was for.
+            Wake::Wrote | Wake::Notified => return None,
             _ => Instant::now(),
         };
         match wake {
@@ -447,7 +441,7 @@ impl<R: Runtime> Driver<R> {
                 self.link = Link::None;
                 self.shared.lock().client.handle_input(now, Input::TransportDown(down));
             }
-            Wake::Read(..) => {
+            Wake::Eof => {
                 self.lose_transport();
                 self.shared.lock().client.handle_input(now, Input::TransportDown(TransportDown::Eof));
             }
@@ -473,7 +467,8 @@ impl<R: Runtime> Driver<R> {
                 }
                 // Otherwise `service` fires the core's timer.
             }
-            Wake::Wrote | Wake::Notified => {}
+            // Returned above.
+            Wake::Read(_) | Wake::Wrote | Wake::Notified => {}
         }
         Some(now)
     }
