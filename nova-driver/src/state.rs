@@ -244,23 +244,10 @@ impl Inner {
         let event = self.events.pop_front()?;
         self.event_bytes -= event.weight();
         if self.events.is_empty() {
-            self.release_events();
+            nova_proto::shrink_drained(&mut self.events, &mut self.events_peak);
         }
         self.check_backlog();
         Some((event, was_full))
-    }
-
-    /// The queue just emptied: keep its buffer for bursts like the last one,
-    /// free it after a quiet stretch. A connection that takes one or two
-    /// events at a time (an idle one, a ping-pong) regrows it in one
-    /// allocation, cheap next to a read; one of thousands of idle
-    /// connections should not hold half a kilobyte for nothing.
-    fn release_events(&mut self) {
-        let keep = if self.events_peak <= 2 { 0 } else { self.events_peak };
-        if self.events.capacity() > 2 * keep {
-            self.events.shrink_to(keep);
-        }
-        self.events_peak = 0;
     }
 
     pub(crate) fn set_events_waker(&mut self, waker: &Waker) {

@@ -300,15 +300,7 @@ impl Connection {
     /// time already passed so the loop drives the connection again at once.
     pub fn poll_event(&mut self) -> Option<Event> {
         let Some(event) = self.events.pop_front() else {
-            // Release memory when the last batch used a small part of it:
-            // steady traffic keeps its buffer, a past burst is let go, and
-            // after a batch of one or two events (an idle connection, one
-            // of thousands) nothing is kept: regrowing it is one allocation.
-            let keep = if self.events_peak <= 2 { 0 } else { self.events_peak };
-            if self.events.capacity() > keep * 2 {
-                self.events.shrink_to(keep);
-            }
-            self.events_peak = 0;
+            nova_proto::shrink_drained(&mut self.events, &mut self.events_peak);
             return None;
         };
         self.event_bytes -= event_weight(&event);

@@ -477,18 +477,9 @@ impl Client {
             self.replay_pending = true;
         }
         if output.is_none() {
-            // Release memory when the last batch used a small part of it:
-            // steady traffic keeps its buffer (no regrowth per read), a past
-            // burst does not pin memory on a connection that went quiet.
             // Messages bypass the queue on the hot path, so what it carries
-            // is occasional (events, a connect, a close): after a batch of
-            // one or two, it is freed (regrown in one allocation when needed),
-            // and an idle connection, most of thousands, holds nothing.
-            let keep = if self.outputs_peak <= 2 { 0 } else { self.outputs_peak * 2 };
-            if self.outputs.capacity() > keep * 2 {
-                self.outputs.shrink_to(keep);
-            }
-            self.outputs_peak = 0;
+            // is occasional (events, a connect, a close).
+            crate::shrink_drained(&mut self.outputs, &mut self.outputs_peak);
         }
         output
     }

@@ -167,6 +167,7 @@ mod client;
 mod config;
 mod connection;
 mod deflate;
+mod drained;
 mod error;
 pub mod frame;
 mod handshake;
@@ -194,6 +195,7 @@ pub use config::{
     TelemetryLevel, Timeouts,
 };
 pub use deflate::{DEFAULT_THRESHOLD, DeflateConfig, DeflateParams};
+pub use drained::shrink_drained;
 pub use error::{
     CloseError, Error, HandshakeError, NegotiationError, ProtocolError, Rejection, SendError, Timeout, TlsFailure,
     TransportDown,

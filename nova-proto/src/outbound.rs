@@ -181,7 +181,7 @@ impl Queue {
         while let Some(next) = self.items.pop_front() {
             self.bytes -= next.message.len();
             if self.items.is_empty() {
-                self.shrink_drained();
+                crate::shrink_drained(&mut self.items, &mut self.peak);
             }
             if self.len() == 0 {
                 self.earliest_expiry = None;
@@ -193,18 +193,6 @@ impl Queue {
             return Some(next);
         }
         None
-    }
-
-    /// `items` just emptied: keep its buffer for bursts like the last one,
-    /// free it after a quiet stretch. Sending one or two messages at a time
-    /// regrows it in one allocation, cheap next to a write; an idle
-    /// connection (one of thousands) should hold no buffer for it.
-    fn shrink_drained(&mut self) {
-        let keep = if self.peak <= 2 { 0 } else { self.peak };
-        if self.items.capacity() > 2 * keep {
-            self.items.shrink_to(keep);
-        }
-        self.peak = 0;
     }
 
     /// Gives back every message whose time to live has passed.
