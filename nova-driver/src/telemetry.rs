@@ -170,6 +170,20 @@ fn traffic_counts(s: &Stats) -> [u64; 7] {
     [s.connects, s.opens, s.reconnects, s.messages_in, s.messages_out, s.bytes_in, s.bytes_out]
 }
 
+/// Adds to each counter what its count gained since `last`, then keeps
+/// `counts` as the new `last`.
+fn add_gains<const N: usize>(counters: &[Counter; N], counts: [u64; N], last: &mut [u64; N]) {
+    if counts == *last {
+        return;
+    }
+    for ((counter, now), before) in counters.iter().zip(counts).zip(*last) {
+        if now > before {
+            counter.increment(now - before);
+        }
+    }
+    *last = counts;
+}
+
 /// The behaviour layer's counters, in the order of [`session_counts`].
 const SESSION_COUNTERS: [&str; 14] = [
     names::REQUESTS_SENT,
@@ -268,15 +282,7 @@ impl Telemetry {
 
     /// Adds what happened since the last call to the counters.
     pub fn count(&mut self, stats: &Stats) {
-        let counts = traffic_counts(stats);
-        if counts != self.last {
-            for ((counter, now), before) in self.traffic.iter().zip(counts).zip(self.last) {
-                if now > before {
-                    counter.increment(now - before);
-                }
-            }
-            self.last = counts;
-        }
+        add_gains(&self.traffic, traffic_counts(stats), &mut self.last);
     }
 
     /// Adds what the behaviour layer did since the last call to its
@@ -292,14 +298,7 @@ impl Telemetry {
             return;
         }
         let m = self.session_metrics();
-        if counts != m.last {
-            for ((counter, now), before) in m.counters.iter().zip(counts).zip(m.last) {
-                if now > before {
-                    counter.increment(now - before);
-                }
-            }
-            m.last = counts;
-        }
+        add_gains(&m.counters, counts, &mut m.last);
         // Counting the active subscriptions walks them all: only when what
         // it depends on changed, not on every turn with data.
         let subs = session.subscriptions();
