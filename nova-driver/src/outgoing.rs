@@ -118,26 +118,10 @@ mod tests {
         s.handle_input(now, nova_proto::Input::TransportUp);
         let mut request = Vec::new();
         let _ = s.poll_transmit(&mut request, usize::MAX);
-        let response = upgrade_response(&request);
+        let response = nova_testkit::raw::upgrade_response(&request).expect("a key in the request");
         s.handle_input(now, nova_proto::Input::Received(&response));
         while s.poll_output().is_some() {}
         s
-    }
-
-    /// The server's 101 for the request in `request` (its key accepted).
-    fn upgrade_response(request: &[u8]) -> Vec<u8> {
-        let text = String::from_utf8_lossy(request);
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .expect("a key in the request")
-            .trim()
-            .to_owned();
-        format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            nova_proto::accept_key(key.as_bytes())
-        )
-        .into_bytes()
     }
 
     #[test]
