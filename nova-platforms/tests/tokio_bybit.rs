@@ -19,9 +19,9 @@ use nova_platforms::{RateLimitAction, WallClock};
 use nova_proto::session::{RequestError, RequestOptions, ServiceError, Strategy, SubscribeOptions};
 use nova_proto::{Secret, Timeout};
 use nova_testkit::MockServer;
-use nova_tokio::{Connector, Event};
+use nova_tokio::Event;
 use serde_json::{Value, json};
-use tokio_support::{Feed, Watch, ms};
+use tokio_support::{Feed, ms, open};
 
 const SECRET: &str = "bybit_test_secret";
 
@@ -43,8 +43,7 @@ async fn private_auth_subscribe_drop_then_reauth_resubscribe_on_the_same_stream(
     let adapter =
         Bybit::new(Stream::Private).credentials(Credentials::new("K", Secret::new(SECRET), WallClock::system()));
     let config = bybit::config(&server.url("/v5/private"));
-    let (handle, events) = Connector::new(config).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter).await;
     let feed = Feed::new(handle.subscribe(bybit::private("order"), SubscribeOptions::default()).unwrap());
 
     assert_eq!(events.ready().await, (1, 0));
@@ -70,8 +69,7 @@ async fn more_than_ten_spot_topics_go_out_in_batches_of_ten() {
         .start()
         .unwrap();
     let config = bybit::config(&server.url("/v5/public/spot"));
-    let (handle, events) = Connector::new(config).adapter(Bybit::new(Stream::Spot)).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, Bybit::new(Stream::Spot)).await;
     let symbols: Vec<String> = (0..23).map(|i| format!("SYM{i}USDT")).collect();
     let feeds: Vec<Feed> = symbols
         .iter()
@@ -120,8 +118,7 @@ async fn unanswered_json_pings_end_the_connection_then_reauth_resubscribe_on_the
     // The shortest interval the adapter allows (Bybit recommends 20 s).
     let adapter = Bybit::new(Stream::Private).credentials(credentials()).ping_interval(Duration::from_secs(1));
     let config = bybit::config(&server.url("/v5/private"));
-    let (handle, events) = Connector::new(config).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter).await;
     let feed = Feed::new(handle.subscribe(bybit::private("order"), SubscribeOptions::default()).unwrap());
     assert_eq!(events.ready().await, (1, 0));
     feed.more_than(0).await;
@@ -142,8 +139,7 @@ async fn a_refused_subscribe_and_a_trade_ret_code_are_typed_errors_and_the_sessi
     let mock = MockBybit::new(Stream::Spot, "K", Secret::new(SECRET), WallClock::system()).tick(ms(20));
     let server = MockServer::start(mock.behavior()).unwrap();
     let config = bybit::config(&server.url("/v5/public/spot"));
-    let (handle, events) = Connector::new(config).adapter(Bybit::new(Stream::Spot)).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, Bybit::new(Stream::Spot)).await;
     let good = Feed::new(handle.subscribe(bybit::tickers("BTCUSDT"), SubscribeOptions::default()).unwrap());
     events.confirmed(1).await;
     // `{"success":false,"ret_msg":"error:handler not found,topic:..."}`.
@@ -167,9 +163,7 @@ async fn a_refused_subscribe_and_a_trade_ret_code_are_typed_errors_and_the_sessi
     );
     let server = MockServer::start(mock.behavior()).unwrap();
     let adapter = Bybit::new(Stream::Trade).credentials(credentials());
-    let (handle, events) =
-        Connector::new(bybit::config(&server.url("/v5/trade"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(bybit::config(&server.url("/v5/trade")), adapter).await;
     assert_eq!(events.ready().await, (0, 0));
     let order = bybit::order("order.create", json!({"symbol": "BTCUSDT", "qty": "0"}));
     let answer = handle.request(order, RequestOptions::default()).await;
@@ -194,9 +188,7 @@ async fn a_rate_limit_ret_code_reconnects_after_the_adapters_wait_then_reauths()
     // The default wait is 1 s; shortened here.
     let wait = ms(400);
     let adapter = Bybit::new(Stream::Trade).credentials(credentials()).on_rate_limit(RateLimitAction::Reconnect(wait));
-    let (handle, events) =
-        Connector::new(bybit::config(&server.url("/v5/trade"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(bybit::config(&server.url("/v5/trade")), adapter).await;
     assert_eq!(events.ready().await, (0, 0));
 
     let order = bybit::order("order.create", json!({"symbol": "BTCUSDT", "qty": "1"}));
@@ -227,9 +219,7 @@ async fn a_rate_limit_ret_code_with_fail_request_fails_only_that_request() {
     );
     let server = MockServer::start(mock.behavior()).unwrap();
     let adapter = Bybit::new(Stream::Trade).credentials(credentials()).on_rate_limit(RateLimitAction::FailRequest);
-    let (handle, events) =
-        Connector::new(bybit::config(&server.url("/v5/trade"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(bybit::config(&server.url("/v5/trade")), adapter).await;
     assert_eq!(events.ready().await, (0, 0));
     let order = bybit::order("order.create", json!({"symbol": "BTCUSDT", "qty": "1"}));
     let answer = handle.request(order, RequestOptions::default()).await;
@@ -252,8 +242,7 @@ async fn trade_service_restarting_opens_a_new_connection_with_a_fresh_auth() {
     let server = MockServer::builder().lifetime(Duration::from_secs(20)).otherwise(mock.behavior()).start().unwrap();
     let adapter = Bybit::new(Stream::Trade).credentials(credentials());
     let config = bybit::config(&server.url("/v5/trade"));
-    let (handle, events) = Connector::new(config).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter).await;
     assert_eq!(events.ready().await, (0, 0));
 
     let order = bybit::order("order.create", json!({"symbol": "BTCUSDT", "qty": "1"}));

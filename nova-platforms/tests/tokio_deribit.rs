@@ -17,9 +17,9 @@ use nova_platforms::{RateLimitAction, WallClock};
 use nova_proto::session::{RequestError, RequestOptions, ServiceError, Strategy, SubscribeOptions};
 use nova_proto::{Secret, Timeout};
 use nova_testkit::MockServer;
-use nova_tokio::{Connector, Event};
+use nova_tokio::Event;
 use serde_json::json;
-use tokio_support::{Feed, Watch, ms, until};
+use tokio_support::{Feed, Watch, ms, open, until};
 
 const CHANNEL: &str = "ticker.BTC-PERPETUAL.100ms";
 
@@ -43,8 +43,7 @@ async fn auth_subscribe_drop_then_reauth_resubscribe_on_the_same_stream() {
         .start()
         .unwrap();
     let config = deribit::config(&server.url("/ws/api/v2"));
-    let (handle, events) = Connector::new(config).adapter(adapter()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter()).await;
     let feed = Feed::new(
         handle.subscribe(deribit::ticker("BTC-PERPETUAL", Interval::Ms100), SubscribeOptions::default()).unwrap(),
     );
@@ -78,8 +77,7 @@ async fn server_test_requests_are_answered_with_public_test() {
     let mock = MockDeribit::new("KEY", &Secret::new("deribit_test_secret")).tick(ms(20));
     let server = MockServer::start(mock.behavior()).unwrap();
     let config = deribit::config(&server.url("/ws/api/v2"));
-    let (handle, events) = Connector::new(config).adapter(adapter()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter()).await;
     events.ready().await;
     // set_heartbeat goes out right after the auth; the mock then sends a
     // test_request, which must come back as public/test.
@@ -122,8 +120,7 @@ async fn a_silent_server_is_found_dead_then_reauth_resubscribe_on_the_same_strea
     // proof of life: the protocol keepalive is what finds a silent peer
     // quickly; shortened here from the preset's 15 s + 5 s.
     let config = deribit::config(&server.url("/ws/api/v2")).ping(ms(200), ms(300));
-    let (handle, events) = Connector::new(config).adapter(adapter()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter()).await;
     let feed = Feed::new(
         handle.subscribe(deribit::ticker("BTC-PERPETUAL", Interval::Ms100), SubscribeOptions::default()).unwrap(),
     );
@@ -146,8 +143,7 @@ async fn a_json_rpc_error_fails_its_request_with_the_code_and_the_session_stays(
     );
     let server = MockServer::start(mock.behavior()).unwrap();
     let config = deribit::config(&server.url("/ws/api/v2"));
-    let (handle, events) = Connector::new(config).adapter(adapter()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter()).await;
     let feed = Feed::new(
         handle.subscribe(deribit::ticker("BTC-PERPETUAL", Interval::Ms100), SubscribeOptions::default()).unwrap(),
     );
@@ -184,8 +180,7 @@ async fn too_many_requests_reconnects_after_the_adapters_wait_then_reauth_and_re
     let wait = ms(400);
     let adapter = adapter().on_rate_limit(RateLimitAction::Reconnect(wait));
     let config = deribit::config(&server.url("/ws/api/v2"));
-    let (handle, events) = Connector::new(config).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter).await;
     let feed = Feed::new(
         handle.subscribe(deribit::ticker("BTC-PERPETUAL", Interval::Ms100), SubscribeOptions::default()).unwrap(),
     );
@@ -219,8 +214,7 @@ async fn too_many_requests_with_fail_request_fails_only_that_request() {
     let server = MockServer::start(mock.behavior()).unwrap();
     let adapter = adapter().on_rate_limit(RateLimitAction::FailRequest);
     let config = deribit::config(&server.url("/ws/api/v2"));
-    let (handle, events) = Connector::new(config).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter).await;
     assert_eq!(events.ready().await, (0, 0));
 
     let call = deribit::call("public/get_index_price", json!({"index_name": "btc_usd"}));

@@ -15,8 +15,8 @@ use std::time::Duration;
 use nova_platforms::discord::{self, Discord, testing::MockDiscord};
 use nova_proto::{Backoff, CloseCode, Disconnect, Secret, Timeout};
 use nova_testkit::MockServer;
-use nova_tokio::{Connector, Event};
-use tokio_support::{Watch, ms, until};
+use nova_tokio::Event;
+use tokio_support::{Watch, ms, open, until};
 
 const TOKEN: &str = "discord-test-token";
 
@@ -40,8 +40,7 @@ async fn identify_then_resume_after_a_drop_with_session_id_and_seq() {
         .unwrap();
     let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
     let info = adapter.info();
-    let (handle, events) = Connector::new(config(&server.url("/"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config(&server.url("/")), adapter).await;
 
     events.ready().await;
     events.expect("a dispatch", |e| is_dispatch(e, "MESSAGE_CREATE")).await;
@@ -80,8 +79,7 @@ async fn close_code_4004_stops_the_session() {
         .start()
         .unwrap();
     let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
-    let (_handle, events) = Connector::new(config(&server.url("/"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (_handle, mut events) = open(config(&server.url("/")), adapter).await;
     events.ready().await;
     let end = events.expect("the end", |e| matches!(e, Event::Disconnected { .. })).await;
     assert!(matches!(end, Event::Disconnected { reconnect: None, .. }), "4004 is fatal: {end:?}");
@@ -115,8 +113,7 @@ async fn a_zombie_connection_is_dropped_and_the_next_one_resumes() {
         .start()
         .unwrap();
     let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
-    let (handle, events) = Connector::new(config(&server.url("/"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config(&server.url("/")), adapter).await;
     events.ready().await;
     events.expect("a dispatch", |e| is_dispatch(e, "MESSAGE_CREATE")).await;
 
@@ -149,8 +146,7 @@ async fn close_4008_rate_limited_reconnects_with_the_backoff_and_resumes() {
         .start()
         .unwrap();
     let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
-    let (handle, events) = Connector::new(config(&server.url("/"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config(&server.url("/")), adapter).await;
     events.ready().await;
     events.expect("a dispatch", |e| is_dispatch(e, "MESSAGE_CREATE")).await;
 

@@ -20,9 +20,9 @@ use nova_platforms::ethereum::{self, Ethereum, quantity, testing::MockEthereum};
 use nova_proto::session::{RequestError, RequestOptions, ServiceError, Strategy, SubscribeOptions};
 use nova_proto::{Backoff, Timeout};
 use nova_testkit::MockServer;
-use nova_tokio::{Connector, Event};
+use nova_tokio::Event;
 use serde_json::{Value, json};
-use tokio_support::{Feed, Watch, json as to_json, ms};
+use tokio_support::{Feed, json as to_json, ms, open};
 
 fn block(v: &Value) -> u64 {
     quantity(&v["params"]["result"]["number"]).expect("a head carries its number")
@@ -43,8 +43,7 @@ async fn new_ids_are_remapped_to_the_same_stream_and_the_gap_shows() {
         .unwrap();
     // 300 ms down at least, so heads are produced while the client is away.
     let config = ethereum::config(&server.url("/")).backoff(Backoff::constant(ms(300), 0.0));
-    let (handle, events) = Connector::new(config).adapter(Ethereum::new()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, Ethereum::new()).await;
     let sub = handle.subscribe(ethereum::new_heads(), SubscribeOptions::default()).unwrap();
     let id = sub.id();
     let feed = Feed::new(sub);
@@ -84,8 +83,7 @@ async fn a_silent_node_is_found_dead_then_the_subscription_is_restored_on_the_sa
         .unwrap();
     // The preset pings every 20 s with a 20 s timeout; shortened here.
     let config = ethereum::config(&server.url("/")).ping(ms(200), ms(300)).backoff(Backoff::constant(ms(100), 0.0));
-    let (handle, events) = Connector::new(config).adapter(Ethereum::new()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, Ethereum::new()).await;
     let sub = handle.subscribe(ethereum::new_heads(), SubscribeOptions::default()).unwrap();
     let id = sub.id();
     let feed = Feed::new(sub);
@@ -107,8 +105,7 @@ async fn json_rpc_errors_fail_their_request_typed_and_the_session_stays() {
     let mock = MockEthereum::new().tick(ms(20));
     let server = MockServer::start(mock.behavior()).unwrap();
     let config = ethereum::config(&server.url("/"));
-    let (handle, events) = Connector::new(config).adapter(Ethereum::new()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, Ethereum::new()).await;
     let feed = Feed::new(handle.subscribe(ethereum::new_heads(), SubscribeOptions::default()).unwrap());
     events.confirmed(1).await;
 
@@ -140,8 +137,7 @@ async fn limit_exceeded_backs_off_for_the_adapters_wait_then_restores_and_resend
     let wait = ms(400);
     let adapter = Ethereum::new().on_rate_limit(RateLimitAction::Reconnect(wait));
     let config = ethereum::config(&server.url("/"));
-    let (handle, events) = Connector::new(config).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, adapter).await;
     let sub = handle.subscribe(ethereum::new_heads(), SubscribeOptions::default()).unwrap();
     let id = sub.id();
     let feed = Feed::new(sub);
@@ -178,8 +174,7 @@ async fn limit_exceeded_with_fail_request_fails_only_the_request() {
     let mock = MockEthereum::new().tick(ms(20)).request_budget(1);
     let server = MockServer::start(mock.behavior()).unwrap();
     let adapter = Ethereum::new().on_rate_limit(RateLimitAction::FailRequest);
-    let (handle, events) = Connector::new(ethereum::config(&server.url("/"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(ethereum::config(&server.url("/")), adapter).await;
     let feed = Feed::new(handle.subscribe(ethereum::new_heads(), SubscribeOptions::default()).unwrap());
     events.confirmed(1).await;
     let answer = handle.request(ethereum::chain_id(), RequestOptions::default()).await;

@@ -16,8 +16,8 @@ use nova_platforms::slack::{self, Envelope, Slack, testing::MockSlack};
 use nova_proto::session::Strategy;
 use nova_proto::{Backoff, Timeout};
 use nova_testkit::MockServer;
-use nova_tokio::{Connector, Event};
-use tokio_support::{Watch, ms, until};
+use nova_tokio::Event;
+use tokio_support::{Watch, ms, open, until};
 
 fn config(url: &str) -> nova_proto::ConfigBuilder {
     // The preset's backoff, shortened so the test reconnects at once.
@@ -40,8 +40,7 @@ async fn envelopes_are_acknowledged_and_flow_again_after_a_drop() {
         .otherwise(mock.behavior())
         .start()
         .unwrap();
-    let (handle, events) = Connector::new(config(&server.url("/link"))).adapter(Slack::new()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config(&server.url("/link")), Slack::new()).await;
 
     events.ready().await;
     let first = next_envelope(&mut events).await;
@@ -65,8 +64,7 @@ async fn envelopes_are_acknowledged_and_flow_again_after_a_drop() {
 async fn link_disabled_stops_the_session() {
     let mock = MockSlack::new(2).tick(ms(20)).disconnect_with(slack::LINK_DISABLED);
     let server = MockServer::start(mock.behavior()).unwrap();
-    let (_handle, events) = Connector::new(config(&server.url("/link"))).adapter(Slack::new()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (_handle, mut events) = open(config(&server.url("/link")), Slack::new()).await;
     events.ready().await;
     // Two events and a slash command, each acknowledged by the adapter
     // (the mock disconnects only once all are), then the disconnect.
@@ -95,8 +93,7 @@ async fn a_silent_socket_is_found_dead_and_envelopes_flow_again_on_a_new_one() {
         .unwrap();
     // The preset pings every 5 s with a 5 s timeout; shortened here.
     let config = config(&server.url("/link")).ping(ms(200), ms(300));
-    let (handle, events) = Connector::new(config).adapter(Slack::new()).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config, Slack::new()).await;
     events.ready().await;
     assert_eq!(next_envelope(&mut events).await, "env-1");
 
@@ -125,8 +122,7 @@ async fn too_many_websockets_waits_the_adapters_wait_then_envelopes_flow_again()
     // Slack gives no figure; the adapter waits 60 s by default. Shortened here.
     let wait = ms(400);
     let adapter = Slack::new().too_many_websockets_wait(wait);
-    let (handle, events) = Connector::new(config(&server.url("/link"))).adapter(adapter).connect().await.unwrap();
-    let mut events = Watch::new(events);
+    let (handle, mut events) = open(config(&server.url("/link")), adapter).await;
     events.ready().await;
     let error = events.expect("the disconnect", |e| matches!(e, Event::ServiceError { .. })).await;
     let Event::ServiceError { error, strategy } = error else { unreachable!("matched above") };

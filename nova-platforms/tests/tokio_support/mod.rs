@@ -20,6 +20,17 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Connects through nova-tokio with `adapter` (the first connection open)
+/// and watches the session's events.
+pub async fn open(
+    config: impl nova_tokio::nova_driver::IntoConfig,
+    adapter: impl nova_proto::session::Adapter + Send + 'static,
+) -> (nova_tokio::Handle, Watch) {
+    let (handle, events) =
+        nova_tokio::Connector::new(config).adapter(adapter).connect().await.expect("the session opens");
+    (handle, Watch::new(events))
+}
+
 /// The session's events, read on a task of their own.
 pub struct Watch {
     rx: mpsc::UnboundedReceiver<Event>,
