@@ -100,6 +100,15 @@ async fn more_than_ten_spot_topics_go_out_in_batches_of_ten() {
     server.shutdown();
 }
 
+/// A trade stream whose every `order.create` is answered with `code`.
+fn trade_mock_refusing_orders(code: i64, message: &str) -> MockBybit {
+    MockBybit::new(Stream::Trade, "K", Secret::new(SECRET), WallClock::system()).ret_code_on(
+        "order.create",
+        code,
+        message,
+    )
+}
+
 fn credentials() -> Credentials {
     Credentials::new("K", Secret::new(SECRET), WallClock::system())
 }
@@ -156,11 +165,7 @@ async fn a_refused_subscribe_and_a_trade_ret_code_are_typed_errors_and_the_sessi
     server.shutdown();
 
     // The trade socket: `{"retCode":10001,"retMsg":...}` answers its request.
-    let mock = MockBybit::new(Stream::Trade, "K", Secret::new(SECRET), WallClock::system()).ret_code_on(
-        "order.create",
-        10001,
-        "params error: qty",
-    );
+    let mock = trade_mock_refusing_orders(10001, "params error: qty");
     let server = MockServer::start(mock.behavior()).unwrap();
     let adapter = Bybit::new(Stream::Trade).credentials(credentials());
     let (handle, mut events) = open(bybit::config(&server.url("/v5/trade")), adapter).await;
@@ -179,11 +184,7 @@ async fn a_refused_subscribe_and_a_trade_ret_code_are_typed_errors_and_the_sessi
 
 #[tokio::test]
 async fn a_rate_limit_ret_code_reconnects_after_the_adapters_wait_then_reauths() {
-    let mock = MockBybit::new(Stream::Trade, "K", Secret::new(SECRET), WallClock::system()).ret_code_on(
-        "order.create",
-        bybit::SYSTEM_FREQUENCY_PROTECTION,
-        "System frequency protection",
-    );
+    let mock = trade_mock_refusing_orders(bybit::SYSTEM_FREQUENCY_PROTECTION, "System frequency protection");
     let server = MockServer::builder().lifetime(Duration::from_secs(20)).otherwise(mock.behavior()).start().unwrap();
     // The default wait is 1 s; shortened here.
     let wait = ms(400);
@@ -212,11 +213,7 @@ async fn a_rate_limit_ret_code_reconnects_after_the_adapters_wait_then_reauths()
 
 #[tokio::test]
 async fn a_rate_limit_ret_code_with_fail_request_fails_only_that_request() {
-    let mock = MockBybit::new(Stream::Trade, "K", Secret::new(SECRET), WallClock::system()).ret_code_on(
-        "order.create",
-        bybit::TOO_FREQUENT,
-        "too frequent",
-    );
+    let mock = trade_mock_refusing_orders(bybit::TOO_FREQUENT, "too frequent");
     let server = MockServer::start(mock.behavior()).unwrap();
     let adapter = Bybit::new(Stream::Trade).credentials(credentials()).on_rate_limit(RateLimitAction::FailRequest);
     let (handle, mut events) = open(bybit::config(&server.url("/v5/trade")), adapter).await;
@@ -234,11 +231,7 @@ async fn a_rate_limit_ret_code_with_fail_request_fails_only_that_request() {
 
 #[tokio::test]
 async fn trade_service_restarting_opens_a_new_connection_with_a_fresh_auth() {
-    let mock = MockBybit::new(Stream::Trade, "K", Secret::new(SECRET), WallClock::system()).ret_code_on(
-        "order.create",
-        bybit::TRADE_SERVICE_RESTARTING,
-        "trade service restarting",
-    );
+    let mock = trade_mock_refusing_orders(bybit::TRADE_SERVICE_RESTARTING, "trade service restarting");
     let server = MockServer::builder().lifetime(Duration::from_secs(20)).otherwise(mock.behavior()).start().unwrap();
     let adapter = Bybit::new(Stream::Trade).credentials(credentials());
     let config = bybit::config(&server.url("/v5/trade"));
