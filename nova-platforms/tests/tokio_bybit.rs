@@ -21,7 +21,7 @@ use nova_proto::{Secret, Timeout};
 use nova_testkit::MockServer;
 use nova_tokio::Event;
 use serde_json::{Value, json};
-use tokio_support::{Feed, ms, open};
+use tokio_support::{Feed, ms, open, serve};
 
 const SECRET: &str = "bybit_test_secret";
 
@@ -34,12 +34,7 @@ fn ops(mock: &MockBybit, conn: u32) -> Vec<String> {
 #[tokio::test]
 async fn private_auth_subscribe_drop_then_reauth_resubscribe_on_the_same_stream() {
     let mock = MockBybit::new(Stream::Private, "K", Secret::new(SECRET), WallClock::system()).tick(ms(20));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().drop_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().drop_after(ms(600)), mock.behavior());
     let adapter =
         Bybit::new(Stream::Private).credentials(Credentials::new("K", Secret::new(SECRET), WallClock::system()));
     let config = bybit::config(&server.url("/v5/private"));
@@ -62,12 +57,7 @@ async fn private_auth_subscribe_drop_then_reauth_resubscribe_on_the_same_stream(
 #[tokio::test]
 async fn more_than_ten_spot_topics_go_out_in_batches_of_ten() {
     let mock = MockBybit::new(Stream::Spot, "K", Secret::new(SECRET), WallClock::system()).tick(ms(20));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().drop_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().drop_after(ms(600)), mock.behavior());
     let config = bybit::config(&server.url("/v5/public/spot"));
     let (handle, mut events) = open(config, Bybit::new(Stream::Spot)).await;
     let symbols: Vec<String> = (0..23).map(|i| format!("SYM{i}USDT")).collect();
@@ -118,12 +108,7 @@ async fn unanswered_json_pings_end_the_connection_then_reauth_resubscribe_on_the
     let mock = MockBybit::new(Stream::Private, "K", Secret::new(SECRET), WallClock::system()).tick(ms(20));
     // The first connection keeps pushing data and answering protocol pings,
     // but never answers `op: ping`: only the JSON heartbeat can tell.
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior_without_pongs())
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior_without_pongs(), mock.behavior());
     // The shortest interval the adapter allows (Bybit recommends 20 s).
     let adapter = Bybit::new(Stream::Private).credentials(credentials()).ping_interval(Duration::from_secs(1));
     let config = bybit::config(&server.url("/v5/private"));

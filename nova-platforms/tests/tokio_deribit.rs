@@ -19,7 +19,7 @@ use nova_proto::{Secret, Timeout};
 use nova_testkit::MockServer;
 use nova_tokio::Event;
 use serde_json::json;
-use tokio_support::{Feed, Watch, ms, open, until};
+use tokio_support::{Feed, Watch, ms, open, serve, until};
 
 const CHANNEL: &str = "ticker.BTC-PERPETUAL.100ms";
 
@@ -36,12 +36,7 @@ fn methods(mock: &MockDeribit, conn: u32) -> Vec<String> {
 async fn auth_subscribe_drop_then_reauth_resubscribe_on_the_same_stream() {
     let mock = MockDeribit::new("KEY", &Secret::new("deribit_test_secret")).tick(ms(20));
     // The first connection drops 600 ms in; the next ones stay.
-    let server = MockServer::builder()
-        .lifetime(std::time::Duration::from_secs(20))
-        .connection(mock.behavior().drop_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().drop_after(ms(600)), mock.behavior());
     let config = deribit::config(&server.url("/ws/api/v2"));
     let (handle, mut events) = open(config, adapter()).await;
     let feed = Feed::new(
@@ -94,12 +89,7 @@ async fn server_test_requests_are_answered_with_public_test() {
 
 /// The mock's first connection behaves as `first`, the next ones normally.
 fn server(mock: &MockDeribit, first: nova_testkit::Behavior) -> MockServer {
-    MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(first)
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap()
+    serve(first, mock.behavior())
 }
 
 /// After a reconnect: Ready with the channel restored, re-auth before the

@@ -16,7 +16,7 @@ use nova_platforms::discord::{self, Discord, testing::MockDiscord};
 use nova_proto::{Backoff, CloseCode, Disconnect, Secret, Timeout};
 use nova_testkit::MockServer;
 use nova_tokio::Event;
-use tokio_support::{Watch, ms, open, until};
+use tokio_support::{Watch, ms, open, serve, until};
 
 const TOKEN: &str = "discord-test-token";
 
@@ -32,12 +32,7 @@ fn is_dispatch(e: &Event, t: &str) -> bool {
 #[tokio::test]
 async fn identify_then_resume_after_a_drop_with_session_id_and_seq() {
     let mock = MockDiscord::new(TOKEN).tick(ms(20));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().drop_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().drop_after(ms(600)), mock.behavior());
     let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
     let info = adapter.info();
     let (handle, mut events) = open(config(&server.url("/")), adapter).await;
@@ -106,12 +101,7 @@ async fn resumed(events: &mut Watch, mock: &MockDiscord) {
 async fn a_zombie_connection_is_dropped_and_the_next_one_resumes() {
     // Hello announces 250 ms: a beat without ACK is found at the next beat.
     let mock = MockDiscord::new(TOKEN).tick(ms(20)).heartbeat_interval(ms(250));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior_without_acks())
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior_without_acks(), mock.behavior());
     let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
     let (handle, mut events) = open(config(&server.url("/")), adapter).await;
     events.ready().await;
@@ -139,12 +129,7 @@ async fn a_zombie_connection_is_dropped_and_the_next_one_resumes() {
 #[tokio::test]
 async fn close_4008_rate_limited_reconnects_with_the_backoff_and_resumes() {
     let mock = MockDiscord::new(TOKEN).tick(ms(20));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().close_after(ms(600), 4008, "Rate limited."))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().close_after(ms(600), 4008, "Rate limited."), mock.behavior());
     let adapter = Discord::new(Secret::new(TOKEN), 1 << 9);
     let (handle, mut events) = open(config(&server.url("/")), adapter).await;
     events.ready().await;

@@ -22,7 +22,7 @@ use nova_proto::{Backoff, Timeout};
 use nova_testkit::MockServer;
 use nova_tokio::Event;
 use serde_json::{Value, json};
-use tokio_support::{Feed, json as to_json, ms, open};
+use tokio_support::{Feed, json as to_json, ms, open, serve};
 
 fn block(v: &Value) -> u64 {
     quantity(&v["params"]["result"]["number"]).expect("a head carries its number")
@@ -35,12 +35,7 @@ fn server_id(v: &Value) -> String {
 #[tokio::test]
 async fn new_ids_are_remapped_to_the_same_stream_and_the_gap_shows() {
     let mock = MockEthereum::new().tick(ms(20));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().drop_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().drop_after(ms(600)), mock.behavior());
     // 300 ms down at least, so heads are produced while the client is away.
     let config = ethereum::config(&server.url("/")).backoff(Backoff::constant(ms(300), 0.0));
     let (handle, mut events) = open(config, Ethereum::new()).await;
@@ -75,12 +70,7 @@ async fn new_ids_are_remapped_to_the_same_stream_and_the_gap_shows() {
 async fn a_silent_node_is_found_dead_then_the_subscription_is_restored_on_the_same_stream() {
     let mock = MockEthereum::new().tick(ms(20));
     // Half-open: no heads, no answers, no pongs after 600 ms, and no close.
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().go_silent_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().go_silent_after(ms(600)), mock.behavior());
     // The preset pings every 20 s with a 20 s timeout; shortened here.
     let config = ethereum::config(&server.url("/")).ping(ms(200), ms(300)).backoff(Backoff::constant(ms(100), 0.0));
     let (handle, mut events) = open(config, Ethereum::new()).await;

@@ -10,14 +10,12 @@
 
 mod tokio_support;
 
-use std::time::Duration;
-
 use nova_platforms::slack::{self, Envelope, Slack, testing::MockSlack};
 use nova_proto::session::Strategy;
 use nova_proto::{Backoff, Timeout};
 use nova_testkit::MockServer;
 use nova_tokio::Event;
-use tokio_support::{Watch, ms, open, until};
+use tokio_support::{Watch, ms, open, serve, until};
 
 fn config(url: &str) -> nova_proto::ConfigBuilder {
     // The preset's backoff, shortened so the test reconnects at once.
@@ -34,12 +32,7 @@ async fn next_envelope(events: &mut Watch) -> String {
 #[tokio::test]
 async fn envelopes_are_acknowledged_and_flow_again_after_a_drop() {
     let mock = MockSlack::new(1_000).tick(ms(50));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().drop_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().drop_after(ms(600)), mock.behavior());
     let (handle, mut events) = open(config(&server.url("/link")), Slack::new()).await;
 
     events.ready().await;
@@ -85,12 +78,7 @@ async fn link_disabled_stops_the_session() {
 async fn a_silent_socket_is_found_dead_and_envelopes_flow_again_on_a_new_one() {
     let mock = MockSlack::new(1_000).tick(ms(50));
     // Half-open: no envelopes, no pongs after 600 ms, and no close.
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(mock.behavior().go_silent_after(ms(600)))
-        .otherwise(mock.behavior())
-        .start()
-        .unwrap();
+    let server = serve(mock.behavior().go_silent_after(ms(600)), mock.behavior());
     // The preset pings every 5 s with a 5 s timeout; shortened here.
     let config = config(&server.url("/link")).ping(ms(200), ms(300));
     let (handle, mut events) = open(config, Slack::new()).await;
@@ -113,12 +101,7 @@ async fn too_many_websockets_waits_the_adapters_wait_then_envelopes_flow_again()
     // The first socket: two envelopes and a slash command, then the disconnect.
     let first = MockSlack::new(2).tick(ms(20)).disconnect_with(slack::TOO_MANY_WEBSOCKETS);
     let next = MockSlack::new(1_000).tick(ms(20));
-    let server = MockServer::builder()
-        .lifetime(Duration::from_secs(20))
-        .connection(first.behavior())
-        .otherwise(next.behavior())
-        .start()
-        .unwrap();
+    let server = serve(first.behavior(), next.behavior());
     // Slack gives no figure; the adapter waits 60 s by default. Shortened here.
     let wait = ms(400);
     let adapter = Slack::new().too_many_websockets_wait(wait);

@@ -20,6 +20,18 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A mock server whose first connection behaves as `first` (a drop, a
+/// silence, a close) and every later one as `then`, for the length of a
+/// test (20 s at most).
+pub fn serve(first: nova_testkit::Behavior, then: nova_testkit::Behavior) -> nova_testkit::MockServer {
+    nova_testkit::MockServer::builder()
+        .lifetime(Duration::from_secs(20))
+        .connection(first)
+        .otherwise(then)
+        .start()
+        .expect("the mock server starts")
+}
+
 /// Connects through nova-tokio with `adapter` (the first connection open)
 /// and watches the session's events.
 pub async fn open(
