@@ -21,7 +21,7 @@ use nova_proto::{Secret, Timeout};
 use nova_testkit::MockServer;
 use nova_tokio::Event;
 use serde_json::{Value, json};
-use tokio_support::{Feed, ms, open, serve};
+use tokio_support::{Feed, Watch, ms, open, serve};
 
 const SECRET: &str = "bybit_test_secret";
 
@@ -46,10 +46,7 @@ async fn private_auth_subscribe_drop_then_reauth_resubscribe_on_the_same_stream(
     assert_eq!(ops(&mock, 1)[..2], ["auth", "subscribe"], "auth goes first");
 
     events.expect("the forced drop", |e| matches!(e, Event::Disconnected { reconnect: Some(_), .. })).await;
-    assert_eq!(events.ready().await, (1, 0), "the topic is restored after a fresh auth");
-    assert_eq!(ops(&mock, 2)[..2], ["auth", "subscribe"], "re-auth before resubscribe");
-    let before = feed.count();
-    assert_eq!(feed.more_than(before + 2).await["topic"], "order", "data flows again on the same stream");
+    restored_after_a_fresh_auth(&mut events, &mock, &feed).await;
     handle.close(1000, "done").unwrap();
     server.shutdown();
 }
@@ -99,6 +96,15 @@ fn trade_mock_refusing_orders(code: i64, message: &str) -> MockBybit {
     )
 }
 
+/// After a drop: the `order` topic restored on the second connection, auth
+/// first, and its data flowing again on the same stream.
+async fn restored_after_a_fresh_auth(events: &mut Watch, mock: &MockBybit, feed: &Feed) {
+    assert_eq!(events.ready().await, (1, 0), "the topic is restored after a fresh auth");
+    assert_eq!(ops(mock, 2)[..2], ["auth", "subscribe"], "re-auth before resubscribe");
+    let before = feed.count();
+    assert_eq!(feed.more_than(before + 2).await["topic"], "order", "data flows again on the same stream");
+}
+
 fn credentials() -> Credentials {
     Credentials::new("K", Secret::new(SECRET), WallClock::system())
 }
@@ -120,10 +126,7 @@ async fn unanswered_json_pings_end_the_connection_then_reauth_resubscribe_on_the
     events.expect("a missed heartbeat", |e| matches!(e, Event::HeartbeatMissed { .. })).await;
     // Ended by the JSON heartbeat.
     events.dead_by(Timeout::Heartbeat).await;
-    assert_eq!(events.ready().await, (1, 0), "the topic is restored after a fresh auth");
-    assert_eq!(ops(&mock, 2)[..2], ["auth", "subscribe"], "re-auth before resubscribe");
-    let before = feed.count();
-    assert_eq!(feed.more_than(before + 2).await["topic"], "order", "data flows again on the same stream");
+    restored_after_a_fresh_auth(&mut events, &mock, &feed).await;
     handle.close(1000, "done").unwrap();
     server.shutdown();
 }
