@@ -960,6 +960,26 @@ impl Connection {
         // reads at most its budget plus one `read_chunk`, as before).
         let chunk = read_len(self.settings.read_chunk, client.read_hint()).min((*budget).max(self.settings.read_chunk));
         let (result, handshake_done) = with_read_buf(chunk, |buf| {
+            // The rest of a large frame partly received (only then is there
+            // a hint) goes straight into its own buffer: one copy fewer.
+            // Only its rest: a `readv` that also took what follows into
+            // this thread's buffer measured worse in nova-bench (1 × 64 KiB
+            // pipelined, 6 interleaved runs: 31.6 µs of CPU a message
+            // before, 32.0 with this, 47.7 with `readv`; 64 × 64 KiB: 52.4,
+            // 46.1, 46.0).
+            if *up
+                && client.read_hint() > 0
+                && let Some(place) = client.read_in_place(chunk)
+            {
+                let asked = place.len();
+                let result = transport.read(place);
+                if let Ok(n) = result
+                    && n > 0
+                {
+                    client.handle_input(now, Input::ReceivedInPlace(n));
+                }
+                return (result.map(|n| (n, asked)), false);
+            }
             let result = transport.read(buf);
             let handshake_done = !*up && !transport.is_handshaking();
             if handshake_done {
@@ -972,10 +992,10 @@ impl Connection {
             {
                 client.handle_input(now, Input::Received(&buf[..n]));
             }
-            (result, handshake_done)
+            (result.map(|n| (n, buf.len())), handshake_done)
         });
         match result {
-            Ok(0) => {
+            Ok((0, _)) => {
                 self.drop_link(registry);
                 let why = if was_up {
                     TransportDown::Eof
@@ -985,7 +1005,7 @@ impl Connection {
                 self.client.handle_input(now, Input::TransportDown(why));
                 true
             }
-            Ok(n) => {
+            Ok((n, asked)) => {
                 *budget = budget.saturating_sub(n);
                 // A plain socket that filled less than the buffer was
                 // drained: with edge-triggered readiness (epoll, kqueue) the
@@ -994,7 +1014,7 @@ impl Connection {
                 // ping-pong (tokio's rule too). Not for TLS (what the socket
                 // held is not what the plaintext read returned), nor after
                 // the peer's end was reported (no new event would come).
-                if n < chunk && !self.read_closed && !cfg!(windows) && transport.is_plain() {
+                if n < asked && !self.read_closed && !cfg!(windows) && transport.is_plain() {
                     self.readable = false;
                 }
                 true

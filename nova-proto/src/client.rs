@@ -376,6 +376,7 @@ impl Client {
         match input {
             Input::TransportUp => self.on_transport_up(),
             Input::Received(bytes) => self.on_received(bytes),
+            Input::ReceivedInPlace(n) => self.on_received_in_place(n),
             Input::TransportDown(why) => self.on_transport_down(why),
         }
     }
@@ -592,13 +593,26 @@ impl Client {
             }
             Link::Connected(conn) => {
                 conn.receive(bytes);
-                if self.state == State::Open && !bytes.is_empty() {
-                    // Any byte from the server is proof of life.
-                    self.keepalive.missed = 0;
-                    self.timers.stop(Timer::Pong);
-                }
+                self.heard_from_server(bytes.len());
             }
             Link::None => {}
+        }
+    }
+
+    fn on_received_in_place(&mut self, n: usize) {
+        if let Link::Connected(conn) = &mut self.link {
+            let n = conn.received_in_place(n);
+            self.stats.bytes_in += n as u64;
+            self.heard_from_server(n);
+        }
+    }
+
+    /// `n` bytes of frames arrived.
+    fn heard_from_server(&mut self, n: usize) {
+        if self.state == State::Open && n > 0 {
+            // Any byte from the server is proof of life.
+            self.keepalive.missed = 0;
+            self.timers.stop(Timer::Pong);
         }
     }
 
@@ -676,6 +690,26 @@ impl Client {
         match &self.link {
             Link::Connected(conn) => conn.read_hint(),
             _ => 0,
+        }
+    }
+
+    /// Where a driver may read the next bytes to save copying them: the
+    /// room left in the payload buffer of the large frame being received
+    /// (at most `max` bytes, never past that frame's end). Read into it, then
+    /// report the count with [`Input::ReceivedInPlace`] before anything
+    /// else; `None` (no large frame is partly received): read into a buffer
+    /// of your own and hand the bytes over as [`Input::Received`].
+    ///
+    /// Only frames of at least 4 KiB get a buffer of their own, so small
+    /// messages never come this way; bytes the first read of a frame
+    /// brought (its header and what followed) are always handed over. The
+    /// room is zeroed the first time it is offered (a recycled buffer
+    /// already is initialized) and bounded like the frame's reservation: up
+    /// to 256 KiB at once, then growing with what arrived.
+    pub fn read_in_place(&mut self, max: usize) -> Option<&mut [u8]> {
+        match &mut self.link {
+            Link::Connected(conn) => conn.read_in_place(max),
+            _ => None,
         }
     }
 
@@ -1167,6 +1201,45 @@ mod tests {
         let t1 = t0 + Duration::from_secs(10);
         run_timers(&mut c, t1, t1 + Duration::from_secs(4));
         assert_ne!(c.state(), State::Open, "a silent server is found dead once the application caught up");
+    }
+
+    #[test]
+    fn bytes_read_in_place_are_counted_and_keep_the_connection_alive() {
+        let t0 = Instant::now();
+        let mut c = open_client_with_keepalive(t0);
+        let payload = vec![7u8; 40_000];
+        let mut frame = vec![0x82, 126, 0, 0];
+        frame[2..4].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        let before = c.stats().bytes_in;
+        assert!(c.read_in_place(1 << 20).is_none(), "nothing offered before a large frame starts");
+        c.handle_input(t0, Input::Received(&frame[..5000]));
+        // The rest trickles in, read in place, over more than the dead-server
+        // timeout: each piece is proof of life.
+        let mut at = 5000;
+        let mut t = t0;
+        while at < frame.len() {
+            t += Duration::from_millis(500);
+            run_timers(&mut c, t - Duration::from_millis(500), t);
+            let place = c.read_in_place(4000).expect("the frame's rest is offered");
+            let n = place.len();
+            place.copy_from_slice(&frame[at..at + n]);
+            c.handle_input(t, Input::ReceivedInPlace(n));
+            at += n;
+            assert_eq!(c.state(), State::Open, "at {at}");
+        }
+        assert_eq!(c.stats().bytes_in - before, frame.len() as u64);
+        let delivered = std::iter::from_fn(|| c.poll_output()).find_map(|o| match o {
+            Output::Message(m) => Some(m),
+            _ => None,
+        });
+        assert_eq!(delivered, Some(Message::binary(payload)));
+        // Not connected: nothing offered, a stray count is ignored.
+        c.handle_input(t, Input::TransportDown(TransportDown::Eof));
+        assert!(c.read_in_place(1 << 20).is_none());
+        let counted = c.stats().bytes_in;
+        c.handle_input(t, Input::ReceivedInPlace(100));
+        assert_eq!(c.stats().bytes_in, counted);
     }
 
     #[test]

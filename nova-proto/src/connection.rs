@@ -113,35 +113,76 @@ struct Arriving {
     header: Header,
     /// The announced payload length, checked against the limits.
     len: usize,
-    /// What has arrived of it; never longer than `len`.
+    /// The frame's bytes from the front, `filled` of them arrived. May be
+    /// longer than `filled`: bytes past it are initialized but meaningless
+    /// (zeroes, or a recycled buffer's old bytes), which is what lets a
+    /// driver read into it ([`Connection::read_in_place`]). Never read past
+    /// `filled`; cut to `len` when the frame is complete.
     payload: Vec<u8>,
+    /// What has arrived of it; never more than `len`.
+    filled: usize,
 }
 
 impl Arriving {
     /// Starts a frame with the payload bytes already received.
     fn new(header: Header, len: usize, received: &[u8], recycler: &Arc<Recycler>) -> Arriving {
         let want = len.min(PAYLOAD_RESERVE_MAX).max(received.len());
-        let mut payload = recycler.take(want).unwrap_or_else(|| Vec::with_capacity(want));
-        payload.extend_from_slice(received);
-        Arriving { header, len, payload }
+        let payload = recycler.take(want).unwrap_or_else(|| Vec::with_capacity(want));
+        let mut arriving = Arriving { header, len, payload, filled: 0 };
+        arriving.put(received);
+        arriving
     }
 
     /// Takes what belongs to this frame from the front of `bytes`; returns the rest.
     fn fill<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
-        let (mine, rest) = bytes.split_at(bytes.len().min(self.len - self.payload.len()));
-        let want = self.payload.len() + mine.len();
-        if want > self.payload.capacity() {
-            // Beyond the first reservation: double, but never past the frame's
-            // end, so growth follows the bytes that arrived.
-            let target = want.max(self.payload.capacity() * 2).min(self.len);
-            self.payload.reserve_exact(target - self.payload.len());
-        }
-        self.payload.extend_from_slice(mine);
+        let (mine, rest) = bytes.split_at(bytes.len().min(self.len - self.filled));
+        self.make_room(self.filled + mine.len());
+        self.put(mine);
         rest
     }
 
+    /// Copies `bytes` (which fit the reservation) after what arrived.
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.filled + bytes.len();
+        if end <= self.payload.len() {
+            self.payload[self.filled..end].copy_from_slice(bytes);
+        } else {
+            self.payload.truncate(self.filled);
+            self.payload.extend_from_slice(bytes);
+        }
+        self.filled = end;
+    }
+
+    /// Reserves room for `want` bytes in all. Beyond the first reservation:
+    /// double, but never past the frame's end, so growth follows the bytes
+    /// that arrived.
+    fn make_room(&mut self, want: usize) {
+        if want > self.payload.capacity() {
+            let target = want.max(self.payload.capacity() * 2).min(self.len);
+            self.payload.truncate(self.filled);
+            self.payload.reserve_exact(target - self.filled);
+        }
+    }
+
+    /// The reserved room after what arrived, at most `max` bytes of it,
+    /// initialized (zeroed the first time) so it can be read into. When the
+    /// reservation is full, grows as [`fill`](Self::fill) would for one more
+    /// byte: never past twice what arrived, nor past the frame.
+    fn unfilled(&mut self, max: usize) -> &mut [u8] {
+        self.make_room(self.filled + 1);
+        let end = self.payload.capacity().min(self.len).min(self.filled.saturating_add(max));
+        if self.payload.len() < end {
+            self.payload.resize(end, 0);
+        }
+        &mut self.payload[self.filled..end]
+    }
+
+    fn arrived(&self) -> &[u8] {
+        &self.payload[..self.filled]
+    }
+
     fn is_complete(&self) -> bool {
-        self.payload.len() == self.len
+        self.filled == self.len
     }
 }
 
@@ -186,7 +227,8 @@ impl Recycler {
         self.free.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An empty buffer of at least `want` bytes and at most twice that.
+    /// A buffer of at least `want` bytes of capacity and at most twice that,
+    /// still holding its last frame's bytes.
     fn take(&self, want: usize) -> Option<Vec<u8>> {
         let mut free = self.lock();
         let i = free.0.iter().rposition(|b| b.capacity() >= want && b.capacity() / 2 <= want)?;
@@ -195,9 +237,10 @@ impl Recycler {
         Some(buf)
     }
 
-    /// Keeps `buf` for reuse if it fits under [`RECYCLE_MAX`]; frees it otherwise.
-    fn put(&self, mut buf: Vec<u8>) {
-        buf.clear();
+    /// Keeps `buf` for reuse if it fits under [`RECYCLE_MAX`]; frees it
+    /// otherwise. Its bytes are kept (not cleared): initialized memory that
+    /// the next frame can be read into without zeroing it first.
+    fn put(&self, buf: Vec<u8>) {
         let mut free = self.lock();
         if free.1 + buf.capacity() <= RECYCLE_MAX {
             free.1 += buf.capacity();
@@ -331,6 +374,40 @@ impl Connection {
         self.rx.extend_from_slice(bytes);
     }
 
+    /// Where the next read may go to skip a copy: the room left in the
+    /// payload buffer of the large frame arriving (at most `max` bytes, never
+    /// past the frame's end, so a read into it takes nothing of what
+    /// follows). `None` when no such frame is arriving: read elsewhere and
+    /// hand the bytes to [`receive`](Self::receive).
+    ///
+    /// Why: read into a buffer of the driver's, a large frame's bytes were
+    /// copied once more, into this buffer, which was about a tenth of the
+    /// client's CPU in nova-bench at 64 KiB (the kernel's copy is the other
+    /// one every client pays).
+    pub(crate) fn read_in_place(&mut self, max: usize) -> Option<&mut [u8]> {
+        match &mut self.arriving {
+            Some(arriving) if !self.close_received && !arriving.is_complete() && max > 0 => {
+                Some(arriving.unfilled(max))
+            }
+            _ => None,
+        }
+    }
+
+    /// `n` bytes were read into what [`read_in_place`](Self::read_in_place)
+    /// returned. Returns how many of them were taken: all, unless `n` is
+    /// more than that room (a driver's mistake; the rest were never written
+    /// there and are ignored).
+    pub(crate) fn received_in_place(&mut self, n: usize) -> usize {
+        match &mut self.arriving {
+            Some(arriving) if !self.close_received => {
+                let n = n.min(arriving.len.min(arriving.payload.len()) - arriving.filled);
+                arriving.filled += n;
+                n
+            }
+            _ => 0,
+        }
+    }
+
     /// With nothing buffered, `bytes` start a frame: a large data frame goes
     /// straight into a buffer of its own ([`Arriving`]), whole or not, and
     /// only what follows it reaches `rx`. Returns the bytes not taken.
@@ -359,7 +436,7 @@ impl Connection {
 
     /// Bytes received and not decoded yet.
     pub(crate) fn buffered(&self) -> usize {
-        self.rx.len() + self.arriving.as_ref().map_or(0, |a| a.payload.len())
+        self.rx.len() + self.arriving.as_ref().map_or(0, |a| a.filled)
     }
 
     /// Bytes the frame at the head of the stream still needs to be complete:
@@ -375,7 +452,7 @@ impl Connection {
             return 0;
         }
         if let Some(arriving) = &self.arriving {
-            return arriving.len - arriving.payload.len();
+            return arriving.len - arriving.filled;
         }
         if self.rx.is_empty() {
             return 0;
@@ -491,11 +568,11 @@ impl Connection {
     #[cold]
     #[inline(never)]
     fn take_arrived(&mut self) -> Result<Option<(Header, Bytes)>, ProtocolError> {
-        let Some(arriving) = self.arriving.take() else {
+        let Some(mut arriving) = self.arriving.take() else {
             return Ok(None);
         };
         if !arriving.is_complete() {
-            let result = self.check_partial_text(&arriving.header, &arriving.payload);
+            let result = self.check_partial_text(&arriving.header, arriving.arrived());
             self.arriving = Some(arriving);
             return result.map(|()| None);
         }
@@ -503,6 +580,7 @@ impl Connection {
         // comes back to the recycler when the message is dropped.
         self.recycling = true;
         let home = Arc::downgrade(self.recycler.get_or_insert_with(Arc::default));
+        arriving.payload.truncate(arriving.len);
         let payload = Bytes::from_owner(Recycled { buf: arriving.payload, home });
         Ok(Some((arriving.header, payload)))
     }
@@ -1008,7 +1086,7 @@ mod tests {
                 assert!(c.rx.len() <= 16, "chunk {chunk}: {}", c.rx.len());
                 if let Some(a) = &c.arriving {
                     assert_eq!(a.payload.capacity(), payload.len(), "one exact reservation");
-                    assert_eq!(c.buffered(), a.payload.len());
+                    assert_eq!(c.buffered(), a.filled);
                 }
             }
             assert_eq!(messages(&got), [Message::binary(payload.clone()), Message::text("after")], "chunk {chunk}");
@@ -1257,6 +1335,93 @@ mod tests {
         let e = decode(&mut c, &stream, 7).unwrap_err();
         assert_eq!(e, ProtocolError::MessageTooLarge { len: 2100, max: 2048 });
         assert_eq!(e.close_code(), CloseCode::TOO_BIG);
+    }
+
+    /// Feeds `stream` as a driver that reads in place does: `chunk`-sized
+    /// reads, into the frame's own buffer whenever one is offered.
+    fn decode_in_place(c: &mut Connection, stream: &[u8], chunk: usize) -> Result<Vec<Inbound>, ProtocolError> {
+        let mut got = Vec::new();
+        let mut rest = stream;
+        while !rest.is_empty() {
+            let n = match c.read_in_place(chunk) {
+                Some(place) => {
+                    let n = place.len().min(rest.len());
+                    place[..n].copy_from_slice(&rest[..n]);
+                    assert_eq!(c.received_in_place(n), n);
+                    n
+                }
+                None => {
+                    let n = chunk.min(rest.len());
+                    c.receive(&rest[..n]);
+                    n
+                }
+            };
+            rest = &rest[n..];
+            while let Some(i) = c.next()? {
+                got.push(i);
+            }
+        }
+        Ok(got)
+    }
+
+    #[test]
+    fn large_frames_read_in_place_arrive_whole_and_nothing_past_them_is_offered() {
+        let big: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
+        let text = "é".repeat(3000);
+        let stream = [
+            server_frame(true, 0x2, &big),
+            server_frame(true, 0x1, b"small"),
+            server_frame(true, 0x1, text.as_bytes()),
+            server_frame(false, 0x2, &big[..5000]),
+            server_frame(true, 0x0, &big[5000..]),
+        ]
+        .concat();
+        let want = [Message::binary(big.clone()), Message::text("small"), Message::text(text), Message::binary(big)];
+        for chunk in [1, 7, 4096, 16 * 1024, 300_000] {
+            let mut c = conn();
+            assert_eq!(messages(&decode_in_place(&mut c, &stream, chunk).unwrap()), want, "chunk {chunk}");
+            // Between frames nothing is offered: the next header is read elsewhere.
+            assert!(c.read_in_place(chunk).is_none());
+            assert_eq!(c.buffered(), 0);
+        }
+        // What is offered never passes the frame's end, and counts as buffered.
+        let mut c = conn();
+        let frame = server_frame(true, 0x2, &[3; 10_000]);
+        c.receive(&frame[..100]);
+        assert!(c.next().unwrap().is_none());
+        assert_eq!(c.read_in_place(usize::MAX).map(|p| p.len()), Some(10_000 - 96));
+        assert_eq!(c.read_in_place(50).map(|p| p.len()), Some(50));
+        // A driver claiming more than it was offered gets only the offer counted.
+        assert_eq!(c.received_in_place(1 << 20), 10_000 - 96);
+        assert_eq!(c.read_hint(), 0);
+        assert_eq!(c.buffered(), 10_000);
+        assert!(c.read_in_place(100).is_none());
+    }
+
+    #[test]
+    fn a_recycled_buffer_read_in_place_holds_only_the_new_frame() {
+        // The second frame is shorter and goes into the first one's buffer,
+        // whose old bytes are still there: none of them may show.
+        let mut c = conn();
+        let first = decode_in_place(&mut c, &server_frame(true, 0x2, &[1; 20_000]), 4096).unwrap();
+        drop(first);
+        assert!(c.recycler.as_ref().is_some_and(|r| r.lock().1 > 0));
+        let got = decode_in_place(&mut c, &server_frame(true, 0x2, &[2; 15_000]), 4096).unwrap();
+        assert_eq!(messages(&got), [Message::binary(vec![2; 15_000])]);
+    }
+
+    #[test]
+    fn invalid_utf8_read_in_place_fails_before_the_frame_ends() {
+        let mut text = vec![b'a'; 50_000];
+        text[20_000] = 0xff;
+        let frame = server_frame(true, 0x1, &text);
+        let mut c = conn();
+        c.receive(&frame[..4096]);
+        assert!(c.next().unwrap().is_none());
+        let place = c.read_in_place(20_000).unwrap();
+        place.copy_from_slice(&frame[4096..24_096]);
+        c.received_in_place(20_000);
+        assert_eq!(c.next().unwrap_err(), ProtocolError::InvalidUtf8);
     }
 
     #[test]

@@ -181,7 +181,8 @@ pub fn handshake_response(data: &[u8]) {
 }
 
 /// A client past a valid upgrade, fed arbitrary server bytes chunked by the
-/// first byte, with the application answering every message.
+/// first byte (odd: read into a large frame's own buffer when one is
+/// offered, as the drivers do), with the application answering every message.
 pub fn client_stream(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
         return;
@@ -194,6 +195,17 @@ pub fn client_stream(data: &[u8]) {
     h.drain();
     h.answer_handshake(b"");
     for piece in rest.chunks(chunk) {
+        // As the drivers read: into a large frame's own buffer when one is
+        // offered (odd first bytes), the rest handed over.
+        let mut piece = piece;
+        if first % 2 == 1
+            && let Some(place) = h.client.read_in_place(piece.len())
+        {
+            let n = place.len().min(piece.len());
+            place[..n].copy_from_slice(&piece[..n]);
+            h.client.handle_input(h.now, Input::ReceivedInPlace(n));
+            piece = &piece[n..];
+        }
         h.client.handle_input(h.now, Input::Received(piece));
         h.drain();
         let echoes: Vec<Message> = std::mem::take(&mut h.delivered);
@@ -848,7 +860,15 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     let with_chunk = |chunk: u8, v: &[u8]| [&[chunk][..], v].concat();
     match target {
         "frame_decoder" | "client_stream" => {
-            streams.iter().enumerate().map(|(i, (name, v))| (*name, with_chunk(i as u8 * 7, v))).collect()
+            let mut seeds: Vec<(&'static str, Vec<u8>)> =
+                streams.iter().enumerate().map(|(i, (name, v))| (*name, with_chunk(i as u8 * 7, v))).collect();
+            // Frames long enough for a buffer of their own (the fuzz limit is
+            // 4096), read in place when the first byte is odd.
+            let text = "ζ".repeat(2048);
+            let large = [frame(0x82, &[5; 4096]), frame(0x81, text.as_bytes()), frame(0x81, b"after")].concat();
+            seeds.push(("large_in_place", with_chunk(63, &large)));
+            seeds.push(("large_copied", with_chunk(62, &large)));
+            seeds
         }
         "inflate" => {
             // [flags, (b0, len, payload)*]: b0 0xC1 = FIN + RSV1 + text.

@@ -21,6 +21,11 @@ pub enum Input<'a> {
     TransportUp,
     /// Bytes read from the transport, in any chunking (one byte at a time works).
     Received(&'a [u8]),
+    /// This many bytes were read into the buffer
+    /// [`Client::read_in_place`](crate::Client::read_in_place) returned (the
+    /// same call's, with nothing in between). Counted only up to that
+    /// buffer's length.
+    ReceivedInPlace(usize),
     /// The transport ended or failed. Also the answer to an [`Output::Connect`]
     /// that could not be opened.
     TransportDown(TransportDown),

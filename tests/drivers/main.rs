@@ -50,6 +50,10 @@ macro_rules! driver_suite {
                 suite::last_message_and_end_in_one_segment::<$driver>();
             }
             #[test]
+            fn large_frames_in_pieces() {
+                suite::large_frames_in_pieces::<$driver>();
+            }
+            #[test]
             fn one_way_cut_is_dead() {
                 suite::one_way_cut_is_dead::<$driver>();
             }

@@ -316,6 +316,60 @@ pub(crate) fn last_message_and_end_in_one_segment<D: Driver>() {
     server.join().unwrap();
 }
 
+/// Large frames that arrive in pieces, some pieces holding the end of one
+/// frame and the start of the next, the last one with the end of the stream:
+/// every message is delivered whole and in order (the drivers read the rest
+/// of a large frame straight into its buffer), then the end is seen.
+pub(crate) fn large_frames_in_pieces<D: Driver>() {
+    use std::io::Write;
+
+    let text = "ü".repeat(40_000);
+    let binary: Vec<u8> = (0..150_000).map(|i| (i % 253) as u8).collect();
+    let stream = [
+        nova_testkit::raw::server_frame(0x2, &binary),
+        nova_testkit::raw::server_frame(0x1, text.as_bytes()),
+        nova_testkit::raw::server_frame(0x1, b"small"),
+        nova_testkit::raw::server_frame(0x2, &binary[..70_000]),
+    ]
+    .concat();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        nova_testkit::raw::accept_upgrade(&mut tcp).unwrap();
+        let _ = tcp.set_nodelay(true);
+        std::thread::sleep(ms(50));
+        // Pieces of uneven sizes, so reads end inside headers and payloads.
+        let mut at = 0;
+        for (i, size) in [3usize, 9_000, 50_001, 7, 120_000, 33_333].iter().cycle().enumerate() {
+            let end = (at + size).min(stream.len());
+            tcp.write_all(&stream[at..end]).unwrap();
+            at = end;
+            if at == stream.len() {
+                break;
+            }
+            if i % 2 == 0 {
+                std::thread::sleep(ms(5));
+            }
+        }
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        std::thread::sleep(ms(500));
+    });
+    let runtime = D::runtime();
+    let config = config(&format!("ws://{addr}/")).backoff(Backoff::constant(Duration::from_secs(60), 0.0));
+    let mut session = D::start(&runtime, build(config), Trust::Default);
+    expect_opened(&mut session, 0);
+    assert_eq!(next_message(&mut session).as_binary(), Some(&binary[..]));
+    assert_eq!(next_message(&mut session).as_text(), Some(text.as_str()));
+    assert_eq!(next_message(&mut session).as_text(), Some("small"));
+    assert_eq!(next_message(&mut session).as_binary(), Some(&binary[..70_000]));
+    match next_change(&mut session) {
+        Event::Disconnected { cause: Disconnect::Failed(Error::Transport(TransportDown::Eof)), .. } => {}
+        other => panic!("expected the end of the stream, got {other:?}"),
+    }
+    server.join().unwrap();
+}
+
 /// A path cut toward the server only: the client's pings go nowhere,
 /// nothing comes back, and the connection is declared dead.
 pub(crate) fn one_way_cut_is_dead<D: Driver>() {

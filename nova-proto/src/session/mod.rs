@@ -362,6 +362,11 @@ impl Session {
         self.client.read_hint()
     }
 
+    /// See [`Client::read_in_place`].
+    pub fn read_in_place(&mut self, max: usize) -> Option<&mut [u8]> {
+        self.client.read_in_place(max)
+    }
+
     /// See [`Client::holds_untaken_frames`].
     pub fn holds_untaken_frames(&self) -> bool {
         self.client.holds_untaken_frames()
